@@ -1,0 +1,187 @@
+"""A stable device id from hardware facts, and noticing a cloned disk image.
+
+The id is derived (not random) from the SMBIOS UUID, the OS machine id and the permanent
+MAC addresses, so re-imaging a PC keeps its id and its history (no duplicate hosts after a
+re-install). The facts are also kept in ``identity.json`` in the state dir; when an agent
+starts on a machine whose facts no longer match that file — a lab PC cloned from a golden
+image with the state dir copied — it takes a new id and says so in ``hello``
+(``origin="reidentified"``, ``previous_device_id``), so the collector can link the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from campuswatch.wire.messages import IdentityInfo
+
+log = logging.getLogger(__name__)
+IDENTITY_FILE = "identity.json"
+_VIRTUAL_NIC_PREFIXES = ("lo", "docker", "veth", "br-", "virbr", "vmnet", "tun", "tap", "wg")
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareFacts:
+    product_uuid: str | None = None
+    machine_id: str | None = None
+    macs: tuple[str, ...] = field(default_factory=tuple)
+
+    def fingerprint(self) -> str:
+        text = json.dumps(
+            [self.product_uuid, self.machine_id, sorted(self.macs)], separators=(",", ":")
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def is_same_machine(self, other: HardwareFacts) -> bool:
+        """Tolerant match: a replaced network card must not look like a new PC."""
+        if self.product_uuid and other.product_uuid:
+            return self.product_uuid == other.product_uuid
+        if self.macs and other.macs:
+            return bool(set(self.macs) & set(other.macs))
+        return self.machine_id is not None and self.machine_id == other.machine_id
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        value = Path(path).read_text(encoding="ascii", errors="ignore").strip()
+    except OSError:
+        return None
+    return value or None
+
+
+# SMBIOS UUIDs that vendors ship unset; they identify nothing.
+_PLACEHOLDER_UUIDS = {
+    "00000000-0000-0000-0000-000000000000",
+    "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    "03000200-0400-0500-0006-000700080009",
+}
+
+
+def _physical_macs() -> tuple[str, ...]:
+    macs: set[str] = set()
+    for name, addresses in psutil.net_if_addrs().items():
+        if name.startswith(_VIRTUAL_NIC_PREFIXES):
+            continue
+        if sys.platform.startswith("linux") and not Path(f"/sys/class/net/{name}/device").exists():
+            continue  # virtual interface (bridge, bond, veth): its MAC is not hardware
+        for address in addresses:
+            if address.family == psutil.AF_LINK and address.address:
+                mac = address.address.lower().replace("-", ":")
+                if mac != "00:00:00:00:00:00" and len(mac) == 17:
+                    macs.add(mac)
+    return tuple(sorted(macs))
+
+
+def _windows_machine_guid() -> str | None:
+    try:
+        import winreg  # type: ignore[import-not-found,unused-ignore]
+
+        with winreg.OpenKey(  # type: ignore[attr-defined,unused-ignore]
+            winreg.HKEY_LOCAL_MACHINE,  # type: ignore[attr-defined,unused-ignore]
+            r"SOFTWARE\Microsoft\Cryptography",
+        ) as key:
+            value, _ = winreg.QueryValueEx(key, "MachineGuid")  # type: ignore[attr-defined,unused-ignore]
+            return str(value)
+    except OSError:
+        return None
+
+
+def read_hardware_facts() -> HardwareFacts:
+    if os.name == "nt":
+        return HardwareFacts(None, _windows_machine_guid(), _physical_macs())
+    product_uuid = _read_text("/sys/class/dmi/id/product_uuid")
+    if product_uuid and product_uuid.lower() in _PLACEHOLDER_UUIDS:
+        product_uuid = None
+    machine_id = _read_text("/etc/machine-id") or _read_text("/var/lib/dbus/machine-id")
+    return HardwareFacts(
+        product_uuid.lower() if product_uuid else None, machine_id, _physical_macs()
+    )
+
+
+def derive_device_id(facts: HardwareFacts, prefix: str = "pc") -> str:
+    basis = facts.product_uuid or facts.machine_id or ",".join(facts.macs)
+    if not basis:
+        # Nothing stable to derive from: fall back to a random id kept in the state dir.
+        basis = os.urandom(16).hex()
+    digest = hashlib.sha256(f"campuswatch:{basis}:{','.join(facts.macs)}".encode()).hexdigest()
+    return f"{prefix}-{digest[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    device_id: str
+    info: IdentityInfo
+
+
+def resolve_identity(
+    state_dir: Path,
+    facts: HardwareFacts,
+    *,
+    configured_device_id: str | None = None,
+) -> Identity:
+    """Load, create or re-derive this machine's identity and persist it."""
+    fingerprint = facts.fingerprint()
+    path = state_dir / IDENTITY_FILE
+    stored: dict[str, object] | None = None
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        stored = loaded if isinstance(loaded, dict) else None
+    except FileNotFoundError:
+        stored = None
+    except (OSError, ValueError) as exc:
+        log.warning("identity file %s unreadable (%s); deriving a new one", path, exc)
+
+    if configured_device_id:
+        identity = Identity(
+            configured_device_id, IdentityInfo(fingerprint=fingerprint, origin="configured")
+        )
+    elif stored is None or not isinstance(stored.get("device_id"), str):
+        identity = Identity(
+            derive_device_id(facts), IdentityInfo(fingerprint=fingerprint, origin="new")
+        )
+    else:
+        previous_id = str(stored["device_id"])
+        raw_facts = stored.get("facts") if isinstance(stored.get("facts"), dict) else {}
+        assert isinstance(raw_facts, dict)
+        previous_facts = HardwareFacts(
+            raw_facts.get("product_uuid"),
+            raw_facts.get("machine_id"),
+            tuple(raw_facts.get("macs") or ()),
+        )
+        if previous_facts.is_same_machine(facts):
+            identity = Identity(previous_id, IdentityInfo(fingerprint=fingerprint, origin="stable"))
+        else:
+            new_id = derive_device_id(facts)
+            if new_id == previous_id:  # identical derivation basis: make the clone distinct
+                new_id = derive_device_id(HardwareFacts(os.urandom(16).hex(), None, facts.macs))
+            log.warning(
+                "hardware differs from the identity in %s (cloned disk image?): "
+                "device id %s replaces %s",
+                path,
+                new_id,
+                previous_id,
+            )
+            identity = Identity(
+                new_id,
+                IdentityInfo(
+                    fingerprint=fingerprint,
+                    origin="reidentified",
+                    previous_device_id=previous_id,
+                    note="machine fingerprint changed since the state dir was written",
+                ),
+            )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(
+        json.dumps({"device_id": identity.device_id, "facts": asdict(facts)}, indent=2),
+        encoding="utf-8",
+    )
+    os.replace(temporary, path)
+    return identity

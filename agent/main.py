@@ -1,0 +1,111 @@
+"""Assembling an agent from settings: identity, probes, runner."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from campuswatch.agent.identity import Identity, read_hardware_facts, resolve_identity
+from campuswatch.agent.probes import Probe, ProbeContext
+from campuswatch.agent.runner import AgentRunner
+from campuswatch.agent.settings import AgentSettings
+from campuswatch.wire.messages import (
+    AvMessage,
+    EventMessage,
+    HealthMessage,
+    InventoryMessage,
+    Message,
+    NetMessage,
+    kind_of,
+)
+
+log = logging.getLogger(__name__)
+UNASSIGNED_SITE = "unassigned"
+
+
+def default_probes() -> list[Probe]:
+    from campuswatch.agent.probes.av import AvProbe
+    from campuswatch.agent.probes.health import HealthProbe
+    from campuswatch.agent.probes.inventory import InventoryProbe
+    from campuswatch.agent.probes.net import NetProbe
+
+    return [InventoryProbe(), AvProbe(), NetProbe(), HealthProbe()]
+
+
+def _site(settings: AgentSettings) -> str:
+    if settings.site:
+        return settings.site
+    log.warning("no site configured; reporting under %r until one is set", UNASSIGNED_SITE)
+    return UNASSIGNED_SITE
+
+
+def _identity(settings: AgentSettings) -> Identity:
+    return resolve_identity(
+        settings.resolved_state_dir(),
+        read_hardware_facts(),
+        configured_device_id=settings.device_id,
+    )
+
+
+def build_runner(settings: AgentSettings, probes: Sequence[Probe] | None = None) -> AgentRunner:
+    identity = _identity(settings)
+    return AgentRunner(
+        settings,
+        identity,
+        _site(settings),
+        list(probes) if probes is not None else default_probes(),
+        state_dir=settings.resolved_state_dir(),
+        device_type="server" if _looks_like_server() else "pc",
+    )
+
+
+def collect_once(settings: AgentSettings) -> list[Message]:
+    identity = _identity(settings)
+    context = ProbeContext(device_id=identity.device_id, site=_site(settings), settings=settings)
+    return [probe.collect(context) for probe in default_probes()]
+
+
+def _looks_like_server() -> bool:
+    if sys.platform == "win32":
+        import platform
+
+        return "server" in platform.release().lower() or "server" in platform.version().lower()
+    return False
+
+
+def summarise(messages: Iterable[Message]) -> list[str]:
+    """A short human reading of what the agent would send."""
+    lines: list[str] = []
+    for message in messages:
+        problems = ", ".join(f"{e.probe}: {e.reason} ({e.detail})" for e in _errors(message))
+        suffix = f"  [problems: {problems}]" if problems else ""
+        if isinstance(message, AvMessage):
+            names = ", ".join(p.name for p in message.products) or "none"
+            lines.append(f"antivirus: {message.status} (products: {names}){suffix}")
+        elif isinstance(message, NetMessage):
+            lines.append(
+                f"network: internet {'ok' if message.internet_ok else 'NOT ok'}, "
+                f"latency {message.latency_ms} ms, loss {message.loss_pct} %{suffix}"
+            )
+        elif isinstance(message, HealthMessage):
+            lines.append(
+                f"health: cpu {message.cpu_pct} %, memory {message.memory_pct} %, "
+                f"agent RSS {(message.agent_rss_bytes or 0) // 1_000_000} MB{suffix}"
+            )
+        elif isinstance(message, InventoryMessage):
+            os_name = message.os.name if message.os else "?"
+            lines.append(
+                f"inventory: {message.hostname} {os_name}, "
+                f"{len(message.software or [])} packages, {len(message.interfaces)} NICs{suffix}"
+            )
+        elif isinstance(message, EventMessage):
+            lines.append(f"event {message.event_type}: {message.message}")
+        else:
+            lines.append(f"{kind_of(message)} message")
+    return lines
+
+
+def _errors(message: Message) -> list[Any]:
+    return list(getattr(message, "errors", []) or [])

@@ -1,0 +1,3 @@
+from campuswatch.cli import main
+
+main()

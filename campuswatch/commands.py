@@ -1,0 +1,39 @@
+"""Typer commands for everything but the agent (collector, simulator, rules, reports …)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="CampusWatch: antivirus, connectivity and inventory monitoring for schools.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+schema_app = typer.Typer(help="The wire contract's JSON Schemas.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+
+@app.command(
+    "agent",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def agent(ctx: typer.Context) -> None:
+    """The agent for lab PCs (run, once): see `campuswatch agent --help`."""
+    from campuswatch.agent.cli import main as agent_main
+
+    raise typer.Exit(agent_main(ctx.args or ["--help"]))
+
+
+@schema_app.command("export")
+def schema_export(
+    directory: Annotated[Path, typer.Argument(help="Output folder.")] = Path("docs/schemas"),
+) -> None:
+    """Write one JSON Schema file per message kind."""
+    from campuswatch.wire.schema import write_schemas
+
+    for path in write_schemas(directory):
+        typer.echo(str(path))

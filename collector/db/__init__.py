@@ -1,0 +1,1 @@
+"""The collector's relational database: models, engine, migrations, housekeeping."""

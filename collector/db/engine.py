@@ -1,0 +1,91 @@
+"""Engines, sessions and schema migrations for the register database.
+
+SQLite (one file under the data directory) needs no set-up and suits one school or a
+small district; PostgreSQL (``postgresql+psycopg://...``) is for several collectors
+sharing one register.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+# Long enough to ride out a checkpoint or another collector's write, short enough that a
+# stuck writer shows up as an error instead of a hung ingest.
+SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'register.db').resolve()}"
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets the API read while ingest writes; foreign keys are off by default in SQLite.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str, **engine_options: Any) -> Engine:
+    """An engine for ``url``; a SQLite file's folder is created and its pragmas set."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **engine_options)
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    engine_options.setdefault("pool_pre_ping", True)
+    return create_engine(url, **engine_options)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    # expire_on_commit=False: objects handed to the API layer stay readable after commit.
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config built in code, so migrations run from an installed package."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # ConfigParser treats % as interpolation; URLs with escaped passwords contain it.
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
+    """Bring the database schema up to ``revision`` (default: the newest)."""
+    engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        if isinstance(engine_or_url, str):
+            engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

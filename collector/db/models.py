@@ -1,0 +1,301 @@
+"""The collector's relational state: assets, device state, idempotency, dead letters, access.
+
+Portable between SQLite and PostgreSQL: plain strings with CHECK constraints instead of
+native enums (adding a value must not need ``ALTER TYPE``), the generic ``JSON`` type, and
+``UtcDateTime`` so every time read back is timezone-aware UTC whatever the backend stores.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar, Final
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SITE_LEVELS: Final = ("province", "district", "school", "building", "room")
+UPLINK_TYPES: Final = ("fibre", "4g", "5g", "adsl", "satellite", "other", "unknown")
+ASSET_KINDS: Final = (
+    "pc",
+    "server",
+    "laptop",
+    "projector",
+    "interactive_panel",
+    "display",
+    "camera",
+    "env_sensor",
+    "access_point",
+    "switch",
+    "router",
+    "firewall",
+    "printer",
+    "smart_plug",
+    "access_controller",
+    "scanner",
+    "information_system",
+    "other",
+)
+# Lifecycle of the physical thing. Whether a person has accepted the record is a separate
+# flag (``registered``): a discovered device is usually in service, and a lost projector was
+# registered, so folding "unregistered" into this list would lose one of the two facts.
+ASSET_STATUSES: Final = ("in_service", "in_repair", "lost", "retired")
+ASSET_SOURCES: Final = ("agent", "device", "discovery", "manual", "import")
+ROLES: Final = ("admin", "soc", "facilities", "viewer")
+
+# Fixed names so Alembic and both databases agree on every constraint and index name.
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes in, UTC-aware datetimes out, on every backend.
+
+    SQLite has no zone support and returns naive values; storing naive UTC there and
+    re-attaching UTC on the way out keeps comparisons and sorting correct. A naive value
+    on the way in is refused: guessing its zone is how audit times end up hours off.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; attach a time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime(),
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+    }
+
+
+class Site(Base):
+    """A node of the province → district → school → building → room tree."""
+
+    __tablename__ = "sites"
+    __table_args__ = (
+        CheckConstraint(_in_list("level", SITE_LEVELS), name="level"),
+        CheckConstraint(
+            "digital_maturity_level IS NULL OR digital_maturity_level BETWEEN 0 AND 3",
+            name="maturity",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sites.id", ondelete="RESTRICT"), index=True
+    )
+    level: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(256))
+    uplink_type: Mapped[str | None] = mapped_column(String(16))
+    digital_maturity_level: Mapped[int | None] = mapped_column(SmallInteger)
+    # Created because a message named it; a person should place it in the tree.
+    auto_created: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now, onupdate=utc_now)
+
+
+class Asset(Base):
+    """One thing in the facilities register: hardware, or an information system."""
+
+    __tablename__ = "assets"
+    __table_args__ = (
+        CheckConstraint(_in_list("status", ASSET_STATUSES), name="status"),
+        CheckConstraint(_in_list("source", ASSET_SOURCES), name="source"),
+        CheckConstraint(
+            "security_level IS NULL OR security_level BETWEEN 1 AND 5", name="security_level"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset_tag: Mapped[str | None] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32), default="other")
+    name: Mapped[str | None] = mapped_column(String(256))
+    vendor: Mapped[str | None] = mapped_column(String(256))
+    model: Mapped[str | None] = mapped_column(String(256))
+    serial: Mapped[str | None] = mapped_column(String(256), index=True)
+    device_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    os_name: Mapped[str | None] = mapped_column(String(256))
+    os_version: Mapped[str | None] = mapped_column(String(256))
+    firmware_version: Mapped[str | None] = mapped_column(String(256))
+    site_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sites.id", ondelete="RESTRICT"), index=True
+    )
+    room: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="in_service")
+    purchase_date: Mapped[date | None] = mapped_column(Date)
+    warranty_end: Mapped[date | None] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(16))
+    first_seen: Mapped[datetime | None] = mapped_column()
+    last_seen: Mapped[datetime | None] = mapped_column()
+    registered: Mapped[bool] = mapped_column(Boolean, default=False)
+    manual_fields: Mapped[list[str]] = mapped_column(default=list)
+    # Decree 85/2016 security level and the date its protection plan was approved.
+    security_level: Mapped[int | None] = mapped_column(SmallInteger)
+    protection_plan_approved_on: Mapped[date | None] = mapped_column(Date)
+    notes: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now, onupdate=utc_now)
+
+    macs: Mapped[list[AssetMac]] = relationship(
+        back_populates="asset", cascade="all, delete-orphan", order_by="AssetMac.mac"
+    )
+
+    # SQLAlchemy bumps ``version`` on every UPDATE and fails a flush whose row changed
+    # underneath it, so two editors (or an editor and the ingest) cannot silently overwrite.
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it as-is)
+
+    @property
+    def mac_list(self) -> list[str]:
+        return [entry.mac for entry in self.macs]
+
+
+class AssetMac(Base):
+    """A MAC address belongs to at most one asset: the primary key enforces it."""
+
+    __tablename__ = "asset_macs"
+
+    mac: Mapped[str] = mapped_column(String(17), primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), index=True)
+
+    asset: Mapped[Asset] = relationship(back_populates="macs")
+
+
+class AssetHistory(Base):
+    """One field change of one asset, with who or what made it."""
+
+    __tablename__ = "asset_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utc_now)
+    field: Mapped[str] = mapped_column(String(64))
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    # A user name, "message:<id>" or "import:<file>:<row>".
+    actor: Mapped[str] = mapped_column(String(512))
+    source: Mapped[str] = mapped_column(String(16))
+
+
+class Device(Base):
+    """Live state of one sender (agent, smart device, scanner) as the collector last saw it."""
+
+    __tablename__ = "devices"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="RESTRICT"), index=True)
+    device_type: Mapped[str | None] = mapped_column(String(32))
+    asset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assets.id", ondelete="SET NULL"), index=True
+    )
+    # None until a state message arrives: "unknown" must not look like "offline".
+    online: Mapped[bool | None] = mapped_column(Boolean)
+    status_changed_at: Mapped[datetime | None] = mapped_column()
+    last_seen: Mapped[datetime | None] = mapped_column()
+    last_message_at: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    latest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    hello: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    software_version: Mapped[str | None] = mapped_column(String(256))
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    clock_skew_s: Mapped[float | None] = mapped_column(Float)
+
+
+class ProcessedMessage(Base):
+    """Message ids already applied; a redelivered QoS 1 message finds its id here."""
+
+    __tablename__ = "processed_messages"
+
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class DeadLetter(Base):
+    """A payload the collector refused, kept (bounded) so a person can see why."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    topic: Mapped[str] = mapped_column(String(1024))
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ApiToken(Base):
+    """A bearer token for the API; only its sha256 is stored."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(_in_list("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # Deliberately not a foreign key: deleting a site must never widen a token to "all sites".
+    site_scope: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class User(Base):
+    """A web UI login; password stored as an scrypt hash (see ``collector.db.access``)."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_in_list("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(512))
+    role: Mapped[str] = mapped_column(String(16))
+    site_scope: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8), default="vi")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -1,0 +1,1 @@
+"""The facilities asset register: identity resolution, manual edits, import/export, KPIs."""

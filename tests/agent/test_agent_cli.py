@@ -1,0 +1,193 @@
+"""The agent as IT staff run it: the real command, real probes, a real broker."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from campuswatch.wire import decode_message
+from tests.support.mosquitto import MosquittoBroker, subscribe
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = {
+    path.stem: json.loads(path.read_text(encoding="utf-8"))
+    for path in (ROOT / "docs" / "schemas").glob("*.json")
+}
+CAMPUSWATCH = [sys.executable, "-m", "campuswatch"]
+
+
+@pytest.fixture
+def local_site() -> Iterator[str]:
+    """An HTTP target on loopback standing in for the Internet."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/generate_204"
+    server.shutdown()
+
+
+def write_config(tmp_path: Path, target: str, broker: str = "mqtt://127.0.0.1:1") -> Path:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"""
+site = "school-a"
+state_dir = "{tmp_path / "state"}"
+[mqtt]
+broker = "{broker}"
+reconnect_max_s = 2.0
+[intervals]
+av = 2
+net = 2
+health = 1
+[net]
+uplink_type = "fibre"
+dns_names = ["localhost"]
+http_targets = ["{target}"]
+ping_count = 1
+timeout_s = 2
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def assert_valid(kind: str, payload: bytes) -> None:
+    jsonschema.validate(json.loads(payload), SCHEMAS[kind])
+
+
+def test_once_prints_every_probe_as_schema_valid_json(tmp_path: Path, local_site: str) -> None:
+    config = write_config(tmp_path, local_site)
+    result = subprocess.run(
+        [*CAMPUSWATCH, "agent", "once", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    messages = json.loads(result.stdout)
+    kinds = [m["kind"] for m in messages]
+    assert sorted(kinds) == ["av", "health", "inventory", "net"]
+    for message in messages:
+        assert_valid(message["kind"], json.dumps(message).encode())
+    net = next(m for m in messages if m["kind"] == "net")
+    assert net["internet_ok"] is True
+    assert net["uplink_type"] == "fibre"
+
+
+def test_once_human_summary_and_light_imports(tmp_path: Path, local_site: str) -> None:
+    config = write_config(tmp_path, local_site)
+    probe = (
+        "import sys; from campuswatch.cli import main; sys.argv=['campuswatch','agent','once',"
+        f"'--config',{str(config)!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('typer','fastapi','sqlalchemy','pydantic','influxdb_client')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "antivirus:" in result.stdout
+    assert "network: internet ok" in result.stdout
+    assert "HEAVY []" in result.stdout, "the agent must not load the collector's libraries"
+
+
+def test_bad_config_exits_with_a_clear_message(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("[intervals]\nav = 'soon'\n", encoding="utf-8")
+    result = subprocess.run(
+        [*CAMPUSWATCH, "agent", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "intervals.av" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_publishes_birth_and_every_kind_and_will_on_sigkill(
+    mosquitto: MosquittoBroker, tmp_path: Path, local_site: str
+) -> None:
+    connection, capture = subscribe(mosquitto, "cw/v1/school-a/#")
+    config = write_config(tmp_path, local_site)
+    agent = subprocess.Popen(
+        [*CAMPUSWATCH, "agent", "run", "--broker", mosquitto.url, "--config", str(config)],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wanted = {"hello", "state", "inventory", "av", "net", "health"}
+        capture.wait_for(lambda ms: wanted <= {m.topic.rsplit("/", 1)[1] for m in ms}, 90)
+        for message in list(capture.messages):
+            kind = message.topic.rsplit("/", 1)[1]
+            assert_valid(kind, message.payload)
+            decode_message(message.topic, message.payload)
+        state = decode_message(capture.on("state")[0].topic, capture.on("state")[0].payload)
+        assert state.message.status == "online"  # type: ignore[union-attr]
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+
+        def offline(ms: list) -> bool:  # type: ignore[type-arg]
+            return any(
+                json.loads(m.payload).get("status") == "offline"
+                for m in ms
+                if m.topic.endswith("/state")
+            )
+
+        capture.wait_for(offline, 30)
+        last_state = json.loads(capture.on("state")[-1].payload)
+        assert last_state["reason"] == "will"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        connection.stop()
+
+
+def test_unreachable_broker_keeps_the_agent_running_and_queueing(
+    tmp_path: Path, local_site: str
+) -> None:
+    config = write_config(tmp_path, local_site, broker="mqtt://127.0.0.1:9")
+    agent = subprocess.Popen(
+        [*CAMPUSWATCH, "agent", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        queue_file = tmp_path / "state" / "outbox.sqlite"
+        deadline = time.monotonic() + 60
+        import sqlite3
+
+        depth = 0
+        while time.monotonic() < deadline and depth < 4:
+            time.sleep(0.5)
+            if queue_file.exists():
+                with sqlite3.connect(queue_file) as db:
+                    depth = db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+        assert depth >= 4, "messages are kept on disk while the broker is unreachable"
+        assert agent.poll() is None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=30)
+    assert agent.returncode == 0
+    assert "Traceback" not in stderr

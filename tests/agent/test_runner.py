@@ -1,0 +1,173 @@
+"""The runner against a real Mosquitto: birth, commands, and no loss over an outage."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from campuswatch.agent.identity import HardwareFacts, resolve_identity
+from campuswatch.agent.probes import ProbeContext
+from campuswatch.agent.runner import AgentRunner
+from campuswatch.agent.settings import load_settings
+from campuswatch.wire import CommandMessage, HealthMessage, decode_message, encode_message
+from campuswatch.wire.messages import HelloMessage, StateMessage
+from campuswatch.wire.mqtt import MqttConnection
+from campuswatch.wire.topics import build_topic
+from tests.support.mosquitto import MosquittoBroker, subscribe
+from tests.support.ports import free_port
+
+SITE = "school-a"
+
+
+class CountingProbe:
+    """Produces numbered health messages so a test can account for every one."""
+
+    name = "health"
+    kind = "health"
+
+    def __init__(self) -> None:
+        self.counter = itertools.count(1)
+        self.produced: list[str] = []
+        self.lock = threading.Lock()
+
+    def collect(self, context: ProbeContext) -> HealthMessage:
+        message = HealthMessage(
+            device_id=context.device_id, site=context.site, uptime_s=float(next(self.counter))
+        )
+        with self.lock:
+            self.produced.append(message.id)
+        return message
+
+
+def make_runner(broker: MosquittoBroker, tmp_path: Path, probe: CountingProbe) -> AgentRunner:
+    settings = load_settings(
+        overrides={
+            "site": SITE,
+            "state_dir": str(tmp_path / "state"),
+            "mqtt": {"broker": broker.url, "reconnect_max_s": 2.0, "keepalive_s": 5},
+            "intervals": {"health": 0.2, "jitter_fraction": 0.0},
+            "queue": {"rate_per_s": 500.0},
+        },
+        environ={},
+    )
+    identity = resolve_identity(
+        tmp_path / "state", HardwareFacts("uuid-test", "m" * 32, ("02:00:00:00:00:01",))
+    )
+    return AgentRunner(settings, identity, SITE, [probe], state_dir=tmp_path / "state")
+
+
+def test_birth_messages_are_retained_and_valid(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    probe = CountingProbe()
+    runner = make_runner(mosquitto, tmp_path, probe)
+    runner.start()
+    try:
+        _wait(lambda: runner.stats.acked_total >= 1)
+        # A subscriber that arrives later still gets hello and state: they are retained.
+        connection, capture = subscribe(mosquitto, f"cw/v1/{SITE}/+/+")
+        messages = capture.wait_for(lambda ms: len({m.topic for m in ms if m.retain}) >= 2)
+        connection.stop()
+        retained = {m.topic.rsplit("/", 1)[1]: m for m in messages if m.retain}
+        hello = decode_message(retained["hello"].topic, retained["hello"].payload).message
+        state = decode_message(retained["state"].topic, retained["state"].payload).message
+        assert isinstance(hello, HelloMessage)
+        assert hello.identity is not None and hello.identity.origin == "new"
+        assert "health" in hello.capabilities
+        assert isinstance(state, StateMessage) and state.status == "online"
+    finally:
+        runner.stop()
+
+
+def test_clean_stop_publishes_offline_shutdown(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    runner = make_runner(mosquitto, tmp_path, CountingProbe())
+    runner.start()
+    _wait(lambda: runner.connection.connected)
+    runner.stop()
+    connection, capture = subscribe(mosquitto, f"cw/v1/{SITE}/+/state")
+    messages = capture.wait_for(lambda ms: len(ms) >= 1)
+    connection.stop()
+    state = decode_message(messages[0].topic, messages[0].payload).message
+    assert isinstance(state, StateMessage)
+    assert (state.status, state.reason) == ("offline", "shutdown")
+
+
+def test_run_probes_command_triggers_a_collection(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    probe = CountingProbe()
+    runner = make_runner(mosquitto, tmp_path, probe)
+    runner.settings.intervals.health = 3600.0
+    runner._schedules[0].interval_s = 3600.0
+    runner.start()
+    try:
+        _wait(lambda: len(probe.produced) == 1 and runner.connection.connected)
+        time.sleep(0.5)  # let the SUBSCRIBE to cmd settle
+        sender = MqttConnection(f"test-cmd-{free_port()}", mosquitto.address)
+        sender.start()
+        assert sender.wait_connected(10)
+        command = CommandMessage(
+            device_id=runner.device_id, site=SITE, command="run_probes", issued_by="test"
+        )
+        sender.publish(build_topic(SITE, runner.device_id, "cmd"), encode_message(command))
+        _wait(lambda: len(probe.produced) >= 2)
+        sender.publish(build_topic(SITE, runner.device_id, "cmd"), b"{garbage")
+        sender.stop()
+        assert runner.stats.commands_total == 1
+    finally:
+        runner.stop()
+
+
+@pytest.mark.slow
+def test_broker_outage_of_a_minute_loses_nothing(tmp_path: Path) -> None:
+    broker = MosquittoBroker(tmp_path / "broker", free_port(), persistent=True)
+    broker.workdir.mkdir()
+    broker.start()
+    connection, capture = subscribe(broker, f"cw/v1/{SITE}/+/health", durable=True)
+    probe = CountingProbe()
+    runner = make_runner(broker, tmp_path, probe)
+    runner.start()
+    try:
+        _wait(lambda: len(capture.on("health")) >= 5)
+        broker.stop()
+        outage_started = len(probe.produced)
+        time.sleep(float(os.environ.get("CW_TEST_OUTAGE_S", "60")))
+        produced_in_gap = len(probe.produced) - outage_started
+        assert produced_in_gap >= 10, "the probe kept producing while the broker was away"
+        assert runner.queue.depth >= produced_in_gap - runner.settings.queue.max_inflight
+        broker.start()
+        _wait(lambda: runner.queue.depth == 0, timeout_s=90)
+        runner.stop()
+        expected = set(probe.produced)
+        try:
+            capture.wait_for(
+                lambda ms: expected <= {json.loads(m.payload)["id"] for m in ms}, timeout_s=30
+            )
+        except AssertionError:
+            got = {json.loads(m.payload)["id"] for m in capture.on("health")}
+            missing = [probe.produced.index(i) for i in expected - got]
+            raise AssertionError(
+                f"missing {len(missing)} of {len(expected)}: indexes {sorted(missing)[:50]}"
+            ) from None
+    finally:
+        connection.stop()
+        broker.stop()
+    counts = Counter(json.loads(m.payload)["id"] for m in capture.on("health"))
+    assert set(counts) == expected
+    duplicates = sum(n - 1 for n in counts.values())
+    # QoS 1 allows a redelivery of what was in flight when the connection dropped.
+    assert duplicates <= 2 * runner.settings.queue.max_inflight
+
+
+def _wait(predicate: object, timeout_s: float = 20.0) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)

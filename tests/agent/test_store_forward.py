@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from campuswatch.agent.store_forward import StoreAndForwardQueue
+
+
+def test_messages_survive_a_restart_in_order(tmp_path: Path) -> None:
+    queue = StoreAndForwardQueue(tmp_path / "q.sqlite", max_bytes=1_000_000)
+    for n in range(5):
+        queue.put(f"t/{n}", f"payload {n}".encode())
+    queue.close()
+    reopened = StoreAndForwardQueue(tmp_path / "q.sqlite", max_bytes=1_000_000)
+    assert reopened.depth == 5
+    assert [m.topic for m in reopened.peek(0, 10)] == [f"t/{n}" for n in range(5)]
+
+
+def test_peek_after_a_sequence_and_remove_on_ack(tmp_path: Path) -> None:
+    queue = StoreAndForwardQueue(tmp_path / "q.sqlite", max_bytes=1_000_000)
+    for n in range(4):
+        queue.put("t", bytes([n]))
+    first_two = queue.peek(0, 2)
+    rest = queue.peek(first_two[-1].seq, 10)
+    assert [m.payload for m in rest] == [b"\x02", b"\x03"]
+    queue.remove(first_two[0].seq)
+    queue.remove(first_two[0].seq)  # a duplicate ack changes nothing
+    assert queue.depth == 3
+    assert not queue.contains(first_two[0].seq)
+
+
+def test_full_queue_drops_the_oldest_and_counts_them_persistently(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite"
+    queue = StoreAndForwardQueue(path, max_bytes=1000)
+    for n in range(30):
+        queue.put("t", f"{n:03d}".encode() * 30)  # 91 bytes each with the topic
+    assert queue.size_bytes <= 1000
+    assert queue.depth == 10
+    assert queue.dropped_total == 20
+    assert queue.peek(0, 1)[0].payload.startswith(b"020")
+    queue.close()
+    assert StoreAndForwardQueue(path, max_bytes=1000).dropped_total == 20
