@@ -14,6 +14,7 @@ declare -A DEBIAN_PACKAGES=(
     [victoria-metrics]=victoria-metrics
     [influxd]=influxdb
     [prometheus-node-exporter]=prometheus-node-exporter
+    [promtool]=prometheus
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -16,6 +16,16 @@ schema_app = typer.Typer(help="The wire contract's JSON Schemas.", no_args_is_he
 app.add_typer(schema_app, name="schema")
 
 
+def _register_subcommands() -> None:
+    """Each role keeps its commands in its own package; imports there stay lazy."""
+    from campuswatch.collector.cli import app as collector_app
+
+    app.add_typer(collector_app, name="collector")
+
+
+_register_subcommands()
+
+
 @app.command(
     "agent",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -1,0 +1,22 @@
+"""The FastAPI application: routers by resource, OpenAPI at /openapi.json."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from campuswatch import __version__
+from campuswatch.collector.api import admin, assets, devices, health, sites
+from campuswatch.collector.api.context import ApiContext
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="CampusWatch collector API",
+        version=__version__,
+        description="Sites, devices, the asset register, alerts and reports. "
+        "Authenticate with `Authorization: Bearer <token>`.",
+    )
+    app.state.context = context
+    for module in (health, sites, devices, assets, admin):
+        app.include_router(module.router)
+    return app

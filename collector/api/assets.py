@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+
+from campuswatch.collector.api.deps import (
+    CurrentPrincipal,
+    DbSession,
+    Editor,
+    Principal,
+    ensure_visible,
+)
+from campuswatch.collector.api.schemas import (
+    AssetEdit,
+    AssetHistoryOut,
+    AssetOut,
+    ImportReportOut,
+    Page,
+)
+from campuswatch.collector.db.models import Asset
+from campuswatch.collector.register import assets as register
+from campuswatch.collector.register import transfer
+
+router = APIRouter(prefix="/api/v1/assets", tags=["assets"])
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+
+
+def asset_out(asset: Asset) -> dict[str, Any]:
+    data = {column: getattr(asset, column) for column in AssetOut.model_fields if column != "macs"}
+    data["macs"] = sorted(mac.mac for mac in asset.macs)
+    return data
+
+
+def _scope_site(principal: Principal, site_id: str | None) -> str | None:
+    if site_id is not None:
+        ensure_visible(principal, site_id)
+        return site_id
+    return principal.site_scope
+
+
+@router.get("", response_model=Page[AssetOut])
+def list_assets(
+    session: DbSession,
+    principal: CurrentPrincipal,
+    site_id: str | None = None,
+    kind: str | None = None,
+    status_filter: Annotated[str | None, Query(alias="status")] = None,
+    registered: bool | None = None,
+    source: str | None = None,
+    search: Annotated[str | None, Query(max_length=128)] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """Search and filter the register (site includes its sub-sites)."""
+    rows, total = register.list_assets(
+        session,
+        site_id=_scope_site(principal, site_id),
+        kind=kind,
+        status=status_filter,
+        registered=registered,
+        source=source,
+        search=search,
+        page=page,
+        page_size=page_size,
+    )
+    return {
+        "items": [asset_out(a) for a in rows],
+        "total": total,
+        "page": page,
+        "page_size": page_size,
+    }
+
+
+@router.get("/export.csv", response_class=Response)
+def export_csv(
+    session: DbSession, principal: CurrentPrincipal, site_id: str | None = None
+) -> Response:
+    data = transfer.export_assets_csv(session, _scope_site(principal, site_id))
+    return Response(
+        data,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="assets.csv"'},
+    )
+
+
+@router.get("/export.xlsx", response_class=Response)
+def export_xlsx(
+    session: DbSession, principal: CurrentPrincipal, site_id: str | None = None
+) -> Response:
+    data = transfer.export_assets_xlsx(session, _scope_site(principal, site_id))
+    return Response(
+        data,
+        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={"Content-Disposition": 'attachment; filename="assets.xlsx"'},
+    )
+
+
+@router.post("/import", response_model=ImportReportOut)
+async def import_assets(
+    request: Request,
+    session: DbSession,
+    filename: Annotated[str, Query(max_length=256, pattern=r"^[^/\\]+\.(csv|xlsx)$")],
+    principal: Editor,
+    dry_run: bool = True,
+) -> dict[str, Any]:
+    """Import CSV/XLSX sent as the request body. ``dry_run`` (the default) lists every row
+    error and writes nothing; a real run writes nothing either while any row is wrong."""
+    data = await request.body()
+    if len(data) > MAX_IMPORT_BYTES:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "file larger than 20 MB")
+    if principal.site_scope is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "imports need an unscoped account")
+    report = transfer.import_assets(session, data, filename, dry_run=dry_run)
+    if report.applied:
+        session.commit()
+    else:
+        session.rollback()
+    return {
+        "filename": report.filename,
+        "dry_run": report.dry_run,
+        "rows": report.rows,
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "applied": report.applied,
+        "errors": [{"row": e.row, "column": e.column, "message": e.message} for e in report.errors],
+    }
+
+
+@router.get("/{asset_id}", response_model=AssetOut)
+def get_asset(asset_id: int, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+    asset = session.get(Asset, asset_id)
+    if asset is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    ensure_visible(principal, asset.site_id)
+    return asset_out(asset)
+
+
+@router.get("/{asset_id}/history", response_model=list[AssetHistoryOut])
+def get_history(asset_id: int, session: DbSession, principal: CurrentPrincipal) -> list[Any]:
+    asset = session.get(Asset, asset_id)
+    if asset is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    ensure_visible(principal, asset.site_id)
+    return list(register.asset_history(session, asset_id))
+
+
+@router.patch("/{asset_id}", response_model=AssetOut)
+def edit_asset(
+    asset_id: int,
+    body: AssetEdit,
+    session: DbSession,
+    principal: Editor,
+) -> dict[str, Any]:
+    """A manual edit; the edited fields stay as set even when devices report otherwise."""
+    asset = session.get(Asset, asset_id)
+    if asset is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    ensure_visible(principal, asset.site_id)
+    if "site_id" in body.changes:
+        ensure_visible(principal, body.changes["site_id"])
+    try:
+        edited = register.edit_asset(
+            session, asset_id, body.changes, f"user:{principal.name}", body.expected_version
+        )
+    except register.AssetValidationError as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.errors) from None
+    except register.AssetConflict as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    session.commit()
+    session.refresh(edited)
+    return asset_out(edited)
+
+
+@router.post("", response_model=AssetOut, status_code=201)
+def create_asset(
+    body: dict[str, Any],
+    session: DbSession,
+    principal: Editor,
+) -> dict[str, Any]:
+    """Register equipment by hand (information systems, devices without an agent)."""
+    ensure_visible(principal, body.get("site_id") if principal.site_scope else None)
+    try:
+        asset = register.create_asset(session, body, f"user:{principal.name}")
+    except register.AssetValidationError as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.errors) from None
+    session.commit()
+    session.refresh(asset)
+    return asset_out(asset)

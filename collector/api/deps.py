@@ -1,0 +1,98 @@
+"""Annotated dependencies: the database session and the calling principal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from campuswatch.collector.api.context import ApiContext
+from campuswatch.collector.db.access import find_api_token
+from campuswatch.collector.register.assets import site_subtree_ids
+from campuswatch.wire.ids import utc_now
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ApiContext, Depends(get_context)]
+
+
+def get_session(context: Context) -> Iterator[Session]:
+    with context.sessions() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+    site_scope: str | None
+    allowed_sites: frozenset[str] | None
+    """None = every site; otherwise the scope's subtree (a district SOC sees its schools)."""
+
+    def can_see(self, site_id: str | None) -> bool:
+        return self.allowed_sites is None or (site_id is not None and site_id in self.allowed_sites)
+
+
+def current_principal(
+    session: DbSession,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token_text = credentials.credentials if credentials else request.cookies.get("cw_token")
+    if not token_text:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "a bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    token = find_api_token(session, token_text)
+    if token is None or token.revoked_at is not None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "unknown or revoked token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    token.last_used_at = utc_now()
+    session.commit()
+    allowed = frozenset(site_subtree_ids(session, token.site_scope)) if token.site_scope else None
+    return Principal(token.name, token.role, token.site_scope, allowed)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def _role_checker(*roles: str) -> Callable[[Principal], Principal]:
+    def check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in roles:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"role {principal.role!r} may not do this"
+            )
+        return principal
+
+    return check
+
+
+AdminOnly = Annotated[Principal, Depends(_role_checker("admin"))]
+Editor = Annotated[Principal, Depends(_role_checker("admin", "facilities"))]
+"""May change the register (facilities managers)."""
+Responder = Annotated[Principal, Depends(_role_checker("admin", "soc"))]
+"""May act on alerts and devices (SOC analysts)."""
+
+
+def ensure_visible(principal: Principal, site_id: str | None) -> None:
+    if not principal.can_see(site_id):
+        # 404, not 403: a scoped user must not learn what exists outside their scope.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlalchemy import select
+
+from campuswatch.collector.api.context import ApiContext
+from campuswatch.collector.api.deps import (
+    Context,
+    CurrentPrincipal,
+    DbSession,
+    Responder,
+    ensure_visible,
+)
+from campuswatch.collector.api.schemas import CommandIn, CommandOut, DeviceDetail, DeviceOut, Page
+from campuswatch.collector.db.models import Device
+from campuswatch.wire.ids import utc_now
+from campuswatch.wire.messages import CommandMessage
+
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+
+
+def _device_out(device: Device, context: ApiContext, detail: bool = False) -> dict[str, Any]:
+    av = (device.latest or {}).get("av") or {}
+    data: dict[str, Any] = {
+        "device_id": device.device_id,
+        "site_id": device.site_id,
+        "device_type": device.device_type,
+        "status": context.liveness.status(device.device_id, utc_now()),
+        "online": device.online,
+        "last_seen": device.last_seen,
+        "status_changed_at": device.status_changed_at,
+        "asset_id": device.asset_id,
+        "software_version": device.software_version,
+        "clock_skew_s": device.clock_skew_s,
+        "av_status": av.get("status") if isinstance(av, dict) else None,
+    }
+    if detail:
+        data.update(
+            hello=device.hello,
+            latest=device.latest or {},
+            last_message_at=device.last_message_at or {},
+        )
+    return data
+
+
+@router.get("", response_model=Page[DeviceOut])
+def list_devices(
+    session: DbSession,
+    principal: CurrentPrincipal,
+    context: Context,
+    site_id: str | None = None,
+    device_type: str | None = None,
+    status_filter: Annotated[
+        str | None, Query(alias="status", pattern="^(online|offline|flapping|unknown)$")
+    ] = None,
+    search: Annotated[str | None, Query(max_length=128)] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Devices with their liveness and latest antivirus status, newest contact first."""
+    query = select(Device).order_by(Device.last_seen.desc().nulls_last(), Device.device_id)
+    if site_id is not None:
+        ensure_visible(principal, site_id)
+        query = query.where(Device.site_id == site_id)
+    elif principal.allowed_sites is not None:
+        query = query.where(Device.site_id.in_(principal.allowed_sites))
+    if device_type is not None:
+        query = query.where(Device.device_type == device_type)
+    if search:
+        query = query.where(Device.device_id.contains(search, autoescape=True))
+    rows = [_device_out(d, context) for d in session.scalars(query)]
+    if status_filter is not None:
+        rows = [row for row in rows if row["status"] == status_filter]
+    start = (page - 1) * page_size
+    return {
+        "items": rows[start : start + page_size],
+        "total": len(rows),
+        "page": page,
+        "page_size": page_size,
+    }
+
+
+@router.get("/{device_id}", response_model=DeviceDetail)
+def get_device(
+    device_id: str, session: DbSession, principal: CurrentPrincipal, context: Context
+) -> dict[str, Any]:
+    """A device with the latest message of every kind it sent."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    ensure_visible(principal, device.site_id)
+    return _device_out(device, context, detail=True)
+
+
+@router.get("/{device_id}/series")
+def device_series(
+    device_id: str,
+    measurement: str,
+    field: str,
+    session: DbSession,
+    principal: CurrentPrincipal,
+    context: Context,
+    hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24,
+    step_s: Annotated[int, Query(ge=10, le=86400)] = 300,
+) -> dict[str, Any]:
+    """A down-sampled series from the embedded store, for the UI's small charts."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    ensure_visible(principal, device.site_id)
+    if context.timeseries is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, "series are served by the external store (use Grafana)"
+        )
+    end_ms = int(utc_now().timestamp() * 1000)
+    start_ms = end_ms - int(hours * 3600 * 1000)
+    points = context.timeseries.query(
+        measurement, field, {"device": device_id}, start=start_ms, end=end_ms, step=step_s * 1000
+    )
+    return {"measurement": measurement, "field": field, "points": [[t, v] for t, v in points]}
+
+
+@router.post("/{device_id}/commands", response_model=CommandOut, status_code=202)
+def send_command(
+    device_id: str,
+    body: CommandIn,
+    session: DbSession,
+    context: Context,
+    principal: Responder,
+) -> CommandOut:
+    """Ask a device to refresh its inventory, run its probes now, rescan …"""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    ensure_visible(principal, device.site_id)
+    if context.send_command is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no broker connection")
+    command = CommandMessage(
+        device_id=device_id,
+        site=device.site_id,
+        command=body.command,
+        args=body.args,
+        issued_by=principal.name,
+    )
+    sent = context.send_command(command)
+    return CommandOut(sent=sent, message_id=command.id)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy import select
+
+from campuswatch.collector.api.deps import (
+    Context,
+    CurrentPrincipal,
+    DbSession,
+    Editor,
+    ensure_visible,
+)
+from campuswatch.collector.api.schemas import SiteIn, SiteOut, SiteStatus
+from campuswatch.collector.db.models import Site
+from campuswatch.wire.ids import utc_now
+
+router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
+
+
+@router.get("", response_model=list[SiteStatus])
+def list_sites(
+    session: DbSession, principal: CurrentPrincipal, context: Context
+) -> list[SiteStatus]:
+    """Every visible site with its devices' liveness; ``unreachable`` marks a silent school."""
+    liveness = context.liveness.sites(utc_now())
+    result = []
+    for site in session.scalars(select(Site).order_by(Site.id)):
+        if not principal.can_see(site.id):
+            continue
+        live = liveness.get(site.id)
+        result.append(
+            SiteStatus(
+                **SiteOut.model_validate(site).model_dump(),
+                devices=live.devices if live else 0,
+                online=live.online if live else 0,
+                offline=live.offline if live else 0,
+                flapping=live.flapping if live else 0,
+                unknown=live.unknown if live else 0,
+                unreachable=live.unreachable if live else False,
+            )
+        )
+    return result
+
+
+@router.get("/{site_id}", response_model=SiteOut)
+def get_site(site_id: str, session: DbSession, principal: CurrentPrincipal) -> Site:
+    ensure_visible(principal, site_id)
+    site = session.get(Site, site_id)
+    if site is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    return site
+
+
+@router.put("/{site_id}", response_model=SiteOut)
+def put_site(
+    site_id: str,
+    body: SiteIn,
+    session: DbSession,
+    principal: Editor,
+) -> Site:
+    """Create or update a site; the tree is province → district → school → building → room."""
+    if body.id != site_id:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "id in body and path differ")
+    ensure_visible(principal, body.parent_id if principal.site_scope else site_id)
+    if body.parent_id is not None and (
+        body.parent_id == site_id or session.get(Site, body.parent_id) is None
+    ):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "unknown parent site")
+    site = session.get(Site, site_id)
+    if site is None:
+        site = Site(id=site_id)
+        session.add(site)
+    for key, value in body.model_dump().items():
+        setattr(site, key, value)
+    site.auto_created = False
+    session.commit()
+    session.refresh(site)
+    return site

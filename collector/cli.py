@@ -1,0 +1,96 @@
+"""``campuswatch collector …`` commands."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="The collector: ingest, storage, rules, alerts, API.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    broker: Annotated[str | None, typer.Option(help="mqtt://host:port or mqtts://…")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where embedded stores live.")] = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT for the API and web UI.")] = None,
+    tsdb: Annotated[
+        str | None,
+        typer.Option(help="victoriametrics://…, influx2://…, influx1://… (default: SQLite)."),
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="postgresql+psycopg://… (default: SQLite in data dir).")
+    ] = None,
+    share: Annotated[
+        str | None, typer.Option(help="Shared-subscription group to split load.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+) -> None:
+    """Run the collector until interrupted (Ctrl-C / SIGTERM)."""
+    from pydantic import ValidationError
+
+    from campuswatch.collector.settings import CollectorSettings
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides = {
+        key: value
+        for key, value in {
+            "broker": broker,
+            "data_dir": data_dir,
+            "listen": listen,
+            "tsdb": tsdb,
+            "db": db,
+            "share_group": share,
+        }.items()
+        if value is not None
+    }
+    try:
+        settings = CollectorSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        typer.echo(f"error: invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    serve(settings)
+
+
+def serve(settings: object) -> None:
+    """Start the collector and its HTTP server; block until a signal arrives."""
+    import uvicorn
+
+    from campuswatch.collector.api.app import create_app
+    from campuswatch.collector.service import CollectorService
+    from campuswatch.collector.settings import CollectorSettings
+
+    assert isinstance(settings, CollectorSettings)
+    try:
+        service = CollectorService(settings)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    host, _, port = settings.listen.rpartition(":")
+    app = create_app(service.api_context)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning")
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        stop.set()
+        server.should_exit = True
+
+    service.start()
+    http = threading.Thread(target=server.run, name="http", daemon=True)
+    http.start()
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    typer.echo(f"collector API on http://{host or '127.0.0.1'}:{port}", err=True)
+    stop.wait()
+    server.should_exit = True
+    http.join(10)
+    service.stop()

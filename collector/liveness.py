@@ -1,0 +1,171 @@
+"""Which devices are online, with flapping damped and whole-school silence recognised.
+
+Sources: the retained ``state`` message and its Last Will (immediate), and a heartbeat
+timeout per device type (a device whose will never fired — power cut at the switch, NAT
+state lost — still goes offline when it stops talking). A device that bounces within the flap
+window is shown as ``flapping`` rather than reported ten times; a school whose devices all
+went silent is shown as the school being unreachable, not as N offline devices.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from campuswatch.collector.settings import LivenessSettings
+
+Status = Literal["online", "offline", "flapping", "unknown"]
+
+
+@dataclass(slots=True)
+class DeviceLiveness:
+    device_id: str
+    site_id: str
+    device_type: str
+    online: bool | None = None
+    reason: str = ""
+    last_seen: datetime | None = None
+    changed_at: datetime | None = None
+    transitions: deque[datetime] = field(default_factory=lambda: deque(maxlen=32))
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessChange:
+    device_id: str
+    site_id: str
+    online: bool
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLiveness:
+    site_id: str
+    devices: int
+    online: int
+    offline: int
+    flapping: int
+    unknown: int
+    unreachable: bool
+
+
+class LivenessTracker:
+    """In-memory view fed by ingest; the database keeps the persistent copy (devices table)."""
+
+    def __init__(self, settings: LivenessSettings) -> None:
+        self.settings = settings
+        self._devices: dict[str, DeviceLiveness] = {}
+        self._lock = threading.Lock()
+
+    def _timeout_for(self, device_type: str) -> timedelta:
+        table = self.settings.heartbeat_timeout_s
+        return timedelta(seconds=table.get(device_type, table.get("default", 600.0)))
+
+    def observe(
+        self,
+        device_id: str,
+        site_id: str,
+        device_type: str | None,
+        at: datetime,
+        state: bool | None = None,
+        reason: str = "",
+    ) -> LivenessChange | None:
+        """Record traffic (``state`` None) or an explicit state message; return a change."""
+        with self._lock:
+            entry = self._devices.get(device_id)
+            if entry is None:
+                entry = DeviceLiveness(device_id, site_id, device_type or "default")
+                self._devices[device_id] = entry
+            entry.site_id = site_id
+            if device_type:
+                entry.device_type = device_type
+            if (state is None or state) and (entry.last_seen is None or at > entry.last_seen):
+                entry.last_seen = at
+            target = True if state is None else state
+            if entry.online == target:
+                return None
+            entry.online = target
+            entry.reason = reason or ("traffic" if state is None else "state")
+            entry.changed_at = at
+            entry.transitions.append(at)
+            return LivenessChange(device_id, site_id, target, entry.reason, at)
+
+    def expire(self, now: datetime) -> list[LivenessChange]:
+        """Mark devices offline whose heartbeat timed out."""
+        changes: list[LivenessChange] = []
+        with self._lock:
+            for entry in self._devices.values():
+                silent_for = now - entry.last_seen if entry.last_seen is not None else None
+                if (
+                    entry.online
+                    and silent_for is not None
+                    and silent_for > self._timeout_for(entry.device_type)
+                ):
+                    entry.online = False
+                    entry.reason = "timeout"
+                    entry.changed_at = now
+                    entry.transitions.append(now)
+                    changes.append(
+                        LivenessChange(entry.device_id, entry.site_id, False, "timeout", now)
+                    )
+        return changes
+
+    def status(self, device_id: str, now: datetime) -> Status:
+        with self._lock:
+            entry = self._devices.get(device_id)
+            return "unknown" if entry is None else self._status(entry, now)
+
+    def _status(self, entry: DeviceLiveness, now: datetime) -> Status:
+        window = timedelta(seconds=self.settings.flap_window_s)
+        recent = sum(1 for t in entry.transitions if now - t <= window)
+        if recent > self.settings.flap_threshold:
+            return "flapping"
+        if entry.online is None:
+            return "unknown"
+        return "online" if entry.online else "offline"
+
+    def sites(self, now: datetime) -> dict[str, SiteLiveness]:
+        counts: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for entry in self._devices.values():
+                bucket = counts.setdefault(
+                    entry.site_id, {"online": 0, "offline": 0, "flapping": 0, "unknown": 0}
+                )
+                bucket[self._status(entry, now)] += 1
+        result = {}
+        for site_id, bucket in counts.items():
+            total = sum(bucket.values())
+            known_silent = bucket["offline"] + bucket["flapping"]
+            result[site_id] = SiteLiveness(
+                site_id,
+                total,
+                bucket["online"],
+                bucket["offline"],
+                bucket["flapping"],
+                bucket["unknown"],
+                unreachable=(
+                    bucket["online"] == 0
+                    and known_silent >= self.settings.site_unreachable_min_devices
+                ),
+            )
+        return result
+
+    def by_type(self, now: datetime) -> dict[tuple[str, str, Status], int]:
+        """(site, device type, status) → count, for the metrics endpoint."""
+        counts: dict[tuple[str, str, Status], int] = {}
+        with self._lock:
+            for entry in self._devices.values():
+                key = (entry.site_id, entry.device_type, self._status(entry, now))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def load(self, rows: list[tuple[str, str, str | None, bool | None, datetime | None]]) -> None:
+        """Seed from the devices table at start-up (device, site, type, online, last_seen)."""
+        with self._lock:
+            for device_id, site_id, device_type, online, last_seen in rows:
+                self._devices[device_id] = DeviceLiveness(
+                    device_id, site_id, device_type or "default", online, "restored", last_seen
+                )

@@ -1,0 +1,172 @@
+"""Prometheus metrics computed at scrape time from the collector's own state.
+
+A custom collector (prometheus_client's ``Collector`` protocol) reads counters kept by the
+ingest runner, the time-series buffer and the liveness tracker, so nothing is double-counted
+and tests use their own ``CollectorRegistry`` (no global registry).
+Names: ``campuswatch_<subsystem>_<name>_<unit>``; counters end in ``_total``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from campuswatch.collector.db.models import Device
+from campuswatch.collector.ingest import Ingestor
+from campuswatch.collector.liveness import LivenessTracker
+from campuswatch.collector.tsdb.buffer import BufferedWriter
+from campuswatch.wire.codec import REJECT_REASONS
+from campuswatch.wire.ids import utc_now
+
+
+@dataclass
+class MetricSources:
+    ingestor: Ingestor
+    tsdb: BufferedWriter
+    liveness: LivenessTracker
+    sessions: sessionmaker[Session]
+    extra: list[Callable[[], Iterator[Metric]]]
+
+
+class CampusWatchCollector(Collector):
+    def __init__(self, sources: MetricSources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._ingest()
+        yield from self._tsdb()
+        yield from self._liveness()
+        yield from self._antivirus()
+        for extra in self.sources.extra:
+            yield from extra()
+
+    def _ingest(self) -> Iterator[Metric]:
+        stats = self.sources.ingestor.stats
+        received = CounterMetricFamily(
+            "campuswatch_ingest_messages_received", "MQTT messages received", labels=[]
+        )
+        received.add_metric([], stats.received_total)
+        yield received
+        stored = CounterMetricFamily(
+            "campuswatch_ingest_messages_stored",
+            "Messages stored (first delivery), by kind",
+            labels=["kind"],
+        )
+        for kind, count in sorted(stats.messages_by_kind.items()):
+            stored.add_metric([kind], count)
+        yield stored
+        duplicates = CounterMetricFamily(
+            "campuswatch_ingest_duplicates", "Redelivered messages ignored by id"
+        )
+        duplicates.add_metric([], stats.duplicates_total)
+        yield duplicates
+        rejected = CounterMetricFamily(
+            "campuswatch_ingest_rejected", "Messages rejected, by reason", labels=["reason"]
+        )
+        for reason in REJECT_REASONS:
+            rejected.add_metric([reason], stats.rejected_total.get(reason, 0))
+        yield rejected
+        sink_errors = CounterMetricFamily(
+            "campuswatch_ingest_sink_errors", "Batches a sink failed on", labels=["sink"]
+        )
+        for sink in self.sources.ingestor.sinks:
+            sink_errors.add_metric([sink.name], stats.sink_errors_total.get(sink.name, 0))
+        yield sink_errors
+        pending = GaugeMetricFamily(
+            "campuswatch_ingest_queue_messages", "Messages received but not yet stored"
+        )
+        pending.add_metric([], self.sources.ingestor.pending)
+        yield pending
+        batch = CounterMetricFamily(
+            "campuswatch_ingest_batch_seconds", "Time spent storing batches"
+        )
+        batch.add_metric([], stats.batch_seconds_total)
+        yield batch
+
+    def _tsdb(self) -> Iterator[Metric]:
+        stats = self.sources.tsdb.stats()
+        for name, value, text in (
+            ("points_written", stats.points_written_total, "Points written to the store"),
+            ("points_dropped", stats.points_dropped_total, "Points dropped (buffer+spool full)"),
+            ("points_rejected", stats.points_rejected_total, "Points the store refused"),
+            ("write_errors", stats.write_errors_total, "Failed write attempts"),
+        ):
+            counter = CounterMetricFamily(f"campuswatch_tsdb_{name}", text)
+            counter.add_metric([], value)
+            yield counter
+        for name, value, text in (
+            ("buffer_points", stats.buffer_depth, "Points waiting in memory"),
+            ("spool_points", stats.spool_depth, "Points waiting in the disk spool"),
+        ):
+            gauge = GaugeMetricFamily(f"campuswatch_tsdb_{name}", text)
+            gauge.add_metric([], value)
+            yield gauge
+        histogram = HistogramMetricFamily(
+            "campuswatch_tsdb_write_latency_seconds", "Latency of successful writes"
+        )
+        buckets = [
+            (repr(bound), count)
+            for bound, count in stats.write_latency_buckets
+            if bound != float("inf")
+        ]
+        buckets.append(("+Inf", stats.write_latency_count))
+        histogram.add_metric([], buckets, stats.write_latency_sum_s)
+        yield histogram
+
+    def _liveness(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "campuswatch_devices",
+            "Devices by site, type and liveness status",
+            labels=["site", "device_type", "status"],
+        )
+        for (site, device_type, status), count in sorted(
+            self.sources.liveness.by_type(utc_now()).items()
+        ):
+            gauge.add_metric([site, device_type, status], count)
+        yield gauge
+        unreachable = GaugeMetricFamily(
+            "campuswatch_site_unreachable",
+            "1 when every device of a site went silent",
+            labels=["site"],
+        )
+        for site_status in self.sources.liveness.sites(utc_now()).values():
+            unreachable.add_metric([site_status.site_id], 1 if site_status.unreachable else 0)
+        yield unreachable
+
+    def _antivirus(self) -> Iterator[Metric]:
+        """Coverage by site from the latest ``av`` message of each PC (the plans' KPI)."""
+        coverage = GaugeMetricFamily(
+            "campuswatch_av_devices",
+            "PCs by site and antivirus status (latest report)",
+            labels=["site", "status"],
+        )
+        with self.sources.sessions() as session:
+            rows = session.execute(
+                select(Device.site_id, Device.latest).where(
+                    Device.device_type.in_(("pc", "server"))
+                )
+            ).all()
+        counts: dict[tuple[str, str], int] = {}
+        for site_id, latest in rows:
+            av = (latest or {}).get("av") or {}
+            status = str(av.get("status", "unreported"))
+            counts[(site_id, status)] = counts.get((site_id, status), 0) + 1
+        for (site_id, status), count in sorted(counts.items()):
+            coverage.add_metric([site_id, status], count)
+        yield coverage
+
+
+def build_registry(sources: MetricSources) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CampusWatchCollector(sources))
+    return registry

@@ -1,0 +1,195 @@
+"""The running collector: builds every part from settings, starts and stops them in order."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from campuswatch.collector.api.context import ApiContext
+from campuswatch.collector.db.access import hash_token
+from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
+from campuswatch.collector.db.housekeeping import prune_dead_letters, prune_processed
+from campuswatch.collector.db.models import ApiToken, Device
+from campuswatch.collector.ingest import BatchSink, Ingestor
+from campuswatch.collector.liveness import LivenessTracker
+from campuswatch.collector.metrics import MetricSources, build_registry
+from campuswatch.collector.settings import CollectorSettings
+from campuswatch.collector.sinks import RegisterSink
+from campuswatch.collector.tsdb.buffer import BufferedWriter
+from campuswatch.collector.tsdb.sqlite_store import SqliteStore
+from campuswatch.collector.tsdb.urls import writer_from_url
+from campuswatch.wire.codec import encode_message
+from campuswatch.wire.ids import utc_now
+from campuswatch.wire.messages import CommandMessage
+from campuswatch.wire.mqtt import MqttConnection, ReceivedMessage, TlsOptions, parse_broker_url
+from campuswatch.wire.topics import build_topic, subscription
+
+log = logging.getLogger(__name__)
+BOOTSTRAP_TOKEN_NAME = "bootstrap-admin (CW_ADMIN_TOKEN)"
+HOUSEKEEPING_INTERVAL_S = 10.0
+
+
+class CollectorService:
+    def __init__(self, settings: CollectorSettings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings.register_url())
+        upgrade(self.engine)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self._bootstrap_admin_token()
+        self.liveness = LivenessTracker(settings.liveness)
+        self._seed_liveness()
+        self.timeseries_writer = writer_from_url(settings.tsdb, settings.data_dir)
+        self.tsdb = BufferedWriter(
+            self.timeseries_writer, spool_path=settings.data_dir / "tsdb-spool.sqlite"
+        )
+        self.register_sink = RegisterSink(self.liveness)
+        self.sinks: list[BatchSink] = [self.register_sink]
+        self.extra_metrics: list[Callable[[], Any]] = []
+        broker = parse_broker_url(settings.broker)
+        share = settings.share_group
+        topic_filter = subscription()
+        if share:
+            topic_filter = f"$share/{share}/{topic_filter}"
+
+        def connect(on_message: Callable[[ReceivedMessage], None]) -> MqttConnection:
+            return MqttConnection(
+                f"cw-{settings.collector_id}",
+                broker,
+                username=settings.broker_username,
+                password=(
+                    settings.broker_password.get_secret_value()
+                    if settings.broker_password
+                    else None
+                ),
+                tls=TlsOptions(ca_file=settings.broker_ca_file),
+                manual_ack=True,
+                # A persistent session: while the collector restarts, the broker keeps
+                # what arrives for it, so a collector restart loses nothing.
+                clean_start=False,
+                session_expiry_s=7 * 24 * 3600,
+                max_inflight=1000,
+                on_message=on_message,
+            )
+
+        self.ingestor = Ingestor(
+            connect,
+            self.sessions,
+            self.tsdb,
+            self.sinks,
+            topic_filter=topic_filter,
+            batch_size=settings.batch_size,
+            batch_wait_s=settings.batch_wait_s,
+            max_pending=settings.max_pending_messages,
+        )
+        self.registry = build_registry(
+            MetricSources(
+                self.ingestor, self.tsdb, self.liveness, self.sessions, self.extra_metrics
+            )
+        )
+        self.api_context = ApiContext(
+            settings=settings,
+            sessions=self.sessions,
+            liveness=self.liveness,
+            registry=self.registry,
+            send_command=self.send_command,
+            timeseries=(
+                self.timeseries_writer if isinstance(self.timeseries_writer, SqliteStore) else None
+            ),
+            health_checks={"broker": self._broker_health, "tsdb": self._tsdb_health},
+        )
+        self._stop = threading.Event()
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping_loop, name="housekeeping", daemon=True
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.ingestor.start()
+        self._housekeeper.start()
+        log.info(
+            "collector %s: broker %s, register %s, time series %s",
+            self.settings.collector_id,
+            self.settings.broker,
+            self.engine.url.render_as_string(hide_password=True),
+            type(self.timeseries_writer).__name__,
+        )
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.ingestor.stop()
+        self.tsdb.close()
+        self.timeseries_writer.close()
+        self.engine.dispose()
+
+    # --- pieces ------------------------------------------------------------------------
+
+    def send_command(self, command: CommandMessage) -> bool:
+        topic = build_topic(command.site, command.device_id, "cmd")
+        return self.ingestor.connection.publish(topic, encode_message(command), qos=1) is not None
+
+    def _bootstrap_admin_token(self) -> None:
+        token = self.settings.admin_token
+        if token is None:
+            return
+        digest = hash_token(token.get_secret_value())
+        with self.sessions() as session, session.begin():
+            existing = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+            if existing is None:
+                session.add(ApiToken(name=BOOTSTRAP_TOKEN_NAME, token_hash=digest, role="admin"))
+
+    def _seed_liveness(self) -> None:
+        with self.sessions() as session:
+            rows = session.execute(
+                select(
+                    Device.device_id,
+                    Device.site_id,
+                    Device.device_type,
+                    Device.online,
+                    Device.last_seen,
+                )
+            ).all()
+        self.liveness.load([tuple(row) for row in rows])  # type: ignore[misc]
+
+    def _broker_health(self) -> tuple[bool, str]:
+        connection = self.ingestor.connection
+        if connection.connected:
+            return True, "ok"
+        return False, f"not connected: {connection.last_error or 'connecting'}"
+
+    def _tsdb_health(self) -> tuple[bool, str]:
+        stats = self.tsdb.stats()
+        if stats.spool_depth:
+            return False, f"store unreachable, {stats.spool_depth} points spooled"
+        return True, "ok"
+
+    def housekeeping(self) -> None:
+        now = utc_now()
+        changes = self.liveness.expire(now)
+        with self.sessions() as session, session.begin():
+            for change in changes:
+                device = session.get(Device, change.device_id)
+                if device is not None and device.online is not False:
+                    device.online = False
+                    device.status_changed_at = change.at
+            prune_dead_letters(session, self.settings.dead_letter_keep)
+            prune_processed(session)
+
+    def _housekeeping_loop(self) -> None:
+        while not self._stop.wait(HOUSEKEEPING_INTERVAL_S):
+            started = time.monotonic()
+            try:
+                self.housekeeping()
+            except Exception:
+                log.exception("housekeeping failed; retrying in %s s", HOUSEKEEPING_INTERVAL_S)
+            if time.monotonic() - started > HOUSEKEEPING_INTERVAL_S:
+                log.warning("housekeeping took longer than its interval")

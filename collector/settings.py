@@ -1,0 +1,81 @@
+"""Collector settings: one pydantic-settings class, ``CW_COLLECTOR_*`` environment variables.
+
+The first admin token is read from ``CW_ADMIN_TOKEN`` (as the API docs promise) and refused
+when it is a placeholder or too short to be a secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "admin", "password", "token", "xxx"}
+
+
+class LivenessSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CW_LIVENESS_", extra="forbid")
+
+    heartbeat_timeout_s: dict[str, float] = Field(
+        default_factory=lambda: {
+            # An agent reports health every 60 s; Wazuh calls an agent gone after 15 min, we
+            # say offline after missing five reports. Sensors report more often.
+            "pc": 300.0,
+            "server": 300.0,
+            "env_sensor": 300.0,
+            "default": 600.0,  # ThingsBoard's default inactivity timeout
+        }
+    )
+    flap_window_s: float = 60.0
+    """A device that bounces more than ``flap_threshold`` times in this window is 'flapping'."""
+    flap_threshold: int = 3
+    site_unreachable_min_devices: int = 3
+    """A school is 'unreachable' when at least this many of its devices all went silent."""
+
+
+class CollectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CW_COLLECTOR_", extra="forbid")
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    broker_username: str | None = None
+    broker_password: SecretStr | None = None
+    broker_ca_file: str | None = None
+    share_group: str | None = None
+    """MQTT v5 shared subscription group: collectors with the same group split the load."""
+    collector_id: str = "collector-1"
+    data_dir: Path = Path("./campuswatch-data")
+    listen: str = "127.0.0.1:8080"
+    tsdb: str | None = None
+    """None = embedded SQLite in data_dir; or victoriametrics://, influx2://, influx1:// URLs."""
+    db: str | None = None
+    """None = SQLite register in data_dir; or postgresql+psycopg://user@host/db."""
+    rules_dir: Path | None = None
+    forwarding_config: Path | None = None
+    admin_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CW_ADMIN_TOKEN", "admin_token")
+    )
+    display_token: SecretStr | None = None
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_wait_s: float = Field(default=0.05, gt=0, le=5)
+    max_pending_messages: int = Field(default=50_000, ge=100)
+    dead_letter_keep: int = Field(default=10_000, ge=100)
+    liveness: LivenessSettings = Field(default_factory=LivenessSettings)
+
+    @field_validator("admin_token", "display_token")
+    @classmethod
+    def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 16:
+            raise ValueError(
+                "refusing a placeholder or short token: use at least 16 random characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)"
+            )
+        return value
+
+    def register_url(self) -> str:
+        from campuswatch.collector.db.engine import default_url
+
+        return self.db or default_url(self.data_dir)
