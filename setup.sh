@@ -15,7 +15,13 @@ declare -A DEBIAN_PACKAGES=(
     [influxd]=influxdb
     [prometheus-node-exporter]=prometheus-node-exporter
     [promtool]=prometheus
+    [chromium]=chromium
+    [pdftoppm]=poppler-utils
+    [openssl]=openssl
+    [ip]=iproute2
 )
+# Shared libraries (no binary to look for): WeasyPrint's text layout, fonts with Vietnamese.
+LIBRARY_PACKAGES=(libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -28,6 +34,11 @@ install_debian_packages() {
     for binary in "${!DEBIAN_PACKAGES[@]}"; do
         if ! command -v "$binary" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$binary" ] && [ ! -x "/usr/bin/$binary" ]; then
             missing+=("${DEBIAN_PACKAGES[$binary]}")
+        fi
+    done
+    for package in "${LIBRARY_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$package")
         fi
     done
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then

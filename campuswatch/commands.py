@@ -18,9 +18,26 @@ app.add_typer(schema_app, name="schema")
 
 def _register_subcommands() -> None:
     """Each role keeps its commands in its own package; imports there stay lazy."""
+    from campuswatch.agent.scanner.cli import scan
+    from campuswatch.collector.backup_cli import backup, restore
+    from campuswatch.collector.broker.cli import app as broker_app
     from campuswatch.collector.cli import app as collector_app
+    from campuswatch.collector.dashboards.cli import app as dashboards_app
+    from campuswatch.collector.demo import demo
+    from campuswatch.collector.reports.cli import app as report_app
+    from campuswatch.collector.rules.cli import app as rules_app
+    from campuswatch.firmware_sim.cli import app as sim_app
 
     app.add_typer(collector_app, name="collector")
+    app.add_typer(sim_app, name="sim")
+    app.add_typer(rules_app, name="rules")
+    app.add_typer(report_app, name="report")
+    app.add_typer(dashboards_app, name="dashboards")
+    app.add_typer(broker_app, name="broker")
+    app.command("scan")(scan)
+    app.command("demo")(demo)
+    app.command("backup")(backup)
+    app.command("restore")(restore)
 
 
 _register_subcommands()

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from campuswatch.collector.db.housekeeping import add_dead_letter, claim_message
+from campuswatch.collector.db.housekeeping import add_dead_letter, claim_messages
 from campuswatch.collector.register.assets import AssetChange
 from campuswatch.collector.tsdb.buffer import BufferedWriter
 from campuswatch.collector.tsdb.points import points_from_message
@@ -41,6 +41,9 @@ class BatchContext:
 
     asset_changes: dict[str, list[AssetChange]] = field(default_factory=dict)
     """message id → what the register changed because of it."""
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    """Work that must wait for the batch to be committed (e.g. alert transactions, which on
+    SQLite could not take the write lock while the batch holds it)."""
 
 
 class BatchSink(Protocol):
@@ -177,7 +180,7 @@ class Ingestor:
                     payload=message.payload,
                     received_at=received_at,
                 )
-            fresh = [d for d in decoded if claim_message(session, d)]
+            fresh = claim_messages(session, decoded)
             self.stats.duplicates_total += len(decoded) - len(fresh)
             points = [
                 point
@@ -199,3 +202,9 @@ class Ingestor:
             for item in fresh:
                 self.stats.messages_by_kind[kind_of(item.message)] += 1
             self.stats.stored_total += len(fresh)
+        for work in context.after_commit:
+            try:
+                work()
+            except Exception:
+                self.stats.sink_errors_total["after_commit"] += 1
+                log.exception("post-commit work failed for a batch of %d", len(fresh))

@@ -6,11 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from campuswatch.collector.alerting import Alerting
+from campuswatch.collector.alerts.policy import AlertPolicy
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.db.access import hash_token
 from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
@@ -33,6 +36,7 @@ from campuswatch.wire.topics import build_topic, subscription
 log = logging.getLogger(__name__)
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin (CW_ADMIN_TOKEN)"
 HOUSEKEEPING_INTERVAL_S = 10.0
+"""Liveness timeouts, pruning, rule ticks (absence, ratio) and alert repeats/escalations."""
 
 
 class CollectorService:
@@ -50,8 +54,15 @@ class CollectorService:
             self.timeseries_writer, spool_path=settings.data_dir / "tsdb-spool.sqlite"
         )
         self.register_sink = RegisterSink(self.liveness)
-        self.sinks: list[BatchSink] = [self.register_sink]
-        self.extra_metrics: list[Callable[[], Any]] = []
+        self.alerting = Alerting(
+            self.sessions,
+            rules_dir=settings.rules_dir,
+            forwarding_config=settings.forwarding_config,
+            collector_id=settings.collector_id,
+            policy=AlertPolicy(group_wait=timedelta(seconds=settings.alert_group_wait_s)),
+        )
+        self.sinks: list[BatchSink] = [self.register_sink, self.alerting]
+        self.extra_metrics: list[Callable[[], Any]] = [self.alerting.metrics]
         broker = parse_broker_url(settings.broker)
         share = settings.share_group
         topic_filter = subscription()
@@ -103,6 +114,12 @@ class CollectorService:
                 self.timeseries_writer if isinstance(self.timeseries_writer, SqliteStore) else None
             ),
             health_checks={"broker": self._broker_health, "tsdb": self._tsdb_health},
+            extras={
+                "alert_manager": self.alerting.manager,
+                # Notifications are already in the outbox (same transaction); just wake
+                # the forwarders.
+                "alert_notify": lambda _notifications: self.alerting.forwarder.wake(),
+            },
         )
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(
@@ -112,6 +129,7 @@ class CollectorService:
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self.alerting.start()
         self.ingestor.start()
         self._housekeeper.start()
         log.info(
@@ -127,6 +145,7 @@ class CollectorService:
             return
         self._stop.set()
         self.ingestor.stop()
+        self.alerting.stop()
         self.tsdb.close()
         self.timeseries_writer.close()
         self.engine.dispose()
@@ -183,6 +202,7 @@ class CollectorService:
                     device.status_changed_at = change.at
             prune_dead_letters(session, self.settings.dead_letter_keep)
             prune_processed(session)
+        self.alerting.tick(now)
 
     def _housekeeping_loop(self) -> None:
         while not self._stop.wait(HOUSEKEEPING_INTERVAL_S):

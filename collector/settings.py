@@ -60,6 +60,10 @@ class CollectorSettings(BaseSettings):
     batch_wait_s: float = Field(default=0.05, gt=0, le=5)
     max_pending_messages: int = Field(default=50_000, ge=100)
     dead_letter_keep: int = Field(default=10_000, ge=100)
+    alert_group_wait_s: float = Field(default=30.0, ge=0, le=3600)
+    """How long a new alert group waits before notifying the SOC (Alertmanager's group_wait):
+    long enough for a school's uplink alert to arrive and mute its 200 device alerts; 0
+    notifies at once."""
     liveness: LivenessSettings = Field(default_factory=LivenessSettings)
 
     @field_validator("admin_token", "display_token")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from campuswatch.collector.ingest import BatchContext
 from campuswatch.collector.liveness import LivenessChange, LivenessTracker
-from campuswatch.collector.register.assets import apply_message
+from campuswatch.collector.register.assets import apply_message, apply_routine_batch
 from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import HelloMessage, InventoryMessage, StateMessage, TelemetryMessage
 
@@ -31,15 +31,26 @@ class RegisterSink:
     def handle(
         self, session: Session, batch: Sequence[DecodedMessage], context: BatchContext
     ) -> None:
+        try:
+            with session.begin_nested():
+                needs_full_path = set(id(d) for d in apply_routine_batch(session, batch))
+        except Exception as exc:
+            # Fall back to one savepoint per message, so one bad message cannot sink the batch.
+            self.errors[type(exc).__name__] += 1
+            log.exception("bulk register update failed; applying one by one")
+            needs_full_path = {id(d) for d in batch}
         for decoded in batch:
             message = decoded.message
-            try:
-                with session.begin_nested():
-                    context.asset_changes[message.id] = apply_message(session, decoded)
-            except Exception as exc:
-                self.errors[type(exc).__name__] += 1
-                log.exception("register could not apply %s from %s", message.id, message.device_id)
-                continue
+            if id(decoded) in needs_full_path:
+                try:
+                    with session.begin_nested():
+                        context.asset_changes[message.id] = apply_message(session, decoded)
+                except Exception as exc:
+                    self.errors[type(exc).__name__] += 1
+                    log.exception(
+                        "register could not apply %s from %s", message.id, message.device_id
+                    )
+                    continue
             device_type = None
             if isinstance(message, HelloMessage | TelemetryMessage | InventoryMessage):
                 device_type = message.device_type

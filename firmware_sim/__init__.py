@@ -1,0 +1,1 @@
+"""Simulated smart-classroom devices and lab PCs, thousands per process (docs/simulator.md)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from campuswatch import __version__
-from campuswatch.collector.api import admin, assets, devices, health, sites
+from campuswatch.collector.api import admin, alerts, assets, devices, health, sites
 from campuswatch.collector.api.context import ApiContext
+from campuswatch.collector.web import mount as mount_ui
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -17,6 +18,7 @@ def create_app(context: ApiContext) -> FastAPI:
         "Authenticate with `Authorization: Bearer <token>`.",
     )
     app.state.context = context
-    for module in (health, sites, devices, assets, admin):
+    for module in (health, sites, devices, assets, alerts, admin):
         app.include_router(module.router)
+    mount_ui(app)
     return app

@@ -6,10 +6,13 @@ calls periodically; neither function commits, the caller owns the transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,6 +25,7 @@ MAX_DEAD_LETTER_DETAIL: Final = 4096
 DEFAULT_DEAD_LETTER_KEEP: Final = 10_000
 # Longer than any agent's store-and-forward backlog can be, so a late redelivery still matches.
 DEFAULT_PROCESSED_KEEP_DAYS: Final = 14
+CLAIM_CHUNK: Final = 1000
 
 
 def claim_message(session: Session, decoded: DecodedMessage) -> bool:
@@ -102,3 +106,38 @@ def prune_dead_letters(session: Session, keep: int = DEFAULT_DEAD_LETTER_KEEP) -
 
 def dead_letter_count(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
+
+
+def claim_messages(session: Session, batch: Sequence[DecodedMessage]) -> list[DecodedMessage]:
+    """Bulk ``claim_message``: one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for a batch.
+
+    Returns the messages seen for the first time, in order; a duplicate inside the batch or
+    an id another collector claimed first is left out.
+    """
+    unique: dict[str, DecodedMessage] = {}
+    for decoded in batch:
+        unique.setdefault(decoded.message.id, decoded)
+    if not unique:
+        return []
+    rows = [
+        {
+            "message_id": decoded.message.id,
+            "device_id": decoded.message.device_id,
+            "kind": kind_of(decoded.message),
+            "received_at": decoded.received_at,
+        }
+        for decoded in unique.values()
+    ]
+    dialect = session.get_bind().dialect.name
+    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    claimed: set[str] = set()
+    # Chunks keep each statement under SQLite's bound-parameter limit.
+    for start in range(0, len(rows), CLAIM_CHUNK):
+        statement = (
+            insert_into(ProcessedMessage)
+            .values(rows[start : start + CLAIM_CHUNK])
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(ProcessedMessage.message_id)
+        )
+        claimed.update(session.scalars(statement))
+    return [decoded for message_id, decoded in unique.items() if message_id in claimed]

@@ -299,3 +299,9 @@ class User(Base):
     language: Mapped[str] = mapped_column(String(8), default="vi")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+# The alert and outbox tables live with their subsystems but share this metadata, so
+# Alembic's comparison and create_all see one schema.
+from campuswatch.collector.alerts import models as _alert_models  # noqa: E402, F401
+from campuswatch.collector.forward import models as _outbox_models  # noqa: E402, F401

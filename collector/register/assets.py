@@ -9,7 +9,7 @@ audited: they change on every message and would drown the real history.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Final, Literal
@@ -918,3 +918,47 @@ def information_systems_classified(session: Session, site_id: str | None = None)
         or 0
     )
     return classified, total
+
+
+# --- bulk path for routine messages ---------------------------------------------------------
+
+ROUTINE_KINDS: Final = frozenset({"state", "av", "net", "health", "telemetry", "event"})
+"""Kinds that never change an asset's facts: only the device's latest state and last-seen."""
+
+
+def apply_routine_batch(session: Session, batch: Sequence[DecodedMessage]) -> list[DecodedMessage]:
+    """Apply routine messages from already-known devices with two queries for the batch.
+
+    The per-message path (``apply_message``) costs several round trips; a district sends
+    thousands of health/net/av messages a second, so those go here. Returns the messages
+    that still need ``apply_message``: other kinds, first contact, a device that moved site.
+    """
+    device_ids = {decoded.message.device_id for decoded in batch}
+    devices = {
+        device.device_id: device
+        for device in session.scalars(select(Device).where(Device.device_id.in_(device_ids)))
+    }
+    asset_ids = {device.asset_id for device in devices.values() if device.asset_id is not None}
+    assets = (
+        {asset.id: asset for asset in session.scalars(select(Asset).where(Asset.id.in_(asset_ids)))}
+        if asset_ids
+        else {}
+    )
+    remaining: list[DecodedMessage] = []
+    for decoded in batch:
+        message = decoded.message
+        device = devices.get(message.device_id)
+        if (
+            kind_of(message) not in ROUTINE_KINDS
+            or device is None
+            or device.site_id != message.site
+            or device.asset_id not in assets
+        ):
+            remaining.append(decoded)
+            continue
+        _update_device(session, decoded)
+        asset = assets[device.asset_id]
+        if asset.last_seen is None or decoded.received_at > asset.last_seen:
+            asset.last_seen = decoded.received_at
+    session.flush()
+    return remaining

@@ -1,0 +1,948 @@
+"""The alert lifecycle: signals in, notifications for the SOC out, all state in the database.
+
+``process`` turns rule signals into alerts (one open alert per fingerprint), ``tick`` does
+what time alone causes (repeats, escalations, silences ending, group reports), and the
+human actions (acknowledge, resolve, comment, silence) write the audit trail. Each call is
+one transaction; the notifications it returns are what that transaction committed, so the
+caller hands them to the outbox and nothing is told to the SOC that the database forgot.
+
+Notification rules, chosen to avoid alert storms (see docs/alerts.md):
+- A group is the open alerts of one rule at one site. A new group waits ``group_wait``
+  before its first notification, so an inhibiting alert (the school's uplink) that arrives a
+  few seconds after the device alerts still mutes them. Then ONE member, the group's
+  representative, is notified ("opened", with the group size); members that join later are
+  reported together on the representative ("updated") at most every ``group_interval``.
+- Only alerts the SOC was told about individually get "repeated", "escalated", "updated"
+  (level change) and "resolved" notifications. Human actions are always forwarded.
+- A fingerprint that fires again within ``flap_window`` of resolving reopens the same
+  alert ("reopened") instead of opening a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal, TypeVar, cast
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from campuswatch.collector.alerts import queries
+from campuswatch.collector.alerts.matching import (
+    MatcherError,
+    inhibitors,
+    parse_matchers,
+    silence_matches,
+    stored_matchers,
+)
+from campuswatch.collector.alerts.models import (
+    ACTOR_LENGTH,
+    DEVICE_ID_LENGTH,
+    FINGERPRINT_LENGTH,
+    RULE_ID_LENGTH,
+    SITE_ID_LENGTH,
+    SYSTEM_ACTOR,
+    TITLE_LENGTH,
+    Alert,
+    AlertAudit,
+    AlertEvidence,
+    Silence,
+)
+from campuswatch.collector.alerts.policy import AlertPolicy, EscalationStep
+from campuswatch.collector.alerts.queries import (
+    OPEN_STATES,
+    AlertDetail,
+    AlertGroup,
+    AlertNotFound,
+)
+from campuswatch.collector.db.models import Asset, Device, Site, utc_now
+from campuswatch.collector.signals import (
+    LEVELS,
+    AlertEventType,
+    AlertNotification,
+    AlertSignal,
+    Evidence,
+    Level,
+)
+from campuswatch.wire.ids import new_message_id
+
+__all__ = [
+    "AlertError",
+    "AlertInputError",
+    "AlertManager",
+    "AlertNotFound",
+    "AlertStateError",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS: Final = 5
+MAX_EXCERPT_CHARS: Final = 8192
+MAX_TEXT_CHARS: Final = 16_384
+# PostgreSQL: deadlock and serialization failure; both succeed when simply tried again.
+_RETRY_SQLSTATES: Final = frozenset({"40P01", "40001"})
+# Arbitrary constant: only one collector at a time runs tick() (pg_try_advisory_xact_lock).
+_TICK_LOCK_KEY: Final = 0x63770A1E
+_GROUP_NOTE_DEVICES: Final = 10
+
+_T = TypeVar("_T")
+NotificationState = Literal["firing", "acknowledged", "resolved", "silenced"]
+
+
+class AlertError(Exception):
+    """Base for errors the API turns into 4xx answers."""
+
+
+class AlertStateError(AlertError):
+    """The action does not apply to the alert's (or silence's) current state."""
+
+
+class AlertInputError(AlertError):
+    """An argument is unusable (empty actor, bad matcher, end before start)."""
+
+
+@dataclass
+class _Pass:
+    """What one transaction has done so far and still has to tell the SOC."""
+
+    session: Session
+    now: datetime
+    notifications: list[AlertNotification] = field(default_factory=list)
+    groups: set[str] = field(default_factory=set)
+    sites: dict[str, dict[str, str]] = field(default_factory=dict)
+    devices: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+class AlertManager:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        settings: AlertPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        collector_id: str = "collector",
+        on_notifications: Callable[[Session, list[AlertNotification]], None] | None = None,
+    ) -> None:
+        self._session_factory = session_factory
+        # Called inside the alert transaction, so the outbox rows commit with the transition
+        # that caused them (at-least-once delivery to the SOC).
+        self.on_notifications = on_notifications
+        self.policy = settings or AlertPolicy()
+        self._clock = clock
+        self._collector_id = collector_id
+        # Signals refused by reason; exported as campuswatch_alerts_rejected_total{reason}.
+        self.rejected: Counter[str] = Counter()
+
+    # --- signals --------------------------------------------------------------------------
+
+    def process(self, signals: Sequence[AlertSignal], now: datetime) -> list[AlertNotification]:
+        """Apply rule signals; returns the notifications to forward, already committed."""
+        accepted = [clean for clean in map(self._clean_signal, signals) if clean is not None]
+        if not accepted:
+            return []
+        return self._transaction(now, lambda run: self._process(run, accepted))
+
+    def _process(self, run: _Pass, signals: list[AlertSignal]) -> None:
+        session = run.session
+        self._lock_keys(session, sorted({f"alert:{signal.fingerprint}" for signal in signals}))
+        touched: dict[int, Alert] = {}
+        level_changed: dict[int, Alert] = {}
+        reopened: dict[int, Alert] = {}
+        resolved: list[Alert] = []
+        for signal in signals:
+            alert = self._current_alert(session, signal.fingerprint)
+            if signal.status == "resolved":
+                if alert is None or alert.state == "resolved":
+                    self.rejected["resolved_without_open_alert"] += 1
+                    continue
+                self._auto_resolve(run, alert, signal)
+                resolved.append(alert)
+                touched.pop(alert.id, None)
+                continue
+            if alert is not None and alert.state != "resolved":
+                if self._update_firing(run, alert, signal):
+                    level_changed[alert.id] = alert
+            elif (
+                alert is not None
+                and alert.resolved_at is not None
+                and signal.at - alert.resolved_at <= self.policy.flap_window
+            ):
+                self._reopen(run, alert, signal)
+                reopened[alert.id] = alert
+            else:
+                alert = self._open(run, signal)
+            touched[alert.id] = alert
+            run.groups.add(alert.group_key)
+        session.flush()
+
+        sites = {alert.site_id for alert in (*touched.values(), *resolved)}
+        self._apply_suppression(run, self._alerts_for_suppression(session, sites))
+        for alert in resolved:
+            if alert.last_notified_at is not None:
+                self._notify(run, alert, "resolved")
+        for alert in reopened.values():
+            if alert.last_notified_at is not None and _deliverable(alert):
+                self._notify(run, alert, "reopened")
+        for alert in level_changed.values():
+            told = alert.last_notified_at is not None
+            if told and alert.id not in reopened and _deliverable(alert):
+                self._notify(run, alert, "updated", note=f"level is now {alert.level}")
+        self._release_groups(run, run.groups)
+
+    def _current_alert(self, session: Session, fingerprint: str) -> Alert | None:
+        """The open alert of the fingerprint, else its most recent resolved one."""
+        open_alert = session.scalars(
+            select(Alert)
+            .where(Alert.fingerprint == fingerprint, Alert.state.in_(OPEN_STATES))
+            .with_for_update()
+        ).first()
+        if open_alert is not None:
+            return open_alert
+        return session.scalars(
+            select(Alert)
+            .where(Alert.fingerprint == fingerprint)
+            .order_by(Alert.id.desc())
+            .limit(1)
+            .with_for_update()
+        ).first()
+
+    def _open(self, run: _Pass, signal: AlertSignal) -> Alert:
+        alert = Alert(
+            fingerprint=signal.fingerprint,
+            rule_id=signal.rule_id,
+            rule_title=signal.rule_title,
+            level=signal.level,
+            state="firing",
+            silenced=False,
+            inhibited=False,
+            site_id=signal.site_id,
+            device_id=signal.device_id,
+            summary=signal.summary,
+            description=signal.description,
+            labels=dict(signal.labels),
+            tags=list(signal.tags),
+            runbook_en=signal.runbook_en,
+            runbook_vi=signal.runbook_vi,
+            first_seen=signal.at,
+            last_seen=signal.at,
+            opened_at=signal.at,
+            occurrences=1,
+            escalation_step=0,
+            pending_since=run.now,
+            group_key=group_key_for(signal.site_id, signal.rule_id),
+        )
+        run.session.add(alert)
+        run.session.flush()
+        self._audit(run, alert, "opened", None, None, "firing", note=signal.summary or None)
+        self._add_evidence(run, alert, signal.evidence, known_alert=False)
+        return alert
+
+    def _update_firing(self, run: _Pass, alert: Alert, signal: AlertSignal) -> bool:
+        """Fold a repeat of the signal into the open alert; True if its level changed."""
+        alert.last_seen = max(alert.last_seen, signal.at)
+        alert.occurrences += 1
+        self._refresh_text(alert, signal)
+        self._add_evidence(run, alert, signal.evidence, known_alert=True)
+        if alert.level == signal.level:
+            return False
+        old_level, alert.level = alert.level, signal.level
+        self._audit(
+            run, alert, "updated", None, alert.state, alert.state,
+            note=f"level {old_level} -> {signal.level}",
+        )  # fmt: skip
+        return True
+
+    def _reopen(self, run: _Pass, alert: Alert, signal: AlertSignal) -> None:
+        # Flap damping: same alert, same episode (opened_at, escalation step kept), so a link
+        # that bounces every few minutes is one alert that escalates, not a stream of new ones.
+        alert.state = "firing"
+        alert.resolved_at = None
+        alert.resolved_by = None
+        alert.acknowledged_at = None
+        alert.acknowledged_by = None
+        alert.level = signal.level
+        alert.last_seen = max(alert.last_seen, signal.at)
+        alert.occurrences += 1
+        if alert.last_notified_at is None:
+            alert.pending_since = run.now
+        self._refresh_text(alert, signal)
+        self._add_evidence(run, alert, signal.evidence, known_alert=True)
+        self._audit(run, alert, "reopened", None, "resolved", "firing", note=signal.summary or None)
+
+    def _auto_resolve(self, run: _Pass, alert: Alert, signal: AlertSignal) -> None:
+        from_state = alert.state
+        alert.state = "resolved"
+        alert.resolved_at = max(signal.at, alert.last_seen)
+        alert.resolved_by = None
+        alert.pending_since = None
+        self._add_evidence(run, alert, signal.evidence, known_alert=True)
+        self._audit(
+            run, alert, "resolved", None, from_state, "resolved", note=signal.summary or None
+        )
+        run.groups.add(alert.group_key)
+
+    @staticmethod
+    def _refresh_text(alert: Alert, signal: AlertSignal) -> None:
+        # The newest signal describes the problem best (e.g. the current signature age).
+        alert.rule_title = signal.rule_title
+        alert.summary = signal.summary
+        alert.description = signal.description
+        alert.labels = dict(signal.labels)
+        alert.tags = list(signal.tags)
+        alert.runbook_en = signal.runbook_en
+        alert.runbook_vi = signal.runbook_vi
+
+    def _add_evidence(
+        self, run: _Pass, alert: Alert, evidence: Iterable[Evidence], *, known_alert: bool
+    ) -> None:
+        items = list(evidence)
+        if not items:
+            return
+        seen: set[str] = set()
+        if known_alert:
+            # A redelivered message must not push real evidence out of the bounded list.
+            seen = set(
+                run.session.scalars(
+                    select(AlertEvidence.message_id).where(
+                        AlertEvidence.alert_id == alert.id,
+                        AlertEvidence.message_id.in_([item.message_id for item in items]),
+                    )
+                )
+            )
+        for item in items:
+            if item.message_id in seen:
+                continue
+            seen.add(item.message_id)
+            run.session.add(
+                AlertEvidence(
+                    alert_id=alert.id,
+                    message_id=item.message_id[:64],
+                    kind=item.kind[:32],
+                    ts=item.ts,
+                    excerpt=_json_safe(item.excerpt),
+                )
+            )
+        run.session.flush()
+        keep = self.policy.evidence_per_alert
+        surplus = select(AlertEvidence.id).where(AlertEvidence.alert_id == alert.id)
+        surplus = surplus.order_by(AlertEvidence.ts.desc(), AlertEvidence.id.desc()).offset(keep)
+        surplus_ids = list(run.session.scalars(surplus))
+        if surplus_ids:
+            run.session.execute(delete(AlertEvidence).where(AlertEvidence.id.in_(surplus_ids)))
+
+    def _clean_signal(self, signal: object) -> AlertSignal | None:
+        """The signal with over-long text cut to fit, or None (counted) if it is unusable."""
+        reason = _reject_reason(signal)
+        if reason is not None:
+            self.rejected[reason] += 1
+            logger.warning("alert signal rejected (%s): %r", reason, signal)
+            return None
+        assert isinstance(signal, AlertSignal)
+        fingerprint = signal.fingerprint
+        if len(fingerprint) > FINGERPRINT_LENGTH:
+            # Still one stable identity per subject, just shorter.
+            fingerprint = "sha256:" + hashlib.sha256(fingerprint.encode()).hexdigest()
+        return AlertSignal(
+            rule_id=signal.rule_id,
+            rule_title=str(signal.rule_title)[:TITLE_LENGTH],
+            level=signal.level,
+            status=signal.status,
+            fingerprint=fingerprint,
+            site_id=signal.site_id,
+            device_id=signal.device_id or None,
+            summary=str(signal.summary)[:MAX_TEXT_CHARS],
+            at=signal.at,
+            labels={str(key): str(value) for key, value in dict(signal.labels).items()},
+            tags=tuple(str(tag) for tag in signal.tags),
+            description=str(signal.description)[:MAX_TEXT_CHARS],
+            runbook_en=str(signal.runbook_en)[:MAX_TEXT_CHARS],
+            runbook_vi=str(signal.runbook_vi)[:MAX_TEXT_CHARS],
+            evidence=tuple(item for item in signal.evidence if _usable_evidence(item)),
+        )
+
+    # --- time -----------------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> list[AlertNotification]:
+        """Repeats, escalations, silences starting and ending, inhibition released, groups."""
+        return self._transaction(now, self._tick)
+
+    def _tick(self, run: _Pass) -> None:
+        session = run.session
+        if session.get_bind().dialect.name == "postgresql":
+            # Two collectors ticking at once would both send each repeat; one is enough.
+            got_lock = session.scalar(select(func.pg_try_advisory_xact_lock(_TICK_LOCK_KEY)))
+            if not got_lock:
+                return
+        for silence in session.scalars(
+            select(Silence).where(Silence.expired_at.is_(None), Silence.ends_at <= run.now)
+        ):
+            silence.expired_at = silence.ends_at
+            silence.expired_by = SYSTEM_ACTOR
+        open_alerts = list(
+            session.scalars(select(Alert).where(Alert.state.in_(OPEN_STATES)).order_by(Alert.id))
+        )
+        self._apply_suppression(run, open_alerts)
+        for alert in open_alerts:
+            if alert.state != "firing" or alert.last_notified_at is None:
+                continue
+            if not _deliverable(alert):
+                continue
+            due = self._due_escalation(alert, run.now)
+            if due is not None:
+                index, step = due
+                alert.escalation_step = index + 1
+                note = f"not acknowledged after {step.after}: escalate to {step.notify}"
+                self._audit(run, alert, "escalated", None, "firing", "firing", note=note)
+                extra = {"escalation_step": str(index + 1), "escalate_to": step.notify}
+                self._notify(run, alert, "escalated", note=note, extra_labels=extra)
+            elif run.now - alert.last_notified_at >= self.policy.repeat_interval:
+                self._notify(run, alert, "repeated")
+        waiting_groups = session.scalars(
+            select(Alert.group_key)
+            .where(
+                Alert.state == "firing",
+                Alert.last_notified_at.is_(None),
+                Alert.pending_since.is_not(None),
+                Alert.silenced.is_(False),
+                Alert.inhibited.is_(False),
+            )
+            .distinct()
+        )
+        run.groups.update(waiting_groups)
+        self._release_groups(run, run.groups)
+
+    def _due_escalation(self, alert: Alert, now: datetime) -> tuple[int, EscalationStep] | None:
+        """The furthest step now due that the alert has not taken yet, if any."""
+        due: tuple[int, EscalationStep] | None = None
+        steps = self.policy.escalations
+        for index in range(alert.escalation_step, len(steps)):
+            step = steps[index]
+            if now - alert.opened_at < step.after:
+                break
+            if step.level_at_least is not None and _rank(alert.level) < _rank(step.level_at_least):
+                continue
+            due = (index, step)
+        return due
+
+    # --- silences and inhibition ------------------------------------------------------------
+
+    def _alerts_for_suppression(self, session: Session, sites: Collection[str]) -> list[Alert]:
+        """Open alerts whose inhibition may have changed: same sites when rules allow it."""
+        query = select(Alert).where(Alert.state.in_(OPEN_STATES)).order_by(Alert.id)
+        rules = self.policy.inhibitions
+        if all("site_id" in rule.equal for rule in rules):
+            # Every rule pairs alerts of one site, so other sites cannot be affected.
+            if not sites:
+                return []
+            query = query.where(Alert.site_id.in_(sorted(sites)))
+        return list(session.scalars(query))
+
+    def _apply_suppression(
+        self, run: _Pass, alerts: Sequence[Alert], *, actor: str | None = None
+    ) -> None:
+        """Set silenced / inhibited on ``alerts`` from the active silences and open sources.
+
+        ``alerts`` must include every open alert that could inhibit them (see
+        ``_alerts_for_suppression``); ``actor`` is recorded on silence changes a person made.
+        """
+        if not alerts:
+            return
+        silences = [
+            (silence, stored_matchers(silence.matchers))
+            for silence in queries.active_silences(run.session, run.now)
+        ]
+        inhibited_by = inhibitors(self.policy.inhibitions, alerts)
+        for alert in alerts:
+            was_deliverable = _deliverable(alert)
+            silence = next((s for s, m in silences if silence_matches(m, alert)), None)
+            if silence is not None and not alert.silenced:
+                alert.silenced, alert.silence_id = True, silence.id
+                self._audit(run, alert, "silenced", actor, alert.state, alert.state,
+                            note=f"silence {silence.id}: {silence.comment}")  # fmt: skip
+            elif silence is not None:
+                alert.silence_id = silence.id
+            elif alert.silenced:
+                alert.silenced, alert.silence_id = False, None
+                self._audit(run, alert, "unsilenced", actor, alert.state, alert.state)
+            source = inhibited_by.get(alert.id)
+            if source is not None and not alert.inhibited:
+                alert.inhibited, alert.inhibited_by = True, source
+                self._audit(run, alert, "inhibited", None, alert.state, alert.state,
+                            note=f"by alert {source}")  # fmt: skip
+            elif source is not None:
+                alert.inhibited_by = source
+            elif alert.inhibited:
+                alert.inhibited, alert.inhibited_by = False, None
+                self._audit(run, alert, "uninhibited", None, alert.state, alert.state)
+            if not was_deliverable and _deliverable(alert):
+                self._deliverable_again(run, alert)
+
+    def _deliverable_again(self, run: _Pass, alert: Alert) -> None:
+        if alert.state != "firing":
+            return
+        if alert.last_notified_at is not None:
+            self._notify(run, alert, "updated", note="no longer silenced or inhibited")
+            return
+        # Waits group_wait like a new alert: when an uplink returns, its devices usually
+        # reconnect within seconds and need never be reported at all.
+        alert.pending_since = run.now
+        run.groups.add(alert.group_key)
+
+    # --- groups -----------------------------------------------------------------------------
+
+    def _release_groups(self, run: _Pass, group_keys: Iterable[str]) -> None:
+        keys = sorted(set(group_keys))
+        self._lock_keys(run.session, [f"group:{key}" for key in keys])
+        for key in keys:
+            self._release_group(run, key)
+
+    def _release_group(self, run: _Pass, group_key: str) -> None:
+        members = queries.open_alerts_in_group(run.session, group_key)
+        deliverable = [alert for alert in members if _deliverable(alert)]
+        waiting = [
+            alert
+            for alert in deliverable
+            if alert.state == "firing"
+            and alert.last_notified_at is None
+            and alert.pending_since is not None
+        ]
+        if not waiting:
+            return
+        heads = [alert for alert in deliverable if alert.last_notified_at is not None]
+        if not heads:
+            if run.now - min(_since(alert) for alert in waiting) < self.policy.group_wait:
+                return
+            head = max(waiting, key=lambda alert: (_rank(alert.level), -alert.id))
+            others = len(deliverable) - 1
+            note = _members_note("more alert(s) of this rule at this site", waiting, head)
+            self._notify(
+                run, head, "opened", note=note if others else None,
+                extra_labels=_group_labels(group_key, len(deliverable), others),
+            )  # fmt: skip
+            head.group_reported_at = run.now
+            return
+        head = heads[0]
+        reported_at = head.group_reported_at or head.last_notified_at
+        assert reported_at is not None
+        joined = [alert for alert in waiting if _since(alert) > reported_at]
+        if not joined or run.now - reported_at < self.policy.group_interval:
+            return
+        note = _members_note("alert(s) joined this group", joined, None)
+        self._notify(
+            run, head, "updated", note=note,
+            extra_labels=_group_labels(group_key, len(deliverable), len(joined)),
+        )  # fmt: skip
+        head.group_reported_at = run.now
+
+    # --- human actions ----------------------------------------------------------------------
+
+    def acknowledge(
+        self, alert_id: int, actor: str, note: str | None = None
+    ) -> list[AlertNotification]:
+        def act(run: _Pass, alert: Alert, who: str) -> None:
+            if alert.state != "firing":
+                raise AlertStateError(
+                    f"alert {alert_id} is {alert.state}; only firing can be acknowledged"
+                )
+            alert.state = "acknowledged"
+            alert.acknowledged_by, alert.acknowledged_at = who, run.now
+            self._audit(run, alert, "acknowledged", who, "firing", "acknowledged", note=note)
+            self._notify(run, alert, "acknowledged", actor=who, note=note)
+
+        return self._human_action(alert_id, actor, act)
+
+    def unacknowledge(
+        self, alert_id: int, actor: str, note: str | None = None
+    ) -> list[AlertNotification]:
+        def act(run: _Pass, alert: Alert, who: str) -> None:
+            if alert.state != "acknowledged":
+                raise AlertStateError(f"alert {alert_id} is {alert.state}, not acknowledged")
+            alert.state = "firing"
+            alert.acknowledged_by = alert.acknowledged_at = None
+            self._audit(run, alert, "unacknowledged", who, "acknowledged", "firing", note=note)
+            # No "unacknowledged" event type exists for the SOC; an update with the note is it.
+            self._notify(run, alert, "updated", actor=who, note=note or "unacknowledged")
+
+        return self._human_action(alert_id, actor, act)
+
+    def resolve(
+        self, alert_id: int, actor: str, note: str | None = None
+    ) -> list[AlertNotification]:
+        def act(run: _Pass, alert: Alert, who: str) -> None:
+            if alert.state == "resolved":
+                raise AlertStateError(f"alert {alert_id} is already resolved")
+            from_state = alert.state
+            alert.state = "resolved"
+            alert.resolved_by, alert.resolved_at = who, run.now
+            alert.pending_since = None
+            self._audit(run, alert, "resolved", who, from_state, "resolved", note=note)
+            self._notify(run, alert, "resolved", actor=who, note=note)
+            # A resolved source stops inhibiting; its group may need a new representative.
+            self._apply_suppression(run, self._alerts_for_suppression(run.session, {alert.site_id}))
+            run.groups.add(alert.group_key)
+            self._release_groups(run, run.groups)
+
+        return self._human_action(alert_id, actor, act)
+
+    def comment(self, alert_id: int, actor: str, note: str) -> list[AlertNotification]:
+        """Adds a note to the audit trail; comments stay in CampusWatch (nothing forwarded)."""
+        if not note or not note.strip():
+            raise AlertInputError("a comment needs text")
+
+        def act(run: _Pass, alert: Alert, who: str) -> None:
+            self._audit(run, alert, "commented", who, alert.state, alert.state, note=note.strip())
+
+        return self._human_action(alert_id, actor, act)
+
+    def create_silence(
+        self,
+        matchers: object,
+        ends_at: datetime,
+        actor: str,
+        comment: str = "",
+        *,
+        starts_at: datetime | None = None,
+    ) -> Silence:
+        """A new silence, applied at once to matching open alerts (silencing is not forwarded)."""
+        who = _actor(actor)
+        try:
+            parsed = parse_matchers(matchers)
+        except MatcherError as exc:
+            raise AlertInputError(str(exc)) from exc
+        now = self._clock()
+        start = starts_at or now
+        if start.tzinfo is None or ends_at.tzinfo is None:
+            raise AlertInputError("starts_at and ends_at need a time zone")
+        if ends_at <= start or ends_at <= now:
+            raise AlertInputError("ends_at must be after starts_at and in the future")
+
+        def act(run: _Pass) -> Silence:
+            silence = Silence(
+                matchers=[matcher.as_dict() for matcher in parsed],
+                starts_at=start,
+                ends_at=ends_at,
+                created_by=who,
+                created_at=run.now,
+                comment=(comment or "").strip(),
+            )
+            run.session.add(silence)
+            run.session.flush()
+            if start <= run.now:
+                for alert in self._open_alerts(run.session):
+                    if not alert.silenced and silence_matches(parsed, alert):
+                        alert.silenced, alert.silence_id = True, silence.id
+                        self._audit(run, alert, "silenced", who, alert.state, alert.state,
+                                    note=f"silence {silence.id}: {silence.comment}")  # fmt: skip
+            return silence
+
+        return self._transaction_returning(now, act)
+
+    def expire_silence(self, silence_id: int, actor: str) -> list[AlertNotification]:
+        """Ends a silence now; alerts it muted that still fire are notified (see module doc)."""
+        who = _actor(actor)
+
+        def act(run: _Pass) -> None:
+            silence = run.session.get(Silence, silence_id, with_for_update=True)
+            if silence is None:
+                raise AlertNotFound(f"silence {silence_id} does not exist")
+            if silence.expired_at is not None or silence.ends_at <= run.now:
+                raise AlertStateError(f"silence {silence_id} has already ended")
+            silence.expired_at, silence.expired_by = run.now, who
+            run.session.flush()
+            muted = list(
+                run.session.scalars(
+                    select(Alert).where(
+                        Alert.silence_id == silence_id, Alert.state.in_(OPEN_STATES)
+                    )
+                )
+            )
+            sites = {alert.site_id for alert in muted}
+            related = self._alerts_for_suppression(run.session, sites)
+            self._apply_suppression(run, related, actor=who)
+            self._release_groups(run, run.groups)
+
+        return self._transaction(self._clock(), act)
+
+    # --- queries for the API ----------------------------------------------------------------
+
+    list_alerts = staticmethod(queries.list_alerts)
+    get_alert = staticmethod(queries.get_alert)
+    list_groups = staticmethod(queries.list_groups)
+
+    def list_silences(self, session: Session, *, active_only: bool = True) -> list[Silence]:
+        return queries.list_silences(session, now=self._clock(), active_only=active_only)
+
+    def alert_detail(self, alert_id: int) -> AlertDetail:
+        """``get_alert`` in a session of its own (rows stay readable after it closes)."""
+        with self._session_factory() as session:
+            return queries.get_alert(session, alert_id)
+
+    def groups(self, site_ids: Collection[str] | None = None) -> list[AlertGroup]:
+        with self._session_factory() as session:
+            return queries.list_groups(session, site_ids=site_ids)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _human_action(
+        self, alert_id: int, actor: str, act: Callable[[_Pass, Alert, str], None]
+    ) -> list[AlertNotification]:
+        who = _actor(actor)
+
+        def run_action(run: _Pass) -> None:
+            alert = run.session.get(Alert, alert_id, with_for_update=True)
+            if alert is None:
+                raise AlertNotFound(f"alert {alert_id} does not exist")
+            act(run, alert, who)
+
+        return self._transaction(self._clock(), run_action)
+
+    def _transaction(self, now: datetime, work: Callable[[_Pass], None]) -> list[AlertNotification]:
+        def collect(run: _Pass) -> list[AlertNotification]:
+            work(run)
+            if run.notifications and self.on_notifications is not None:
+                self.on_notifications(run.session, run.notifications)
+            return run.notifications
+
+        return self._transaction_returning(now, collect)
+
+    def _transaction_returning(self, now: datetime, work: Callable[[_Pass], _T]) -> _T:
+        """Run ``work`` in one transaction, retrying what concurrency alone made fail."""
+        if now.tzinfo is None:
+            raise AlertInputError("now must carry a time zone")
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            with self._session_factory() as session:
+                try:
+                    result = work(_Pass(session, now))
+                    session.commit()
+                    return result
+                except (IntegrityError, OperationalError) as exc:
+                    session.rollback()
+                    if attempt == MAX_ATTEMPTS or not _retryable(exc):
+                        raise
+                    logger.info("alert transaction retried after %s", type(exc.orig).__name__)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _lock_keys(session: Session, keys: Sequence[str]) -> None:
+        """PostgreSQL: serialise collectors per fingerprint / group (sorted: no deadlocks)."""
+        if session.get_bind().dialect.name != "postgresql":
+            return
+        for key in keys:
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+    @staticmethod
+    def _open_alerts(session: Session) -> list[Alert]:
+        return list(
+            session.scalars(select(Alert).where(Alert.state.in_(OPEN_STATES)).order_by(Alert.id))
+        )
+
+    def _audit(
+        self,
+        run: _Pass,
+        alert: Alert,
+        action: str,
+        actor: str | None,
+        from_state: str | None,
+        to_state: str | None,
+        *,
+        note: str | None = None,
+    ) -> None:
+        run.session.add(
+            AlertAudit(
+                alert_id=alert.id,
+                at=run.now,
+                action=action,
+                actor=actor or SYSTEM_ACTOR,
+                note=note[:MAX_TEXT_CHARS] if note else None,
+                from_state=from_state,
+                to_state=to_state,
+            )
+        )
+
+    def _notify(
+        self,
+        run: _Pass,
+        alert: Alert,
+        event: AlertEventType,
+        *,
+        actor: str | None = None,
+        note: str | None = None,
+        extra_labels: dict[str, str] | None = None,
+    ) -> None:
+        alert.last_notified_at = run.now
+        hierarchy = self._hierarchy(run, alert.site_id)
+        hostname, mac = self._device_identity(run, alert.device_id)
+        labels = {str(key): str(value) for key, value in (alert.labels or {}).items()}
+        labels.update(extra_labels or {})
+        state: NotificationState = cast(NotificationState, alert.state)
+        if alert.silenced and alert.state != "resolved":
+            state = "silenced"
+        run.notifications.append(
+            AlertNotification(
+                alert_id=alert.id,
+                event=event,
+                event_id=new_message_id(),
+                fingerprint=alert.fingerprint,
+                rule_id=alert.rule_id,
+                rule_title=alert.rule_title,
+                level=cast(Level, alert.level),
+                state=state,
+                site_id=alert.site_id,
+                summary=alert.summary,
+                at=run.now,
+                first_seen=alert.first_seen,
+                last_seen=alert.last_seen,
+                occurrences=alert.occurrences,
+                school_id=hierarchy.get("school"),
+                district_id=hierarchy.get("district"),
+                province_id=hierarchy.get("province"),
+                device_id=alert.device_id,
+                hostname=labels.get("hostname") or hostname,
+                ip=labels.get("ip"),
+                mac=labels.get("mac") or mac,
+                tags=tuple(alert.tags or ()),
+                labels=labels,
+                description=alert.description,
+                runbook_en=alert.runbook_en,
+                runbook_vi=alert.runbook_vi,
+                actor=actor,
+                note=note,
+                collector_id=self._collector_id,
+            )
+        )
+        self._audit(run, alert, "notified", actor, alert.state, alert.state, note=event)
+
+    @staticmethod
+    def _hierarchy(run: _Pass, site_id: str) -> dict[str, str]:
+        """level → site id for the site and its ancestors (room … province)."""
+        cached = run.sites.get(site_id)
+        if cached is not None:
+            return cached
+        chain: dict[str, str] = {}
+        current: str | None = site_id
+        visited: set[str] = set()
+        # A parent cycle (bad manual edit) must end the walk, not loop forever.
+        while current is not None and current not in visited:
+            visited.add(current)
+            site = run.session.get(Site, current)
+            if site is None:
+                break
+            chain.setdefault(site.level, site.id)
+            current = site.parent_id
+        run.sites[site_id] = chain
+        return chain
+
+    @staticmethod
+    def _device_identity(run: _Pass, device_id: str | None) -> tuple[str | None, str | None]:
+        """(hostname, mac) of the device from the asset register, when it is known there."""
+        if device_id is None:
+            return None, None
+        if device_id in run.devices:
+            return run.devices[device_id]
+        identity: tuple[str | None, str | None] = (None, None)
+        device = run.session.get(Device, device_id)
+        if device is not None and device.asset_id is not None:
+            asset = run.session.get(Asset, device.asset_id)
+            if asset is not None:
+                identity = (asset.name, asset.mac_list[0] if asset.macs else None)
+        run.devices[device_id] = identity
+        return identity
+
+
+def group_key_for(site_id: str, rule_id: str) -> str:
+    return f"{site_id}/{rule_id}"
+
+
+def _deliverable(alert: Alert) -> bool:
+    return not alert.silenced and not alert.inhibited
+
+
+def _since(alert: Alert) -> datetime:
+    assert alert.pending_since is not None
+    return alert.pending_since
+
+
+def _rank(level: str) -> int:
+    return LEVELS.index(level) if level in LEVELS else -1
+
+
+def _group_labels(group_key: str, size: int, new: int) -> dict[str, str]:
+    return {"group_key": group_key, "group_size": str(size), "group_new": str(new)}
+
+
+def _members_note(what: str, members: Sequence[Alert], head: Alert | None) -> str:
+    others = [alert for alert in members if alert is not head]
+    names = [alert.device_id or alert.fingerprint for alert in others[:_GROUP_NOTE_DEVICES]]
+    more = len(others) - len(names)
+    listed = ", ".join(names) + (f" and {more} more" if more > 0 else "")
+    return f"{len(others)} {what}: {listed}"
+
+
+def _actor(actor: object) -> str:
+    if not isinstance(actor, str) or not actor.strip():
+        raise AlertInputError("actor must be a non-empty user name")
+    return actor.strip()[:ACTOR_LENGTH]
+
+
+def _retryable(exc: IntegrityError | OperationalError) -> bool:
+    if isinstance(exc, IntegrityError):
+        # Another collector opened the same fingerprint first; the retry finds its alert.
+        return "ux_alerts_open_fingerprint" in str(exc.orig) or "alerts.fingerprint" in str(
+            exc.orig
+        )
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate in _RETRY_SQLSTATES or "database is locked" in str(exc.orig)
+
+
+def _reject_reason(signal: object) -> str | None:
+    if not isinstance(signal, AlertSignal):
+        return "not_a_signal"
+    checks: list[tuple[bool, str]] = [
+        (signal.status in ("firing", "resolved"), "status"),
+        (signal.level in LEVELS, "level"),
+        (isinstance(signal.fingerprint, str) and bool(signal.fingerprint.strip()), "fingerprint"),
+        (_short_text(signal.rule_id, RULE_ID_LENGTH), "rule_id"),
+        (_short_text(signal.site_id, SITE_ID_LENGTH), "site_id"),
+        (
+            signal.device_id is None
+            or (isinstance(signal.device_id, str) and len(signal.device_id) <= DEVICE_ID_LENGTH),
+            "device_id",
+        ),
+        (isinstance(signal.at, datetime) and signal.at.tzinfo is not None, "at"),
+        (isinstance(signal.labels, dict), "labels"),
+        (isinstance(signal.tags, tuple | list), "tags"),
+        (isinstance(signal.evidence, tuple | list), "evidence"),
+    ]
+    return next((reason for ok, reason in checks if not ok), None)
+
+
+def _short_text(value: object, limit: int) -> bool:
+    return isinstance(value, str) and bool(value.strip()) and len(value) <= limit
+
+
+def _usable_evidence(item: object) -> bool:
+    return (
+        isinstance(item, Evidence)
+        and isinstance(item.message_id, str)
+        and isinstance(item.kind, str)
+        and isinstance(item.ts, datetime)
+        and item.ts.tzinfo is not None
+    )
+
+
+def _json_safe(excerpt: object) -> dict[str, Any]:
+    """The excerpt as plain JSON (dates as ISO text), cut down if it is too big to keep."""
+    try:
+        text = json.dumps(excerpt, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = json.dumps(str(excerpt), ensure_ascii=False)
+    if len(text) > MAX_EXCERPT_CHARS:
+        return {"truncated": True, "text": text[:MAX_EXCERPT_CHARS]}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {"value": value}

@@ -1,0 +1,162 @@
+"""``campuswatch broker …``: write the Mosquitto configuration and manage device logins."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Mosquitto with TLS, per-device passwords and an ACL that pins each device to its "
+    "own topics.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+DirOption = Annotated[
+    Path, typer.Option("--dir", "-d", help="The folder `broker config` wrote.", file_okay=False)
+]
+PidOption = Annotated[
+    int | None, typer.Option("--pid", help="Broker pid to reload (default: from its pid file).")
+]
+
+
+@app.command("config")
+def config(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for every file.", file_okay=False)
+    ],
+    hostname: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hostname",
+            help="Name or IP devices use to reach the broker (repeat). Default: this host's "
+            "name, localhost and 127.0.0.1.",
+        ),
+    ] = None,
+    ca_cert: Annotated[
+        Path | None, typer.Option(help="Your own CA certificate (PEM) to sign the server's.")
+    ] = None,
+    ca_key: Annotated[Path | None, typer.Option(help="Its private key (PEM).")] = None,
+    create_ca: Annotated[
+        bool,
+        typer.Option(
+            "--create-ca", help="Make a CA in --out (the default; an existing one is reused)."
+        ),
+    ] = False,
+    listen_port: Annotated[int, typer.Option(help="TLS listener for devices.")] = 8883,
+    listen_address: Annotated[
+        str | None, typer.Option(help="Address the TLS listener binds (default: all).")
+    ] = None,
+    plain_port: Annotated[
+        int | None, typer.Option(help="Also a plain listener for a collector on this host.")
+    ] = None,
+    plain_bind: Annotated[str, typer.Option(help="Loopback address of the plain listener.")] = (
+        "127.0.0.1"
+    ),
+    devices: Annotated[
+        Path | None,
+        typer.Option(help="CSV site,device_id[,role] of devices to create logins for."),
+    ] = None,
+    collector_user: Annotated[str, typer.Option(help="The collector's broker login.")] = (
+        "collector"
+    ),
+    run_as: Annotated[
+        str | None, typer.Option(help="Mosquitto's `user` setting (it drops root to this user).")
+    ] = None,
+) -> None:
+    """Write mosquitto.conf, certificates, password file and ACL into --out."""
+    from campuswatch.collector.broker.config import (
+        BrokerConfigError,
+        BrokerConfigOptions,
+        write_broker_config,
+    )
+    from campuswatch.collector.broker.credentials import CredentialsError
+    from campuswatch.collector.broker.pki import CertificateError
+
+    if create_ca and (ca_cert or ca_key):
+        raise typer.BadParameter("--create-ca cannot be combined with --ca-cert/--ca-key")
+    names = tuple(hostname or (socket.gethostname(), "localhost", "127.0.0.1"))
+    options = BrokerConfigOptions(
+        out_dir=out,
+        hostnames=names,
+        listen_port=listen_port,
+        listen_address=listen_address,
+        plain_port=plain_port,
+        plain_bind=plain_bind,
+        ca_cert=ca_cert,
+        ca_key=ca_key,
+        run_as_user=run_as,
+        collector_username=collector_user,
+        devices_file=devices,
+    )
+    try:
+        result = write_broker_config(options)
+    except (BrokerConfigError, CertificateError, CredentialsError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"config:    {result.config_file}   (start: mosquitto -c {result.config_file})")
+    typer.echo(f"CA:        {result.ca_file}{'  (new)' if result.created_ca else ''}")
+    typer.echo(f"server:    {result.server_cert.cert} for {', '.join(names)}")
+    typer.echo(f"collector: user {collector_user}, password in {result.collector_password_file}")
+    if result.issued_file is not None:
+        typer.echo(f"devices:   {len(result.issued)} new login(s) in {result.issued_file}")
+
+
+@app.command("add-device")
+def add_device(
+    directory: DirOption,
+    site: Annotated[str, typer.Option(help="Site (school) id.")],
+    device_id: Annotated[str, typer.Option(help="Device id; also its broker user name.")],
+    scanner: Annotated[bool, typer.Option(help="A network scanner: discovery only.")] = False,
+    pid: PidOption = None,
+) -> None:
+    """Create (or re-issue) a device login and print its password once."""
+    from campuswatch.collector.broker.credentials import BrokerCredentials, CredentialsError
+
+    try:
+        store = BrokerCredentials(directory, pid=pid)
+        password = store.add_device(site, device_id, role="scanner" if scanner else "device")
+    except (CredentialsError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{device_id} {password}")
+
+
+@app.command("revoke-device")
+def revoke_device(
+    directory: DirOption,
+    device_id: Annotated[str, typer.Option(help="Device id to lock out.")],
+    pid: PidOption = None,
+) -> None:
+    """Remove a device's login; a running broker drops it at once."""
+    from campuswatch.collector.broker.credentials import BrokerCredentials, CredentialsError
+
+    try:
+        removed = BrokerCredentials(directory, pid=pid).revoke_device(device_id)
+    except (CredentialsError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not removed:
+        typer.echo(f"error: no device login {device_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {device_id}")
+
+
+@app.command("list")
+def list_accounts(directory: DirOption) -> None:
+    """Every broker login: role, site, user name, created."""
+    from campuswatch.collector.broker.credentials import BrokerCredentials, CredentialsError
+
+    try:
+        accounts = BrokerCredentials(directory).list()
+    except (CredentialsError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for account in accounts:
+        typer.echo(
+            f"{account.role:<9} {account.site or '-':<20} {account.username:<40} "
+            f"{account.created_at}"
+        )

@@ -1,0 +1,1 @@
+"""Grafana dashboards generated from code: the catalog, JSON rendering, files and push."""

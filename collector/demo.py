@@ -1,0 +1,169 @@
+"""``campuswatch demo``: broker, collector, a simulated district and the web UI, in one command.
+
+Everything runs on this machine with embedded defaults (SQLite register and time series in
+``./demo-data``). Mosquitto is required (``./setup.sh demo`` installs it); it is started
+privately on a free port so a system broker on 1883 is left alone. Ctrl-C stops every
+process; a second run resumes the same data unless ``--fresh`` is given.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from campuswatch.localports import free_port, wait_for_port
+
+DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "firmware_sim" / "scenarios" / "demo.yaml"
+DISTRICT = "sim-d1"
+
+
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path(
+        "demo-data"
+    ),
+    fresh: Annotated[
+        bool, typer.Option("--fresh/--resume", help="Start from clean, or resume the last run.")
+    ] = False,
+    listen: Annotated[str, typer.Option(help="HOST:PORT of the web UI and API.")] = (
+        "127.0.0.1:8080"
+    ),
+    schools: Annotated[int, typer.Option(min=1, max=50)] = 3,
+    devices: Annotated[int, typer.Option(min=10, max=20000)] = 300,
+    seed: Annotated[int, typer.Option(help="Same seed, same district.")] = 7,
+    duration: Annotated[
+        float, typer.Option(help="Stop after this many seconds (0 = until Ctrl-C).")
+    ] = 0.0,
+) -> None:
+    """Run the whole product on this machine and print the web UI address and a login."""
+    import logging
+
+    import uvicorn
+
+    from campuswatch.collector.api.app import create_app
+    from campuswatch.collector.db.access import create_user
+    from campuswatch.collector.db.models import Site, User
+    from campuswatch.collector.service import CollectorService
+    from campuswatch.collector.settings import CollectorSettings
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    mosquitto = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if mosquitto is None:
+        typer.echo("error: Mosquitto is not installed; run ./setup.sh demo", err=True)
+        raise typer.Exit(2)
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secrets_file = data_dir / "demo-login.txt"
+    if secrets_file.exists():
+        admin_token, password = secrets_file.read_text(encoding="utf-8").split()[:2]
+    else:
+        admin_token, password = secrets.token_urlsafe(24), secrets.token_urlsafe(9)
+        secrets_file.write_text(f"{admin_token}\n{password}\n", encoding="utf-8")
+        secrets_file.chmod(0o600)
+
+    processes: list[subprocess.Popen[bytes]] = []
+    broker_port = free_port()
+    (data_dir / "mosquitto.conf").write_text(
+        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n",
+        encoding="utf-8",
+    )
+    log_file = (data_dir / "demo.log").open("ab")
+    processes.append(
+        subprocess.Popen(
+            [mosquitto, "-c", str(data_dir / "mosquitto.conf")], stdout=log_file, stderr=log_file
+        )
+    )
+    wait_for_port(broker_port)
+    broker = f"mqtt://127.0.0.1:{broker_port}"
+    settings = CollectorSettings(
+        broker=broker,
+        data_dir=data_dir / "collector",
+        listen=listen,
+        admin_token=admin_token,  # type: ignore[arg-type]
+        collector_id="demo",
+    )
+    service = CollectorService(settings)
+    with service.sessions() as session, session.begin():
+        for site_id, parent, level, name in [
+            ("sim", None, "province", "Tỉnh mô phỏng"),
+            (DISTRICT, "sim", "district", "Huyện mô phỏng"),
+            *[
+                (f"{DISTRICT}-s{n:02d}", DISTRICT, "school", f"Trường mô phỏng số {n}")
+                for n in range(1, schools + 1)
+            ],
+        ]:
+            site = session.get(Site, site_id) or Site(id=site_id)
+            site.parent_id, site.level, site.name = parent, level, name
+            site.uplink_type = "fibre" if level == "school" else None
+            session.add(site)
+        if session.query(User).filter_by(username="admin").first() is None:
+            create_user(session, username="admin", password=password, role="admin")
+    service.start()
+    host, _, port = listen.rpartition(":")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service.api_context), host=host, port=int(port), log_level="warning"
+        )
+    )
+    http = threading.Thread(target=server.run, name="http", daemon=True)
+    http.start()
+    simulator = [
+        sys.executable, "-m", "campuswatch", "sim", "run",
+        "--broker", broker, "--schools", str(schools), "--devices", str(devices),
+        "--seed", str(seed), "--site-prefix", DISTRICT, "--scenario", str(DEMO_SCENARIO),
+        "--progress-every", "30",
+    ]  # fmt: skip
+    processes.append(subprocess.Popen(simulator, stdout=log_file, stderr=log_file))
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    url = f"http://{host}:{port}"
+    typer.echo(
+        f"""
+CampusWatch demo is running ({schools} schools, ~{devices} devices, scenario {DEMO_SCENARIO.name}).
+
+  Web UI       {url}/ui/          user: admin   password: {password}
+  Wall display {url}/ui/wall?token={admin_token}
+  API          {url}/docs         Authorization: Bearer {admin_token}
+  Metrics      {url}/metrics
+  MQTT broker  {broker}
+  Data         {data_dir.resolve()}   (log: {data_dir / "demo.log"})
+
+Alerts from the scenario appear within a minute. Ctrl-C stops everything;
+run again to resume, or with --fresh to start clean.
+"""
+    )
+    deadline = time.monotonic() + duration if duration > 0 else None
+    while not stop.wait(1.0):
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        if processes[0].poll() is not None:
+            typer.echo("error: Mosquitto stopped; see the log", err=True)
+            break
+    typer.echo("stopping …", err=True)
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    server.should_exit = True
+    http.join(10)
+    service.stop()
+    log_file.close()

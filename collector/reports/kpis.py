@@ -1,0 +1,554 @@
+"""The plan KPIs of one site subtree for one period, with the previous period's values.
+
+Sources (docs/reports.md has the long form):
+
+* **Register KPIs** — equipment in digital records (registered / all non-retired assets,
+  target ≥ 80 %) and information systems classified (security level AND approved
+  protection plan, target 100 %) — are measured at the end of the period, or now for a
+  period still running, from the register rebuilt as of that instant
+  (``register_history``); the previous period is rebuilt the same way.
+* **Live KPIs** — antivirus coverage and broadband — come from each device's latest
+  report (``devices.latest``), which exists only for "now". They are measured when the
+  report is made (``live_measured_at``); the previous period's figures are the ones its
+  archived report recorded (``previous_live``), since history cannot be rebuilt for them.
+* **Period counts** — alerts, outages, assets added / lost / retired — count events inside
+  ``[start, end)`` of each period, so both periods come from the database and the store.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from campuswatch.collector.db.models import AssetHistory, Device, Site
+from campuswatch.collector.reports.alert_figures import AlertFigures, alert_figures
+from campuswatch.collector.reports.outages import SeriesReader, site_outages
+from campuswatch.collector.reports.periods import Period
+from campuswatch.collector.reports.register_history import AssetAt, assets_as_of
+
+# Kinds that run an antivirus product: the commune plan's "school computers".
+COMPUTER_KINDS: Final = frozenset({"pc", "laptop", "server"})
+BROADBAND_UPLINKS: Final = frozenset({"fibre", "4g", "5g"})
+# An AV report older than this no longer proves anything about the PC.
+AV_REPORT_MAX_AGE: Final = timedelta(days=7)
+# Schools close at weekends and holidays; a week keeps a Monday report from calling every
+# school unreachable because the PCs were off since Friday.
+REACHABILITY_MAX_AGE: Final = timedelta(days=7)
+AV_PARTS: Final = ("protected", "at_risk", "stale_signatures", "no_av", "error", "no_report")
+
+# "neutral": the count is worth knowing but neither direction is good or bad in itself.
+Better = Literal["higher", "lower", "neutral"]
+Trend = Literal["up", "down", "flat"]
+
+KPI_CODES: Final = (
+    "av_coverage",
+    "broadband",
+    "digital_records",
+    "information_systems",
+    "alerts",
+    "outages",
+    "outage_minutes",
+    "assets_added",
+    "assets_lost",
+    "assets_retired",
+)
+LIVE_KPIS: Final = frozenset({"av_coverage", "broadband"})
+TARGETS: Final[dict[str, float]] = {
+    "av_coverage": 1.0,
+    "broadband": 1.0,
+    "digital_records": 0.8,
+    "information_systems": 1.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """A share (``denominator`` set) or a count (``denominator`` None)."""
+
+    numerator: float
+    denominator: int | None = None
+
+    @property
+    def value(self) -> float | None:
+        if self.denominator is None:
+            return self.numerator
+        return None if self.denominator == 0 else self.numerator / self.denominator
+
+
+@dataclass(frozen=True, slots=True)
+class Kpi:
+    code: str
+    current: Measure
+    previous: Measure | None
+    better: Better = "higher"
+    target: float | None = None
+    parts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def is_share(self) -> bool:
+        return self.current.denominator is not None
+
+    @property
+    def passed(self) -> bool | None:
+        """None when there is no target, or nothing to measure (0 of 0)."""
+        value = self.current.value
+        if self.target is None or value is None:
+            return None
+        # Compare counts, not floats: 4 of 5 must pass an 80 % target exactly.
+        assert self.current.denominator is not None
+        return self.current.numerator >= self.target * self.current.denominator - 1e-9
+
+    @property
+    def trend(self) -> Trend | None:
+        if self.previous is None:
+            return None
+        now, before = self.current.value, self.previous.value
+        if now is None or before is None:
+            return None
+        if abs(now - before) < 1e-9:
+            return "flat"
+        return "up" if now > before else "down"
+
+    @property
+    def improved(self) -> bool | None:
+        trend = self.trend
+        if trend is None or trend == "flat" or self.better == "neutral":
+            return None
+        return (trend == "up") == (self.better == "higher")
+
+
+@dataclass(frozen=True, slots=True)
+class SchoolFigures:
+    site_id: str
+    name: str
+    uplink_type: str | None
+    reachable: bool
+    computers: int
+    computers_protected: int
+    assets: int
+    assets_registered: int
+    information_systems: int
+    information_systems_classified: int
+    alerts: int
+    outages: int | None
+    outage_minutes: float | None
+
+    @property
+    def broadband(self) -> bool:
+        return self.uplink_type in BROADBAND_UPLINKS and self.reachable
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceReport:
+    period: Period
+    site_id: str | None
+    site_name: str
+    generated_at: datetime
+    measured_at: datetime
+    live_measured_at: datetime
+    kpis: list[Kpi]
+    alerts: AlertFigures
+    previous_alerts: AlertFigures
+    schools: list[SchoolFigures]
+    outages_available: bool
+
+    def kpi(self, code: str) -> Kpi:
+        for kpi in self.kpis:
+            if kpi.code == code:
+                return kpi
+        raise KeyError(code)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able figures: what the API serves and the archive stores."""
+
+        def measure(item: Measure | None) -> dict[str, Any] | None:
+            if item is None:
+                return None
+            return {
+                "numerator": item.numerator,
+                "denominator": item.denominator,
+                "value": item.value,
+            }
+
+        return {
+            "period": {
+                "kind": self.period.kind,
+                "key": self.period.key,
+                "start": self.period.start.isoformat(),
+                "end": self.period.end.isoformat(),
+                "label_vi": self.period.label_vi,
+                "label_en": self.period.label_en,
+            },
+            "site_id": self.site_id,
+            "site_name": self.site_name,
+            "generated_at": self.generated_at.isoformat(),
+            "measured_at": self.measured_at.isoformat(),
+            "live_measured_at": self.live_measured_at.isoformat(),
+            "kpis": [
+                {
+                    "code": kpi.code,
+                    "current": measure(kpi.current),
+                    "previous": measure(kpi.previous),
+                    "target": kpi.target,
+                    "passed": kpi.passed,
+                    "trend": kpi.trend,
+                    "improved": kpi.improved,
+                    "better": kpi.better,
+                    "parts": dict(kpi.parts),
+                }
+                for kpi in self.kpis
+            ],
+            "alerts": asdict(self.alerts),
+            "previous_alerts": asdict(self.previous_alerts),
+            "schools": [
+                {**asdict(school), "broadband": school.broadband} for school in self.schools
+            ],
+            "outages_available": self.outages_available,
+        }
+
+
+# --- the site tree ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Tree:
+    sites: dict[str, Site]
+    subtree: set[str] | None  # None: everything
+    school_of: dict[str, str]  # any site id → its school's id (schools map to themselves)
+
+    def schools(self) -> list[Site]:
+        chosen = [
+            site
+            for site in self.sites.values()
+            if site.level == "school" and (self.subtree is None or site.id in self.subtree)
+        ]
+        return sorted(chosen, key=lambda site: (site.name.casefold(), site.id))
+
+
+def _tree(session: Session, site_id: str | None) -> _Tree:
+    sites = {site.id: site for site in session.scalars(select(Site))}
+    if site_id is not None and site_id not in sites:
+        raise LookupError(f"no site {site_id!r}")
+    children: dict[str | None, list[str]] = defaultdict(list)
+    for site in sites.values():
+        children[site.parent_id].append(site.id)
+    subtree: set[str] | None = None
+    if site_id is not None:
+        subtree, stack = set(), [site_id]
+        while stack:
+            current = stack.pop()
+            if current not in subtree:
+                subtree.add(current)
+                stack.extend(children.get(current, []))
+    school_of: dict[str, str] = {}
+    for site in sites.values():
+        walker: Site | None = site
+        seen: set[str] = set()
+        while walker is not None and walker.level != "school" and walker.id not in seen:
+            seen.add(walker.id)
+            walker = sites.get(walker.parent_id) if walker.parent_id else None
+        if walker is not None and walker.level == "school":
+            school_of[site.id] = walker.id
+    return _Tree(sites, subtree, school_of)
+
+
+# --- figures ---------------------------------------------------------------------------
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def av_category(latest: Mapping[str, Any] | None, at: datetime) -> str:
+    """One of ``AV_PARTS`` minus ``stale_signatures`` for a PC's newest AV report."""
+    if not latest:
+        return "no_report"
+    reported = _parse_time(latest.get("ts"))
+    if reported is None or at - reported > AV_REPORT_MAX_AGE:
+        return "no_report"
+    status = latest.get("status")
+    return status if status in ("protected", "at_risk", "no_av", "error") else "no_report"
+
+
+def _signatures_stale(latest: Mapping[str, Any]) -> bool:
+    products = latest.get("products") or []
+    return bool(products) and not any(
+        product.get("signatures_up_to_date") is True for product in products
+    )
+
+
+def _reachable_sites(devices: list[tuple[str, dict[str, Any]]], at: datetime) -> set[str]:
+    reachable: set[str] = set()
+    for site_id, latest in devices:
+        net = latest.get("net") or {}
+        reported = _parse_time(net.get("ts"))
+        if net.get("internet_ok") is True and reported and at - reported <= REACHABILITY_MAX_AGE:
+            reachable.add(site_id)
+    return reachable
+
+
+def _status_changes(
+    session: Session, start: datetime, end: datetime, new_status: str, ids: set[int]
+) -> set[int]:
+    rows = session.scalars(
+        select(AssetHistory.asset_id).where(
+            AssetHistory.field == "status",
+            AssetHistory.new_value == new_status,
+            AssetHistory.at >= start,
+            AssetHistory.at < end,
+        )
+    )
+    return {asset_id for asset_id in rows if asset_id in ids}
+
+
+@dataclass(frozen=True, slots=True)
+class _PeriodCounts:
+    alerts: AlertFigures
+    added: int
+    lost: int
+    retired: int
+    outages: dict[str, tuple[int, float]] | None  # school id → (count, minutes)
+
+
+def _period_counts(
+    session: Session,
+    tree: _Tree,
+    period: Period,
+    now: datetime,
+    series: SeriesReader | None,
+) -> tuple[_PeriodCounts, list[AssetAt]]:
+    start, end = period.start_at, min(period.end_at, now)
+    end = max(end, start)
+    assets = assets_as_of(session, end, tree.subtree)
+    ids = {asset.id for asset in assets}
+    # Lost or retired during the period: such an asset is in the register at the end.
+    added = sum(1 for asset in assets if asset.created_at >= start)
+    outages: dict[str, tuple[int, float]] | None = None
+    if series is not None:
+        outages = {}
+        for school in tree.schools():
+            found = site_outages(series, school.id, start, end)
+            outages[school.id] = (len(found), round(sum(item.minutes for item in found), 1))
+    return (
+        _PeriodCounts(
+            alerts=alert_figures(session, start, end, tree.subtree),
+            added=added,
+            lost=len(_status_changes(session, start, end, "lost", ids)),
+            retired=len(_status_changes(session, start, end, "retired", ids)),
+            outages=outages,
+        ),
+        assets,
+    )
+
+
+def _share(assets: list[AssetAt]) -> tuple[Measure, Measure]:
+    in_register = [asset for asset in assets if asset.status != "retired"]
+    records = Measure(sum(1 for a in in_register if a.registered), len(in_register))
+    systems = [a for a in in_register if a.kind == "information_system"]
+    classified = sum(
+        1
+        for a in systems
+        if a.security_level is not None and a.protection_plan_approved_on is not None
+    )
+    return records, Measure(classified, len(systems))
+
+
+def build_report(
+    session: Session,
+    period: Period,
+    site_id: str | None = None,
+    *,
+    series: SeriesReader | None = None,
+    previous_live: Mapping[str, Measure] | None = None,
+    now: datetime | None = None,
+) -> ComplianceReport:
+    """Every KPI of ``site_id``'s subtree (None: everything) for ``period``.
+
+    ``series``: the time-series store for outages (None: outages not reported).
+    ``previous_live``: AV coverage and broadband of the previous period as archived.
+    """
+    now = now or datetime.now(UTC)
+    tree = _tree(session, site_id)
+    measured_at = min(period.end_at, now)
+    counts, assets = _period_counts(session, tree, period, now, series)
+    previous_counts, previous_assets = _period_counts(session, tree, period.previous, now, series)
+
+    # Live state: antivirus per computer and reachability per school.
+    current_assets = assets_as_of(session, now + timedelta(microseconds=1), tree.subtree)
+    computers = [a for a in current_assets if a.kind in COMPUTER_KINDS and a.status == "in_service"]
+    device_query = select(Device.asset_id, Device.site_id, Device.latest, Device.last_seen)
+    if tree.subtree is not None:
+        device_query = device_query.where(Device.site_id.in_(list(tree.subtree)))
+    device_rows = session.execute(device_query).all()
+    av_by_asset: dict[int, dict[str, Any]] = {}
+    for asset_id, _site, latest, _seen in device_rows:
+        av = (latest or {}).get("av")
+        if asset_id is None or not av:
+            continue
+        known = av_by_asset.get(asset_id)
+        if known is None or str(av.get("ts", "")) > str(known.get("ts", "")):
+            av_by_asset[asset_id] = av
+    parts = dict.fromkeys(AV_PARTS, 0)
+    protected_by_school: dict[str, int] = defaultdict(int)
+    computers_by_school: dict[str, int] = defaultdict(int)
+    for computer in computers:
+        latest_av = av_by_asset.get(computer.id)
+        category = av_category(latest_av, now)
+        parts[category] += 1
+        if category == "at_risk" and latest_av is not None and _signatures_stale(latest_av):
+            parts["stale_signatures"] += 1
+        school = tree.school_of.get(computer.site_id or "")
+        if school is not None:
+            computers_by_school[school] += 1
+            protected_by_school[school] += category == "protected"
+    reachable_sites = _reachable_sites(
+        [(site, latest or {}) for _asset, site, latest, _seen in device_rows], now
+    )
+    reachable_schools = {tree.school_of[s] for s in reachable_sites if s in tree.school_of}
+    schools = tree.schools()
+    declared = [s for s in schools if s.uplink_type in BROADBAND_UPLINKS]
+    broadband_parts = {
+        "declared": len(declared),
+        "reachable": sum(1 for s in schools if s.id in reachable_schools),
+        "not_declared": len(schools) - len(declared),
+    }
+    broadband = Measure(sum(1 for s in declared if s.id in reachable_schools), len(schools))
+
+    records, systems = _share(assets)
+    previous_records, previous_systems = _share(previous_assets)
+    registered_by_school: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for asset in assets:
+        school = tree.school_of.get(asset.site_id or "")
+        if school is None or asset.status == "retired":
+            continue
+        tally = registered_by_school[school]
+        tally[0] += 1
+        tally[1] += asset.registered
+        if asset.kind == "information_system":
+            tally[2] += 1
+            tally[3] += (
+                asset.security_level is not None and asset.protection_plan_approved_on is not None
+            )
+
+    def outage_totals(source: _PeriodCounts) -> tuple[Measure, Measure] | None:
+        if source.outages is None:
+            return None
+        return (
+            Measure(sum(count for count, _ in source.outages.values())),
+            Measure(round(sum(minutes for _, minutes in source.outages.values()), 1)),
+        )
+
+    outages_now, outages_before = outage_totals(counts), outage_totals(previous_counts)
+    previous_live = previous_live or {}
+    kpis = [
+        Kpi(
+            "av_coverage",
+            Measure(parts["protected"], len(computers)),
+            previous_live.get("av_coverage"),
+            target=TARGETS["av_coverage"],
+            parts={key: value for key, value in parts.items() if key != "protected"},
+        ),
+        Kpi(
+            "broadband",
+            broadband,
+            previous_live.get("broadband"),
+            target=TARGETS["broadband"],
+            parts=broadband_parts,
+        ),
+        Kpi("digital_records", records, previous_records, target=TARGETS["digital_records"]),
+        Kpi(
+            "information_systems",
+            systems,
+            previous_systems,
+            target=TARGETS["information_systems"],
+        ),
+        Kpi(
+            "alerts",
+            Measure(counts.alerts.total),
+            Measure(previous_counts.alerts.total),
+            better="lower",
+            parts={k: v for k, v in counts.alerts.by_level.items() if v},
+        ),
+    ]
+    if outages_now is not None and outages_before is not None:
+        kpis += [
+            Kpi("outages", outages_now[0], outages_before[0], better="lower"),
+            Kpi("outage_minutes", outages_now[1], outages_before[1], better="lower"),
+        ]
+    kpis += [
+        Kpi(
+            "assets_added",
+            Measure(counts.added),
+            Measure(previous_counts.added),
+            better="neutral",
+        ),
+        Kpi("assets_lost", Measure(counts.lost), Measure(previous_counts.lost), better="lower"),
+        Kpi(
+            "assets_retired",
+            Measure(counts.retired),
+            Measure(previous_counts.retired),
+            better="lower",
+        ),
+    ]
+    alerts_by_school: dict[str, int] = defaultdict(int)
+    for alert_site, count in counts.alerts.by_site.items():
+        school = tree.school_of.get(alert_site)
+        if school is not None:
+            alerts_by_school[school] += count
+    school_rows = []
+    for school_site in schools:
+        tally = registered_by_school[school_site.id]
+        outage = None if counts.outages is None else counts.outages.get(school_site.id, (0, 0.0))
+        school_rows.append(
+            SchoolFigures(
+                site_id=school_site.id,
+                name=school_site.name,
+                uplink_type=school_site.uplink_type,
+                reachable=school_site.id in reachable_schools,
+                computers=computers_by_school[school_site.id],
+                computers_protected=protected_by_school[school_site.id],
+                assets=tally[0],
+                assets_registered=tally[1],
+                information_systems=tally[2],
+                information_systems_classified=tally[3],
+                alerts=alerts_by_school[school_site.id],
+                outages=None if outage is None else outage[0],
+                outage_minutes=None if outage is None else outage[1],
+            )
+        )
+    site_name = "" if site_id is None else tree.sites[site_id].name
+    return ComplianceReport(
+        period=period,
+        site_id=site_id,
+        site_name=site_name,
+        generated_at=now,
+        measured_at=measured_at,
+        live_measured_at=now,
+        kpis=kpis,
+        alerts=counts.alerts,
+        previous_alerts=previous_counts.alerts,
+        schools=school_rows,
+        outages_available=series is not None,
+    )
+
+
+def previous_live_from_archive(figures: Mapping[str, Any]) -> dict[str, Measure]:
+    """AV coverage and broadband as an archived report (``to_dict``) recorded them."""
+    found: dict[str, Measure] = {}
+    for kpi in figures.get("kpis", []):
+        if kpi.get("code") in LIVE_KPIS and kpi.get("current"):
+            current = kpi["current"]
+            found[kpi["code"]] = Measure(current["numerator"], current["denominator"])
+    return found

@@ -1,0 +1,281 @@
+"""When each report is due, and the archive that keeps every generated report once.
+
+Due dates (``SCHEDULE``; the grace is how many days after the period the report must be
+in): weekly on Monday, monthly on the 1st (in before the 5th), quarterly (before the
+10th), the mid-year (semester 1) and end-of-year (school year) reviews, the six-month
+report (in before 5 June) and the annual report (in before 5 December) of the commune plan.
+
+Archive layout::
+
+    archive_dir/index.json                         every file with its sha256 and size
+    archive_dir/2026/six-month/2026-H1/all.json    the figures (language-independent)
+    archive_dir/2026/six-month/2026-H1/all.vi.pdf  … .en.pdf, .vi.html, .vi.xlsx …
+
+``generate_due`` writes only what the index does not list yet, so it can run every hour
+(cron, systemd timer) and after downtime it catches up on the latest period of each kind.
+A file is never overwritten: archived reports are what was submitted. Files are written to
+a temporary name and renamed, and a lock file keeps two schedulers from racing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy.orm import Session
+
+from campuswatch.collector.reports.i18n import LANGUAGES
+from campuswatch.collector.reports.kpis import Measure, build_report, previous_live_from_archive
+from campuswatch.collector.reports.outages import SeriesReader
+from campuswatch.collector.reports.periods import (
+    DEFAULT_CALENDAR,
+    Period,
+    PeriodKind,
+    ReportCalendar,
+    report_period,
+)
+from campuswatch.collector.reports.render import FORMATS, render
+
+INDEX_NAME: Final = "index.json"
+# kind → days after the period's last day: the report must be in before that date
+# (weekly on Monday, i.e. before Tuesday; monthly before the 5th; six-month before 5 June).
+SCHEDULE: Final[dict[PeriodKind, int]] = {
+    "week": 2,
+    "month": 5,
+    "quarter": 10,
+    "semester1": 15,
+    "school-year": 15,
+    "six-month": 5,
+    "annual": 5,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DueReport:
+    kind: PeriodKind
+    period: Period
+    available_on: date  # the day after the period: the first day it can be made
+    submit_before: date
+
+    def state(self, today: date) -> str:
+        if today < self.available_on:
+            return "upcoming"
+        return "due" if today < self.submit_before else "late"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedReport:
+    kind: str
+    key: str
+    site: str | None
+    lang: str | None
+    format: str
+    path: str  # relative to the archive folder
+    sha256: str
+    bytes: int
+    generated_at: str
+    period_start: str
+    period_end: str
+
+
+def _due(kind: PeriodKind, period: Period, schedule: dict[PeriodKind, int]) -> DueReport:
+    available = period.end + timedelta(days=1)
+    return DueReport(kind, period, available, period.end + timedelta(days=schedule[kind]))
+
+
+def due_reports(
+    today: date,
+    schedule: dict[PeriodKind, int] = SCHEDULE,
+    calendar: ReportCalendar = DEFAULT_CALENDAR,
+) -> list[DueReport]:
+    """For each scheduled kind, the latest period that has ended before ``today``."""
+    found = []
+    for kind in schedule:
+        period = report_period(kind, today, calendar)
+        if period.end >= today:
+            period = period.previous
+        found.append(_due(kind, period, schedule))
+    return sorted(found, key=lambda item: (item.submit_before, item.kind))
+
+
+def upcoming_reports(
+    today: date,
+    schedule: dict[PeriodKind, int] = SCHEDULE,
+    calendar: ReportCalendar = DEFAULT_CALENDAR,
+) -> list[DueReport]:
+    """For each scheduled kind, the next period still to end (what comes due next)."""
+    found = []
+    for kind in schedule:
+        period = report_period(kind, today, calendar)
+        if period.end < today:
+            period = period.next
+        found.append(_due(kind, period, schedule))
+    return sorted(found, key=lambda item: (item.available_on, item.kind))
+
+
+def _scope(site: str | None) -> str:
+    return "all" if site is None else site
+
+
+def report_folder(period: Period) -> Path:
+    return Path(f"{period.end.year:04d}") / period.kind / period.key
+
+
+def _read_index(archive_dir: Path) -> list[ArchivedReport]:
+    path = archive_dir / INDEX_NAME
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [ArchivedReport(**entry) for entry in data["reports"]]
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _write_index(archive_dir: Path, entries: Sequence[ArchivedReport]) -> None:
+    ordered = sorted(entries, key=lambda e: (e.period_end, e.kind, e.key, str(e.site), e.path))
+    payload = {"reports": [asdict(entry) for entry in ordered]}
+    text = json.dumps(payload, ensure_ascii=False, indent=1) + "\n"
+    _write_atomically(archive_dir / INDEX_NAME, text.encode("utf-8"))
+
+
+@contextmanager
+def _locked(archive_dir: Path) -> Iterator[None]:
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    with (archive_dir / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def list_archive(archive_dir: Path) -> list[ArchivedReport]:
+    return _read_index(archive_dir)
+
+
+def verify_archive(archive_dir: Path) -> list[str]:
+    """Problems found: files missing or whose checksum no longer matches the index."""
+    problems = []
+    for entry in _read_index(archive_dir):
+        path = archive_dir / entry.path
+        if not path.exists():
+            problems.append(f"missing: {entry.path}")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != entry.sha256:
+            problems.append(f"checksum mismatch: {entry.path}")
+    return problems
+
+
+def archived_figures(archive_dir: Path, period: Period, site: str | None) -> dict[str, Any] | None:
+    """The figures an archived report of ``period`` recorded, if there is one."""
+    path = archive_dir / report_folder(period) / f"{_scope(site)}.json"
+    if not path.exists():
+        return None
+    figures: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return figures
+
+
+def archive_report(
+    session: Session,
+    archive_dir: Path,
+    period: Period,
+    site: str | None,
+    *,
+    languages: Sequence[str] = LANGUAGES,
+    formats: Sequence[str] = FORMATS,
+    series: SeriesReader | None = None,
+    now: datetime | None = None,
+) -> list[ArchivedReport]:
+    """Write the files of one report the index does not list yet; return what was written."""
+    now = now or datetime.now(UTC)
+    with _locked(archive_dir):
+        entries = _read_index(archive_dir)
+        listed = {entry.path for entry in entries}
+        folder = report_folder(period)
+        wanted = [(None, "json")] + [(lang, fmt) for lang in languages for fmt in formats]
+
+        def relative(lang: str | None, fmt: str) -> str:
+            middle = "" if lang is None else f".{lang}"
+            return (folder / f"{_scope(site)}{middle}.{fmt}").as_posix()
+
+        missing = [(lang, fmt) for lang, fmt in wanted if relative(lang, fmt) not in listed]
+        if not missing:
+            return []
+        previous = archived_figures(archive_dir, period.previous, site)
+        previous_live: dict[str, Measure] = previous_live_from_archive(previous) if previous else {}
+        report = build_report(
+            session, period, site, series=series, previous_live=previous_live, now=now
+        )
+        written = []
+        for lang, fmt in missing:
+            if fmt == "json":
+                content = (
+                    json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n"
+                ).encode("utf-8")
+            else:
+                assert lang is not None
+                content = render(report, lang, fmt)
+            path = relative(lang, fmt)
+            _write_atomically(archive_dir / path, content)
+            written.append(
+                ArchivedReport(
+                    kind=period.kind,
+                    key=period.key,
+                    site=site,
+                    lang=lang,
+                    format=fmt,
+                    path=path,
+                    sha256=hashlib.sha256(content).hexdigest(),
+                    bytes=len(content),
+                    generated_at=now.isoformat(),
+                    period_start=period.start.isoformat(),
+                    period_end=period.end.isoformat(),
+                )
+            )
+        _write_index(archive_dir, [*entries, *written])
+        return written
+
+
+def generate_due(
+    session: Session,
+    archive_dir: Path,
+    today: date,
+    *,
+    sites: Sequence[str | None] = (None,),
+    languages: Sequence[str] = LANGUAGES,
+    formats: Sequence[str] = FORMATS,
+    series: SeriesReader | None = None,
+    schedule: dict[PeriodKind, int] = SCHEDULE,
+    calendar: ReportCalendar = DEFAULT_CALENDAR,
+    now: datetime | None = None,
+) -> list[ArchivedReport]:
+    """Archive every due report (each site, language and format) not archived yet."""
+    written: list[ArchivedReport] = []
+    for due in due_reports(today, schedule, calendar):
+        for site in sites:
+            written += archive_report(
+                session,
+                archive_dir,
+                due.period,
+                site,
+                languages=languages,
+                formats=formats,
+                series=series,
+                now=now,
+            )
+    return written

@@ -1,0 +1,981 @@
+"""The rules engine: decoded messages and clock ticks in, alert transitions out.
+
+One runtime per rule holds that rule's state; a shared device table holds what every rule
+may need about a device (type, last message time per kind, online state). Everything is
+bounded (LRU by last use, evictions counted). The engine emits ``firing`` once when a
+(rule, subject) starts firing and ``resolved`` once when it clears — never one signal per
+message — so a site whose uplink drops produces one alert, not a storm.
+
+Time is the collector's receive time (``DecodedMessage.received_at``), not the device's
+clock: lab PCs with a wrong clock must neither hide from absence rules nor stretch windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+import msgspec
+
+from campuswatch.collector.rules.conditions import (
+    compile_where,
+    field_paths,
+    values_equal,
+)
+from campuswatch.collector.rules.fields import Getter, compile_getter
+from campuswatch.collector.rules.model import (
+    AbsenceCondition,
+    ChangeCondition,
+    MatchCondition,
+    NewEntityCondition,
+    RatioCondition,
+    Rule,
+    RulePack,
+    ThresholdCondition,
+    parse_duration,
+    version_key,
+)
+from campuswatch.collector.signals import AlertSignal, Evidence
+from campuswatch.wire.codec import DecodedMessage
+from campuswatch.wire.messages import DiscoveryMessage, Message, StateMessage
+
+if TYPE_CHECKING:
+    from campuswatch.collector.register.assets import AssetChange
+
+Clock = Callable[[], datetime]
+IsRegistered = Callable[[str, str], bool]
+"""``is_registered(site_id, key)``: key is a MAC (discovered hosts) or a device id."""
+SubjectKey = tuple[str, str | None]
+"""(site, entity): entity is a device id, ``mac:…`` for a discovered host, None for a site."""
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_EXCERPT_VALUES: Final = 5
+_EXCERPT_TEXT: Final = 120
+_RATIO_EVIDENCE: Final = 5
+
+
+def fingerprint(rule_id: str, site_id: str, entity: str | None) -> str:
+    """Stable identity of one alert subject: same rule + site + entity → same alert."""
+    text = f"{rule_id}\x1f{site_id}\x1f{entity or ''}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    max_devices: int = 250_000
+    max_subjects_per_rule: int = 250_000
+    max_window_samples: int = 10_000
+
+
+class _Bounded(OrderedDict[K, V], Generic[K, V]):
+    """An LRU map that drops its least recently used entry when full and counts it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.evicted = 0
+
+    def put(self, key: K, value: V) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+            self.evicted += 1
+
+
+# --- shared device table ---------------------------------------------------------------------
+
+
+class DeviceRecord:
+    __slots__ = ("device_type", "last_any", "last_ref", "last_seen", "offline")
+
+    def __init__(self) -> None:
+        self.device_type: str | None = None
+        self.last_seen: dict[str, float] = {}
+        self.last_ref: dict[str, tuple[str, datetime]] = {}
+        self.last_any = 0.0
+        self.offline = False
+
+
+def _short(value: object) -> object:
+    if isinstance(value, str):
+        return value if len(value) <= _EXCERPT_TEXT else value[:_EXCERPT_TEXT] + "…"
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_short(item) for item in list(value)[:_EXCERPT_VALUES]]
+    return _short(str(msgspec.to_builtins(value)))
+
+
+def _evidence(message: Message, kind: str, excerpt: dict[str, object]) -> Evidence:
+    return Evidence(message.id, kind, message.ts, excerpt)
+
+
+def _as_datetime(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+# --- rule runtimes ---------------------------------------------------------------------------
+
+
+class _Alert:
+    __slots__ = ("evidence", "firing", "last_active", "pending_since", "values")
+
+    def __init__(self) -> None:
+        self.firing = False
+        self.pending_since: float | None = None
+        self.last_active = 0.0
+        self.evidence: tuple[Evidence, ...] = ()
+        self.values: dict[str, object] = {}
+
+
+class _RuleRuntime:
+    """State and transitions of one rule; subclasses decide when the condition holds."""
+
+    kinds: tuple[str, ...] | None = None
+    """Message kinds this rule reads; None means every kind."""
+
+    def __init__(self, rule: Rule, limits: EngineLimits) -> None:
+        self.rule = rule
+        self.limits = limits
+        self.device_types = frozenset(rule.device_types)
+        self.alerts: _Bounded[SubjectKey, _Alert] = _Bounded(limits.max_subjects_per_rule)
+        self.pending: set[SubjectKey] = set()
+        self.firing: set[SubjectKey] = set()
+        self.for_s = 0.0
+        self.resolve_after_s: float | None = None
+
+    # subclasses override ------------------------------------------------------------------
+    def on_message(
+        self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
+    ) -> None:
+        raise NotImplementedError
+
+    def on_tick(
+        self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
+    ) -> None:
+        """Condition-specific work on a tick; the pending/auto-resolve part is shared."""
+
+    # shared -------------------------------------------------------------------------------
+    def subject_of(self, site: str, device_id: str) -> SubjectKey:
+        return (site, device_id) if self.rule.subject == "device" else (site, None)
+
+    def set_active(
+        self,
+        key: SubjectKey,
+        active: bool | None,
+        at_s: float,
+        out: list[AlertSignal],
+        evidence: tuple[Evidence, ...] = (),
+        values: dict[str, object] | None = None,
+    ) -> None:
+        """Feed one observation: True holds, False clears, None keeps (hysteresis band)."""
+        alert = self.alerts.get(key)
+        if active is None:
+            return
+        if not active:
+            if alert is None:
+                return
+            if alert.firing:
+                self._emit("resolved", key, alert, at_s, out)
+            self._forget(key)
+            return
+        if alert is None:
+            alert = _Alert()
+            evicted_before = self.alerts.evicted
+            self.alerts.put(key, alert)
+            if self.alerts.evicted != evicted_before:
+                self._prune_sets()
+        alert.last_active = at_s
+        if alert.firing:
+            return
+        alert.evidence = evidence
+        alert.values = values or {}
+        if self.for_s <= 0:
+            self._fire(key, alert, at_s, out)
+        elif alert.pending_since is None:
+            alert.pending_since = at_s
+            self.pending.add(key)
+        elif at_s - alert.pending_since >= self.for_s:
+            self._fire(key, alert, at_s, out)
+
+    def _fire(self, key: SubjectKey, alert: _Alert, at_s: float, out: list[AlertSignal]) -> None:
+        alert.firing = True
+        alert.pending_since = None
+        self.pending.discard(key)
+        self.firing.add(key)
+        self._emit("firing", key, alert, at_s, out)
+
+    def _forget(self, key: SubjectKey) -> None:
+        self.alerts.pop(key, None)
+        self.pending.discard(key)
+        self.firing.discard(key)
+
+    def _prune_sets(self) -> None:
+        self.pending &= self.alerts.keys()
+        self.firing &= self.alerts.keys()
+
+    def tick(
+        self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
+    ) -> None:
+        self.on_tick(now_s, devices, out)
+        for key in list(self.pending):
+            alert = self.alerts.get(key)
+            if alert is None or alert.pending_since is None:
+                self.pending.discard(key)
+            elif now_s - alert.pending_since >= self.for_s:
+                self._fire(key, alert, now_s, out)
+        if self.resolve_after_s is not None:
+            for key in list(self.firing):
+                alert = self.alerts.get(key)
+                if alert is not None and now_s - alert.last_active >= self.resolve_after_s:
+                    self.set_active(key, False, now_s, out)
+
+    def resolve_all(self, now_s: float) -> list[AlertSignal]:
+        out: list[AlertSignal] = []
+        for key in list(self.firing):
+            self.set_active(key, False, now_s, out)
+        return out
+
+    def _emit(
+        self, status: str, key: SubjectKey, alert: _Alert, at_s: float, out: list[AlertSignal]
+    ) -> None:
+        rule = self.rule
+        site, entity = key
+        device_id = entity if entity is not None and not entity.startswith("mac:") else None
+        values: dict[str, Any] = {
+            "site_id": site,
+            "device_id": device_id or "",
+            "entity": entity or site,
+            "rule_title": rule.title,
+            "level": rule.level,
+            "device_type": alert.values.get("device_type", ""),
+            **alert.values,
+        }
+        labels = {name: _render(text, values) for name, text in rule.labels.items()}
+        values.update(labels)
+        labels.update(
+            {
+                "condition": rule.condition_kind(),
+                "rule_status": rule.status,
+                **{
+                    name: str(value)
+                    for name, value in alert.values.items()
+                    if isinstance(value, str | int | float)
+                },
+            }
+        )
+        if entity is not None:
+            labels["entity"] = entity
+        out.append(
+            AlertSignal(
+                rule_id=rule.id,
+                rule_title=rule.title,
+                level=rule.level,
+                status="firing" if status == "firing" else "resolved",
+                fingerprint=fingerprint(rule.id, site, entity),
+                site_id=site,
+                device_id=device_id,
+                summary=_render(rule.summary, values),
+                at=_as_datetime(at_s),
+                labels=labels,
+                tags=tuple(rule.tags),
+                description=rule.description,
+                runbook_en=rule.runbook.get("en", ""),
+                runbook_vi=rule.runbook.get("vi", ""),
+                evidence=alert.evidence,
+            )
+        )
+
+
+class _Placeholders(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _render(template: str, values: dict[str, Any]) -> str:
+    try:
+        return template.format_map(_Placeholders(values))
+    except (ValueError, TypeError, IndexError, AttributeError, KeyError):
+        # A format spec that does not fit the value (`{value:.1f}` on text): show the
+        # template rather than lose the alert.
+        return template
+
+
+def _duration(text: str | None) -> float | None:
+    return None if text is None else parse_duration(text)
+
+
+class _MatchRuntime(_RuleRuntime):
+    def __init__(self, rule: Rule, condition: MatchCondition, limits: EngineLimits) -> None:
+        super().__init__(rule, limits)
+        self.kinds = (condition.kind,)
+        self.kind = condition.kind
+        self.predicate = compile_where(condition.where)
+        self.excerpt_getters = _excerpt_getters(field_paths(condition.where))
+        self.for_s = _duration(condition.for_) or 0.0
+        self.resolve_after_s = _duration(condition.resolve_after)
+
+    def on_message(
+        self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
+    ) -> None:
+        message = decoded.message
+        key = (message.site, message.device_id)
+        if self.predicate(message):
+            excerpt = _excerpt(self.excerpt_getters, message)
+            first = next(iter(excerpt.values()), None)
+            values: dict[str, object] = {"value": _label_value(first)}
+            if record.device_type:
+                values["device_type"] = record.device_type
+            evidence = (_evidence(message, self.kind, excerpt),)
+            self.set_active(key, True, at_s, out, evidence, values)
+        elif self.resolve_after_s is None and key in self.alerts:
+            self.set_active(key, False, at_s, out)
+
+
+def _excerpt_getters(paths: Iterable[str]) -> list[tuple[str, Getter]]:
+    unique = dict.fromkeys(paths)
+    return [(path, compile_getter(path)) for path in unique]
+
+
+def _excerpt(getters: list[tuple[str, Getter]], message: object) -> dict[str, object]:
+    excerpt: dict[str, object] = {}
+    for path, get in getters:
+        found = get(message)
+        excerpt[path] = _short(found[0] if len(found) == 1 else found)
+    return excerpt
+
+
+def _label_value(value: object) -> object:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return value if value is not None else ""
+
+
+def _bound_tests(
+    condition: ThresholdCondition | RatioCondition,
+) -> tuple[Callable[[float], bool], Callable[[float], bool]]:
+    """(fires?, clears?) for a value; between the two the alert keeps its state."""
+    if condition.above is not None:
+        bound, upward, inclusive = float(condition.above), True, False
+    elif condition.at_least is not None:
+        bound, upward, inclusive = float(condition.at_least), True, True
+    elif condition.below is not None:
+        bound, upward, inclusive = float(condition.below), False, False
+    else:
+        assert condition.at_most is not None
+        bound, upward, inclusive = float(condition.at_most), False, True
+    if upward:
+
+        def fires(value: float) -> bool:
+            return value >= bound if inclusive else value > bound
+
+        clear_below = condition.clear_below
+        if clear_below is None:
+            return fires, lambda value: not fires(value)
+        low = float(clear_below)
+        return fires, lambda value: value < low
+
+    def fires_low(value: float) -> bool:
+        return value <= bound if inclusive else value < bound
+
+    clear_above = condition.clear_above
+    if clear_above is None:
+        return fires_low, lambda value: not fires_low(value)
+    high = float(clear_above)
+    return fires_low, lambda value: value > high
+
+
+class _Window:
+    """Samples in a sliding time window; running sum and monotonic deques for max/min."""
+
+    __slots__ = ("extreme", "samples", "total")
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, float, Evidence | None]] = deque()
+        self.extreme: deque[tuple[float, float]] = deque()
+        self.total = 0.0
+
+
+class _ThresholdRuntime(_RuleRuntime):
+    def __init__(self, rule: Rule, condition: ThresholdCondition, limits: EngineLimits) -> None:
+        super().__init__(rule, limits)
+        self.kinds = (condition.kind,)
+        self.kind = condition.kind
+        self.aggregate = condition.aggregate
+        self.window_s = parse_duration(condition.window) or 0.0
+        self.window_text = condition.window
+        self.predicate = compile_where(condition.where)
+        self.getter = compile_getter(condition.field) if condition.field else None
+        self.fires, self.clears = _bound_tests(condition)
+        self.for_s = _duration(condition.for_) or 0.0
+        self.windows: _Bounded[SubjectKey, _Window] = _Bounded(limits.max_subjects_per_rule)
+        self.dropped_samples = 0
+
+    def on_message(
+        self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
+    ) -> None:
+        message = decoded.message
+        if not self.predicate(message):
+            return
+        if self.getter is None:
+            samples = [1.0]
+        else:
+            samples = [
+                float(value)
+                for value in self.getter(message)
+                if isinstance(value, int | float) and not isinstance(value, bool)
+            ]
+            if not samples:
+                return
+        key = self.subject_of(message.site, message.device_id)
+        window = self.windows.get(key)
+        if window is None:
+            window = _Window()
+            self.windows.put(key, window)
+        else:
+            self.windows.move_to_end(key)
+        evidence = Evidence(message.id, self.kind, message.ts, {"value": _short(samples[0])})
+        for sample in samples:
+            self._add(window, at_s, sample, evidence)
+        self._evaluate(key, window, at_s, out)
+
+    def _add(self, window: _Window, at_s: float, value: float, evidence: Evidence) -> None:
+        window.samples.append((at_s, value, evidence))
+        window.total += value
+        if self.aggregate in ("max", "min"):
+            extreme = window.extreme
+            if self.aggregate == "max":
+                while extreme and extreme[-1][1] <= value:
+                    extreme.pop()
+            else:
+                while extreme and extreme[-1][1] >= value:
+                    extreme.pop()
+            extreme.append((at_s, value))
+        if len(window.samples) > self.limits.max_window_samples:
+            self._drop_oldest(window)
+            self.dropped_samples += 1
+
+    def _drop_oldest(self, window: _Window) -> None:
+        _, value, _ = window.samples.popleft()
+        window.total -= value
+        oldest = window.samples[0][0] if window.samples else math.inf
+        while window.extreme and window.extreme[0][0] < oldest:
+            window.extreme.popleft()
+
+    def _expire(self, window: _Window, now_s: float) -> None:
+        horizon = now_s - self.window_s
+        while window.samples and window.samples[0][0] <= horizon:
+            self._drop_oldest(window)
+        if not window.samples:
+            window.total = 0.0  # forget accumulated float error with the samples
+            window.extreme.clear()
+
+    def _value(self, window: _Window) -> float | None:
+        if not window.samples:
+            return 0.0 if self.aggregate == "count" else None
+        if self.aggregate == "count":
+            return float(len(window.samples))
+        if self.aggregate == "avg":
+            return window.total / len(window.samples)
+        return window.extreme[0][1]
+
+    def _evaluate(
+        self, key: SubjectKey, window: _Window, at_s: float, out: list[AlertSignal]
+    ) -> None:
+        self._expire(window, at_s)
+        value = self._value(window)
+        if value is None:
+            # No data in the window: nothing shows a problem (absence rules cover silence).
+            self.set_active(key, False, at_s, out)
+            return
+        if self.fires(value):
+            recent = tuple(
+                evidence for _, _, evidence in list(window.samples)[-3:] if evidence is not None
+            )
+            values: dict[str, object] = {
+                "value": round(value, 3),
+                "aggregate": self.aggregate,
+                "window": self.window_text,
+            }
+            self.set_active(key, True, at_s, out, recent, values)
+        elif self.clears(value):
+            self.set_active(key, False, at_s, out)
+        else:
+            self.set_active(key, None, at_s, out)
+
+    def on_tick(
+        self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
+    ) -> None:
+        for key in list(self.windows):
+            window = self.windows[key]
+            self._evaluate(key, window, now_s, out)
+            if not window.samples:
+                del self.windows[key]
+
+
+class _AbsenceRuntime(_RuleRuntime):
+    def __init__(self, rule: Rule, condition: AbsenceCondition, limits: EngineLimits) -> None:
+        super().__init__(rule, limits)
+        self.kind = condition.kind
+        self.kinds = (condition.kind,) if condition.kind else None
+        self.silence_s = parse_duration(condition.for_) or 0.0
+        self.ignore_when_offline = condition.ignore_when_offline
+
+    def on_message(
+        self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
+    ) -> None:
+        message = decoded.message
+        key = self.subject_of(message.site, message.device_id)
+        if key in self.alerts:
+            self.set_active(key, False, at_s, out)
+
+    def _last(self, record: DeviceRecord) -> float | None:
+        if self.kind is None:
+            return record.last_any
+        return record.last_seen.get(self.kind)
+
+    def on_tick(
+        self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
+    ) -> None:
+        latest: dict[SubjectKey, tuple[float, DeviceRecord]] = {}
+        for (site, device_id), record in devices.items():
+            if self.device_types and record.device_type not in self.device_types:
+                continue
+            last = self._last(record)
+            if last is None:
+                continue
+            if self.ignore_when_offline and record.offline:
+                continue
+            assert device_id is not None
+            key = self.subject_of(site, device_id)
+            known = latest.get(key)
+            if known is None or last > known[0]:
+                latest[key] = (last, record)
+        for key, (last, record) in latest.items():
+            silent = now_s - last
+            if silent >= self.silence_s:
+                if key in self.firing:
+                    continue
+                ref = record.last_ref.get(self.kind) if self.kind else None
+                if ref is None and record.last_ref:
+                    ref = max(record.last_ref.values(), key=lambda item: item[1])
+                evidence = (
+                    (
+                        Evidence(
+                            ref[0],
+                            self.kind or "any",
+                            ref[1],
+                            {"last_seen": _as_datetime(last).isoformat()},
+                        ),
+                    )
+                    if ref
+                    else ()
+                )
+                values: dict[str, object] = {
+                    "last_seen": _as_datetime(last).isoformat(timespec="seconds"),
+                    "silent_for": _human(silent),
+                }
+                if record.device_type and key[1] is not None:
+                    values["device_type"] = record.device_type
+                self.set_active(key, True, now_s, out, evidence, values)
+            elif key in self.alerts:
+                self.set_active(key, False, now_s, out)
+        for key in list(self.firing):
+            if key not in latest:  # switched off on purpose, filtered, or forgotten
+                self.set_active(key, False, now_s, out)
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+class _LastValue:
+    __slots__ = ("at_s", "evidence", "value")
+
+    def __init__(self, value: object, at_s: float, evidence: Evidence) -> None:
+        self.value = value
+        self.at_s = at_s
+        self.evidence = evidence
+
+
+class _ChangeRuntime(_RuleRuntime):
+    def __init__(self, rule: Rule, condition: ChangeCondition, limits: EngineLimits) -> None:
+        super().__init__(rule, limits)
+        self.kinds = (condition.kind,)
+        self.kind = condition.kind
+        self.path = condition.field
+        self.getter = compile_getter(condition.field)
+        self.from_ = condition.from_
+        self.to = condition.to
+        self.direction = condition.direction
+        self.version = condition.compare == "version"
+        self.within_s = _duration(condition.within)
+        self.resolve_after_s = _duration(condition.resolve_after)
+        self.last: _Bounded[SubjectKey, _LastValue] = _Bounded(limits.max_subjects_per_rule)
+
+    def on_message(
+        self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
+    ) -> None:
+        message = decoded.message
+        found = self.getter(message)
+        if not found:
+            return  # unknown is not a change
+        value: object = found[0] if len(found) == 1 else tuple(found)
+        key = (message.site, message.device_id)
+        evidence = Evidence(message.id, self.kind, message.ts, {self.path: _short(value)})
+        previous = self.last.get(key)
+        self.last.put(key, _LastValue(value, at_s, evidence))
+        if previous is None or values_equal(previous.value, value):
+            return
+        recent = self.within_s is None or at_s - previous.at_s <= self.within_s
+        if recent and self._matches(previous.value, value):
+            values: dict[str, object] = {
+                "value": _label_value(value),
+                "previous": _label_value(previous.value),
+            }
+            self.set_active(key, True, at_s, out, (previous.evidence, evidence), values)
+        elif self.resolve_after_s is None and key in self.firing:
+            self.set_active(key, False, at_s, out)
+
+    def _matches(self, before: object, after: object) -> bool:
+        if self.from_ is not msgspec.UNSET and not values_equal(before, self.from_):
+            return False
+        if self.to is not msgspec.UNSET and not values_equal(after, self.to):
+            return False
+        if self.direction == "any":
+            return True
+        try:
+            if self.version:
+                older, newer = version_key(before), version_key(after)
+                return newer < older if self.direction == "decrease" else newer > older
+            if isinstance(before, int | float) and isinstance(after, int | float):
+                return after < before if self.direction == "decrease" else after > before
+        except TypeError:
+            return False
+        return False
+
+
+class _NewEntityRuntime(_RuleRuntime):
+    def __init__(
+        self,
+        rule: Rule,
+        condition: NewEntityCondition,
+        limits: EngineLimits,
+        is_registered: IsRegistered | None,
+    ) -> None:
+        super().__init__(rule, limits)
+        self.entity = condition.entity
+        self.kinds = ("discovery",) if condition.entity == "discovered_host" else ("hello",)
+        self.resolve_after_s = _duration(condition.resolve_after)
+        self.is_registered = is_registered
+
+    def on_message(
+        self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
+    ) -> None:
+        if self.is_registered is None:
+            return  # fed through RuleEngine.process_asset_changes instead
+        message = decoded.message
+        if isinstance(message, DiscoveryMessage):
+            for host in message.hosts:
+                if host.mac is None:
+                    continue  # without a MAC a host cannot be told apart from the next one
+                values: dict[str, object] = {
+                    "mac": host.mac,
+                    "ip": host.ip,
+                    "vendor": host.vendor or "",
+                    "hostname": host.hostname or "",
+                }
+                evidence = Evidence(message.id, "discovery", message.ts, dict(values))
+                registered = self.is_registered(message.site, host.mac)
+                self.observe(
+                    message.site, f"mac:{host.mac}", not registered, at_s, out, (evidence,), values
+                )
+        else:
+            registered = self.is_registered(message.site, message.device_id)
+            evidence = Evidence(message.id, decoded.topic.kind, message.ts, {})
+            self.observe(
+                message.site, message.device_id, not registered, at_s, out, (evidence,), {}
+            )
+
+    def observe(
+        self,
+        site: str,
+        entity: str,
+        unknown: bool,
+        at_s: float,
+        out: list[AlertSignal],
+        evidence: tuple[Evidence, ...],
+        values: dict[str, object],
+    ) -> None:
+        key = (site, entity)
+        if unknown:
+            self.set_active(key, True, at_s, out, evidence, values)
+        elif key in self.alerts:
+            self.set_active(key, False, at_s, out)
+
+
+class _RatioEntry:
+    __slots__ = ("at_s", "evidence", "matches")
+
+    def __init__(self, matches: bool, at_s: float, evidence: Evidence) -> None:
+        self.matches = matches
+        self.at_s = at_s
+        self.evidence = evidence
+
+
+class _RatioRuntime(_RuleRuntime):
+    def __init__(self, rule: Rule, condition: RatioCondition, limits: EngineLimits) -> None:
+        super().__init__(rule, limits)
+        self.kinds = (condition.kind,)
+        self.kind = condition.kind
+        self.predicate = compile_where(condition.where)
+        self.excerpt_getters = _excerpt_getters(field_paths(condition.where))
+        self.fires, self.clears = _bound_tests(condition)
+        self.upward = condition.above is not None or condition.at_least is not None
+        self.max_age_s = _duration(condition.max_age)
+        self.min_devices = condition.min_devices
+        self.for_s = _duration(condition.for_) or 0.0
+        self.latest: _Bounded[SubjectKey, _RatioEntry] = _Bounded(limits.max_devices)
+
+    def on_message(
+        self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
+    ) -> None:
+        # Judge the message now, keep one boolean: cheaper than keeping every latest message.
+        message = decoded.message
+        matches = self.predicate(message)
+        evidence = _evidence(message, self.kind, _excerpt(self.excerpt_getters, message))
+        self.latest.put((message.site, message.device_id), _RatioEntry(matches, at_s, evidence))
+
+    def _population(
+        self, devices: _Bounded[SubjectKey, DeviceRecord]
+    ) -> Iterator[tuple[SubjectKey, _RatioEntry | None]]:
+        if self.device_types:
+            for key, record in devices.items():
+                if record.device_type in self.device_types:
+                    yield key, self.latest.get(key)
+        else:
+            yield from self.latest.items()
+
+    def on_tick(
+        self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
+    ) -> None:
+        totals: dict[str, list[int]] = {}
+        pushing: dict[str, list[Evidence]] = {}
+        for (site, _device), entry in self._population(devices):
+            if self.max_age_s is not None and (
+                entry is None or now_s - entry.at_s > self.max_age_s
+            ):
+                continue  # not part of today's picture (switched off, or no fresh report)
+            counts = totals.setdefault(site, [0, 0])
+            counts[1] += 1
+            matches = entry is not None and entry.matches
+            if matches:
+                counts[0] += 1
+            if entry is not None and matches == self.upward:
+                found = pushing.setdefault(site, [])
+                if len(found) < _RATIO_EVIDENCE:
+                    found.append(entry.evidence)
+        for site, (matching, total) in totals.items():
+            key: SubjectKey = (site, None)
+            if total < self.min_devices:
+                self.set_active(key, False, now_s, out)
+                continue
+            ratio = 100.0 * matching / total
+            if self.fires(ratio):
+                values: dict[str, object] = {
+                    "ratio_pct": round(ratio, 1),
+                    "matching": matching,
+                    "total": total,
+                }
+                evidence = tuple(pushing.get(site, ()))
+                self.set_active(key, True, now_s, out, evidence, values)
+            elif self.clears(ratio):
+                self.set_active(key, False, now_s, out)
+        for key in list(self.alerts):
+            if key[0] not in totals:
+                self.set_active(key, False, now_s, out)
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+
+def _runtime_for(
+    rule: Rule, limits: EngineLimits, is_registered: IsRegistered | None
+) -> _RuleRuntime:
+    condition = rule.condition
+    if condition.match is not None:
+        return _MatchRuntime(rule, condition.match, limits)
+    if condition.threshold is not None:
+        return _ThresholdRuntime(rule, condition.threshold, limits)
+    if condition.absence is not None:
+        return _AbsenceRuntime(rule, condition.absence, limits)
+    if condition.change is not None:
+        return _ChangeRuntime(rule, condition.change, limits)
+    if condition.new_entity is not None:
+        return _NewEntityRuntime(rule, condition.new_entity, limits, is_registered)
+    assert condition.ratio is not None
+    return _RatioRuntime(rule, condition.ratio, limits)
+
+
+class RuleEngine:
+    """Evaluates a validated rule pack; not thread-safe (one ingest loop owns it)."""
+
+    def __init__(
+        self,
+        pack: RulePack,
+        *,
+        is_registered: IsRegistered | None = None,
+        clock: Clock | None = None,
+        limits: EngineLimits | None = None,
+    ) -> None:
+        self._limits = limits or EngineLimits()
+        self._is_registered = is_registered
+        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._devices: _Bounded[SubjectKey, DeviceRecord] = _Bounded(self._limits.max_devices)
+        self._runtimes: list[_RuleRuntime] = []
+        self._by_kind: dict[str, list[_RuleRuntime]] = {}
+        self.messages_processed = 0
+        self._install(
+            [_runtime_for(loaded.rule, self._limits, is_registered) for loaded in pack.rules]
+        )
+
+    def _install(self, runtimes: list[_RuleRuntime]) -> None:
+        self._runtimes = runtimes
+        by_kind: dict[str, list[_RuleRuntime]] = {}
+        every_kind = [runtime for runtime in runtimes if runtime.kinds is None]
+        from campuswatch.wire.messages import KIND_TYPES
+
+        for kind in KIND_TYPES:
+            by_kind[kind] = [
+                runtime
+                for runtime in runtimes
+                if runtime.kinds is not None and kind in runtime.kinds
+            ] + every_kind
+        self._by_kind = by_kind
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        return tuple(runtime.rule.id for runtime in self._runtimes)
+
+    def process(self, decoded: DecodedMessage) -> list[AlertSignal]:
+        """Evaluate one validated message; the transitions it caused (usually none)."""
+        message = decoded.message
+        kind = decoded.topic.kind
+        at_s = decoded.received_at.timestamp()
+        self.messages_processed += 1
+        record = self._observe(message, kind, at_s)
+        out: list[AlertSignal] = []
+        for runtime in self._by_kind.get(kind, ()):
+            if runtime.device_types and record.device_type not in runtime.device_types:
+                continue
+            runtime.on_message(decoded, record, at_s, out)
+        return out
+
+    def _observe(self, message: Message, kind: str, at_s: float) -> DeviceRecord:
+        key = (message.site, message.device_id)
+        devices = self._devices
+        record = devices.get(key)
+        if record is None:
+            record = DeviceRecord()
+            devices.put(key, record)
+        else:
+            devices.move_to_end(key)
+        device_type = getattr(message, "device_type", None)
+        if device_type is not None:
+            record.device_type = device_type
+        if isinstance(message, StateMessage):
+            record.offline = message.status == "offline"
+        elif record.offline:
+            record.offline = False  # anything but a state message proves it is up again
+        record.last_seen[kind] = at_s
+        record.last_ref[kind] = (message.id, message.ts)
+        record.last_any = max(record.last_any, at_s)
+        return record
+
+    def evaluate_tick(self, now: datetime | None = None) -> list[AlertSignal]:
+        """Time-driven work: absence, ratio, expiring windows, ``for:`` and auto-resolve."""
+        now_s = (now or self._clock()).timestamp()
+        out: list[AlertSignal] = []
+        for runtime in self._runtimes:
+            runtime.tick(now_s, self._devices, out)
+        return out
+
+    def process_asset_changes(
+        self, site_id: str, changes: Iterable[AssetChange], at: datetime
+    ) -> list[AlertSignal]:
+        """The register's verdicts (``apply_message`` results) for ``new_entity`` rules.
+
+        Use this when the engine has no ``is_registered`` callback: the register already
+        decided which discovered hosts are unknown, so the engine need not ask again.
+        """
+        at_s = at.timestamp()
+        out: list[AlertSignal] = []
+        hosts = [runtime for runtime in self._runtimes if isinstance(runtime, _NewEntityRuntime)]
+        for change in changes:
+            if change.mac is None:
+                continue
+            values: dict[str, object] = {
+                "mac": change.mac,
+                "ip": change.ip or "",
+                "vendor": "",
+                "hostname": "",
+            }
+            for runtime in hosts:
+                if runtime.entity != "discovered_host":
+                    continue
+                if change.unknown_device:
+                    runtime.observe(site_id, f"mac:{change.mac}", True, at_s, out, (), values)
+                elif change.registered:
+                    runtime.observe(site_id, f"mac:{change.mac}", False, at_s, out, (), values)
+        return out
+
+    def replace_pack(self, pack: RulePack) -> list[AlertSignal]:
+        """Hot reload. Rules whose logic is unchanged keep their state (only prose changed);
+        removed or changed rules resolve their open alerts, which would otherwise stay open
+        forever with nothing left to clear them."""
+        now_s = self._clock().timestamp()
+        old = {runtime.rule.id: runtime for runtime in self._runtimes}
+        out: list[AlertSignal] = []
+        runtimes: list[_RuleRuntime] = []
+        for loaded in pack.rules:
+            previous = old.pop(loaded.rule.id, None)
+            if previous is not None and previous.rule.state_key() == loaded.rule.state_key():
+                previous.rule = loaded.rule
+                runtimes.append(previous)
+                continue
+            if previous is not None:
+                out.extend(previous.resolve_all(now_s))
+            runtimes.append(_runtime_for(loaded.rule, self._limits, self._is_registered))
+        for removed in old.values():
+            out.extend(removed.resolve_all(now_s))
+        self._install(runtimes)
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """Sizes and drop counters for /metrics (campuswatch_rules_*)."""
+        return {
+            "messages_processed": self.messages_processed,
+            "devices_tracked": len(self._devices),
+            "devices_evicted": self._devices.evicted,
+            "alert_states": sum(len(runtime.alerts) for runtime in self._runtimes),
+            "alerts_firing": sum(len(runtime.firing) for runtime in self._runtimes),
+            "subjects_evicted": sum(runtime.alerts.evicted for runtime in self._runtimes),
+            "window_samples_dropped": sum(
+                runtime.dropped_samples
+                for runtime in self._runtimes
+                if isinstance(runtime, _ThresholdRuntime)
+            ),
+        }

@@ -1,0 +1,108 @@
+"""Login, logout and the language switch."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from campuswatch.collector.api.deps import DbSession
+from campuswatch.collector.web.auth import (
+    LANGUAGE_COOKIE,
+    SESSION_COOKIE,
+    SESSION_HOURS,
+    LoginRequired,
+    authenticate_user,
+    check_csrf,
+    check_same_origin,
+    end_session,
+    page_user,
+    safe_next,
+    start_session,
+    valid_api_token,
+)
+from campuswatch.collector.web.i18n import LANGUAGES
+from campuswatch.collector.web.labels import N_
+from campuswatch.collector.web.rendering import render
+
+router = APIRouter(prefix="/ui")
+LOGIN_FAILED = N_("Wrong user name, password or token.")
+
+
+def _set_session_cookie(request: Request, response: Response, token: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_HOURS * 3600,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str | None = None) -> HTMLResponse:
+    return render(request, "login.html", {"next": safe_next(next), "error": None}, user=None)
+
+
+@router.post("/login", response_model=None)
+def login(
+    request: Request,
+    session: DbSession,
+    username: Annotated[str, Form(max_length=128)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    token: Annotated[str, Form(max_length=256)] = "",
+    next: Annotated[str, Form(max_length=2048)] = "/ui/",
+) -> Response:
+    check_same_origin(request)
+    plain: str | None = None
+    language: str | None = None
+    if token.strip():
+        if valid_api_token(session, token) is not None:
+            plain = token.strip()
+    elif username.strip():
+        user = authenticate_user(session, username, password)
+        if user is not None:
+            plain = start_session(session, user)
+            language = user.language
+    if plain is None:
+        values = {"next": safe_next(next), "error": LOGIN_FAILED, "username": username}
+        return render(request, "login.html", values, user=None, status_code=401)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    _set_session_cookie(request, response, plain)
+    if language in LANGUAGES and LANGUAGE_COOKIE not in request.cookies:
+        response.set_cookie(
+            LANGUAGE_COOKIE, language, max_age=365 * 86400, path="/", samesite="lax"
+        )
+    return response
+
+
+@router.post("/logout")
+def logout(
+    request: Request,
+    session: DbSession,
+    csrf_token: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    try:
+        user = page_user(request, session)
+    except LoginRequired:
+        user = None
+    if user is not None:
+        check_csrf(request, user, csrf_token)
+        end_session(session, request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/lang/{language}")
+def switch_language(language: str, next: str | None = None) -> RedirectResponse:
+    """A plain link (no form): changing the display language changes no data."""
+    response = RedirectResponse(safe_next(next), status_code=303)
+    if language in LANGUAGES:
+        response.set_cookie(
+            LANGUAGE_COOKIE, language, max_age=365 * 86400, path="/", samesite="lax"
+        )
+    return response

@@ -1,0 +1,75 @@
+"""Migration 0002 builds exactly the alert models, and round-trips down and up.
+
+The whole-schema comparison at head is tests/collector/db/test_migrations.py.
+"""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+import campuswatch.collector.alerts.models  # noqa: F401  (registers the alert tables)
+from campuswatch.collector.db.engine import (
+    alembic_config,
+    current_revision,
+    make_engine,
+    upgrade,
+)
+from campuswatch.collector.db.models import Base
+
+ALERT_TABLES = {"alerts", "alert_evidence", "alert_audit", "silences"}
+
+
+def _schema_diff(url: str) -> list[object]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            # Only the alert tables: later revisions (0003_outbox, ...) are not applied here.
+            opts = {"compare_type": True, "include_object": _is_alert_object}
+            context = MigrationContext.configure(connection, opts=opts)
+            return list(compare_metadata(context, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def _is_alert_object(
+    item: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    table = item if type_ == "table" else getattr(item, "table", None)
+    return getattr(table, "name", name) in ALERT_TABLES
+
+
+def _downgrade(url: str, revision: str) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_alert_migration_matches_models_and_round_trips(db_url: str) -> None:
+    upgrade(db_url, "0002_alerts")
+    assert _schema_diff(db_url) == []
+
+    _downgrade(db_url, "0001_initial")
+    engine = make_engine(db_url)
+    try:
+        assert current_revision(engine) == "0001_initial"
+        assert not ALERT_TABLES & set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+    upgrade(db_url, "0002_alerts")
+    assert _schema_diff(db_url) == []
+    engine = make_engine(db_url)
+    try:
+        assert set(inspect(engine).get_table_names()) >= ALERT_TABLES
+        indexes = {index["name"]: index for index in inspect(engine).get_indexes("alerts")}
+        assert indexes["ux_alerts_open_fingerprint"]["unique"]
+    finally:
+        engine.dispose()

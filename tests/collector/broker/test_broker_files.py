@@ -1,0 +1,198 @@
+"""Broker files without a running broker: hashes, ACL lines, store, options, devices file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from campuswatch.collector.broker.acl import BrokerAccount, account_rules, render_acl
+from campuswatch.collector.broker.config import (
+    BrokerConfigError,
+    BrokerConfigOptions,
+    parse_devices_file,
+    write_broker_config,
+)
+from campuswatch.collector.broker.credentials import BrokerCredentials, CredentialsError
+from campuswatch.collector.broker.passwords import hash_password, verify_password
+from campuswatch.collector.broker.pki import CertificateError, subject_alt_names
+
+
+def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    subprocess.run([tool, "-c", "-b", str(tmp_path / "pw"), "alice", "s3cret"], check=True)
+    stored = (tmp_path / "pw").read_text().strip().split(":", 1)[1]
+    assert stored.startswith("$7$")
+    assert verify_password("s3cret", stored)
+    assert not verify_password("S3cret", stored)
+
+
+def test_own_hash_round_trips_and_bad_hashes_are_false() -> None:
+    stored = hash_password("pw", salt=b"\x00" * 12)
+    assert stored.startswith("$7$101$AAAAAAAAAAAAAAAA$")
+    assert verify_password("pw", stored)
+    for broken in ("", "$6$1$a$b", "$7$x$AAAA$AAAA", "$7$101$***$AAAA", "$7$0$AAAA$AAAA"):
+        assert verify_password("pw", broken) is False
+
+
+def test_device_rules_pin_the_device_and_exclude_its_cmd() -> None:
+    rules = account_rules(BrokerAccount("pc-1", "device", "h", site="s1", device_id="pc-1"))
+    writes = [r.split()[-1] for r in rules if r.startswith("topic write ")]
+    reads = [r.split()[-1] for r in rules if r.startswith("topic read ")]
+    assert all(t.startswith("cw/v1/s1/pc-1/") for t in writes + reads)
+    assert "cw/v1/s1/pc-1/cmd" not in writes
+    assert "cw/v1/s1/pc-1/discovery" in writes
+    assert reads == ["cw/v1/s1/pc-1/cmd"]
+    assert not any("#" in r or "+" in r for r in rules)
+
+
+def test_collector_reads_everything_and_writes_only_commands() -> None:
+    text = render_acl([BrokerAccount("collector", "collector", "h")])
+    assert "user collector\ntopic read cw/v1/#\ntopic write cw/v1/+/+/cmd\n" in text
+
+
+def test_store_add_rotate_revoke_and_list(tmp_path: Path) -> None:
+    store = BrokerCredentials(tmp_path)
+    first = store.add_device("school-a", "pc-1")
+    second = store.add_device("school-b", "pc-1")  # re-enrolment: new site, new password
+    assert first != second
+    (account,) = store.list()
+    assert account.site == "school-b"
+    assert verify_password(second, account.password_hash)
+    assert not verify_password(first, account.password_hash)
+    assert "cw/v1/school-b/pc-1/state" in (tmp_path / "acl").read_text()
+    assert "school-a" not in (tmp_path / "acl").read_text()
+    assert oct((tmp_path / "credentials.json").stat().st_mode & 0o777) == "0o600"
+    assert second not in (tmp_path / "credentials.json").read_text()
+
+    assert store.revoke_device("pc-1") is True
+    assert store.revoke_device("pc-1") is False
+    assert store.list() == []
+    assert (tmp_path / "passwd").read_text() == ""
+    assert BrokerCredentials(tmp_path).revoked()[0].username == "pc-1"
+
+
+def test_store_refuses_bad_ids_and_name_clashes(tmp_path: Path) -> None:
+    store = BrokerCredentials(tmp_path)
+    store.ensure_service_account("collector")
+    with pytest.raises(CredentialsError):
+        store.add_device("school a", "pc-1")
+    with pytest.raises(CredentialsError):
+        store.add_device("school-a", "cw/v1/#")
+    with pytest.raises(CredentialsError):
+        store.add_device("school-a", "collector")
+    assert store.revoke_device("collector") is False
+
+
+def test_reload_without_a_running_broker_is_reported_not_raised(tmp_path: Path) -> None:
+    pid_file = tmp_path / "mosquitto.pid"
+    assert BrokerCredentials(tmp_path, pid_file=pid_file).reload() is False
+    pid_file.write_text("not a pid")
+    assert BrokerCredentials(tmp_path, pid_file=pid_file).reload() is False
+    # A pid that certainly does not exist any more: our own child, already reaped.
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert BrokerCredentials(tmp_path, pid=child.pid).reload() is False
+
+
+def test_damaged_store_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "credentials.json").write_text("{not json")
+    with pytest.raises(CredentialsError, match="not valid JSON"):
+        BrokerCredentials(tmp_path)
+    (tmp_path / "credentials.json").write_text(json.dumps({"accounts": "x"}))
+    with pytest.raises(CredentialsError):
+        BrokerCredentials(tmp_path)
+
+
+def test_damaged_entry_does_not_lock_out_the_others(tmp_path: Path) -> None:
+    store = BrokerCredentials(tmp_path)
+    store.add_device("school-a", "pc-1")
+    data = json.loads((tmp_path / "credentials.json").read_text())
+    data["accounts"].append({"username": "x", "role": "root"})
+    data["accounts"].append({"username": "y", "role": "device", "unexpected": 1})
+    (tmp_path / "credentials.json").write_text(json.dumps(data))
+    assert [a.username for a in BrokerCredentials(tmp_path).list()] == ["pc-1"]
+
+
+def test_devices_file_reports_every_bad_line(tmp_path: Path) -> None:
+    devices = tmp_path / "devices.csv"
+    devices.write_text(
+        "site,device_id,role\n# comment\nschool-a,proj-1\nschool-a,cam-1,scanner\n"
+        "bad site,x\nschool-a,proj-1\nschool-a,y,root\nonly-one\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BrokerConfigError) as error:
+        parse_devices_file(devices)
+    lines = str(error.value).splitlines()
+    assert [line.split(":")[1] for line in lines] == ["5", "6", "7", "8"]
+    devices.write_text("school-a,proj-1\nschool-a,cam-1,scanner\n", encoding="utf-8")
+    assert [(d.device_id, d.role) for d in parse_devices_file(devices)] == [
+        ("proj-1", "device"),
+        ("cam-1", "scanner"),
+    ]
+
+
+def test_subject_alt_names() -> None:
+    assert subject_alt_names(["broker.school.vn", "10.0.0.5", "::1"]) == (
+        "DNS:broker.school.vn,IP:10.0.0.5,IP:::1"
+    )
+    for bad in (["a,b"], ["x\nsubjectAltName=DNS:evil"], [""], []):
+        with pytest.raises(CertificateError):
+            subject_alt_names(bad)
+
+
+def test_plain_listener_must_be_loopback(tmp_path: Path) -> None:
+    options = BrokerConfigOptions(tmp_path, ("localhost",), plain_port=1883, plain_bind="0.0.0.0")
+    with pytest.raises(BrokerConfigError, match="loopback"):
+        write_broker_config(options)
+    assert not (tmp_path / "mosquitto.conf").exists()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_rerun_keeps_ca_devices_and_collector_password(tmp_path: Path) -> None:
+    devices = tmp_path / "devices.csv"
+    devices.write_text("school-a,proj-1\n", encoding="utf-8")
+    options = BrokerConfigOptions(tmp_path / "b", ("localhost",), devices_file=devices)
+    first = write_broker_config(options)
+    ca, collector = first.ca_file.read_bytes(), first.collector_password_file.read_text()
+    hashes = (tmp_path / "b" / "passwd").read_text()
+    assert first.created_ca and first.issued == [("school-a", "proj-1", "device")]
+    second = write_broker_config(options)
+    assert not second.created_ca and second.issued == []
+    assert second.ca_file.read_bytes() == ca
+    assert second.collector_password_file.read_text() == collector
+    assert (tmp_path / "b" / "passwd").read_text() == hashes
+    assert oct(os.stat(tmp_path / "b" / "ca.key").st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_own_ca_is_used_and_a_mismatched_key_refused(tmp_path: Path) -> None:
+    own = write_broker_config(BrokerConfigOptions(tmp_path / "own", ("localhost",)))
+    other = write_broker_config(BrokerConfigOptions(tmp_path / "other", ("localhost",)))
+    result = write_broker_config(
+        BrokerConfigOptions(
+            tmp_path / "b", ("localhost",), ca_cert=own.ca_file, ca_key=tmp_path / "own/ca.key"
+        )
+    )
+    assert result.ca_file.read_bytes() == own.ca_file.read_bytes()
+    assert not (tmp_path / "b" / "ca.key").exists()
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(own.ca_file), str(result.server_cert.cert)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0
+    with pytest.raises(CertificateError, match="not the private key"):
+        write_broker_config(
+            BrokerConfigOptions(
+                tmp_path / "c",
+                ("localhost",),
+                ca_cert=own.ca_file,
+                ca_key=other.ca_file.parent / "ca.key",
+            )
+        )

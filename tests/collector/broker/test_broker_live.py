@@ -1,0 +1,274 @@
+"""The generated configuration against a real Mosquitto: TLS, passwords, ACL, revocation."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from campuswatch.collector.broker.config import BrokerConfigOptions, write_broker_config
+from campuswatch.collector.broker.credentials import BrokerCredentials
+from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, TlsOptions
+from campuswatch.wire.topics import build_topic
+from tests.support.mosquitto import MOSQUITTO, MessageCapture
+from tests.support.ports import free_port, wait_for_port
+
+pytestmark = pytest.mark.e2e
+SITE_A, SITE_B = "school-a", "school-b"
+MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
+MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+
+
+@dataclass
+class SecureBroker:
+    directory: Path
+    tls_port: int
+    plain_port: int
+    process: subprocess.Popen[bytes]
+    store: BrokerCredentials
+    collector_password: str
+
+    def connect(
+        self, username: str, password: str, capture: MessageCapture | None = None
+    ) -> MqttConnection:
+        """A client over TLS, trusting only the generated CA; fails the test if refused."""
+        connection = self._client(username, password, capture)
+        connection.start()
+        assert connection.wait_connected(10), (
+            f"{username} could not connect: {connection.last_error}"
+        )
+        return connection
+
+    def collector(self, capture: MessageCapture) -> MqttConnection:
+        connection = MqttConnection(
+            f"test-collector-{free_port()}",
+            BrokerAddress("127.0.0.1", self.plain_port, False),
+            username="collector",
+            password=self.collector_password,
+            on_message=capture,
+        )
+        connection.subscribe("cw/v1/#", qos=1)
+        connection.start()
+        assert connection.wait_connected(10), connection.last_error
+        return connection
+
+    def _client(
+        self, username: str, password: str, capture: MessageCapture | None
+    ) -> MqttConnection:
+        return MqttConnection(
+            f"test-{username}-{free_port()}",
+            BrokerAddress("localhost", self.tls_port, True),
+            username=username,
+            password=password,
+            tls=TlsOptions(ca_file=str(self.directory / "ca.pem")),
+            on_message=capture,
+            reconnect_max_s=2,
+        )
+
+    def cli_publish(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The real ``mosquitto_pub`` over TLS with the generated CA."""
+        return subprocess.run(
+            [MOSQUITTO_PUB, "-h", "localhost", "-p", str(self.tls_port), "-q", "1",
+             "--cafile", str(self.directory / "ca.pem"), *args],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
+    for tool in (MOSQUITTO, MOSQUITTO_PUB, MOSQUITTO_SUB):
+        if not Path(tool).exists():
+            pytest.skip(f"{tool} is not installed (apt-get install mosquitto mosquitto-clients)")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    directory = tmp_path / "broker"
+    tls_port, plain_port = free_port(), free_port()
+    result = write_broker_config(
+        BrokerConfigOptions(
+            out_dir=directory,
+            hostnames=("localhost", "127.0.0.1"),
+            listen_port=tls_port,
+            listen_address="127.0.0.1",
+            plain_port=plain_port,
+            # Mosquitto drops root for this user; the test's temporary folder belongs to us.
+            run_as_user=pwd.getpwuid(os.getuid()).pw_name,
+        )
+    )
+    log = (tmp_path / "mosquitto.log").open("ab")
+    process = subprocess.Popen([MOSQUITTO, "-c", str(result.config_file)], stdout=log, stderr=log)
+    try:
+        wait_for_port(tls_port)
+        wait_for_port(plain_port)
+        password = result.collector_password_file.read_text(encoding="utf-8").strip()
+        yield SecureBroker(
+            directory, tls_port, plain_port, process, BrokerCredentials(directory), password
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _wait_for_reload(log: Path, reloads: int) -> None:
+    """Mosquitto logs "Reloading config." once per SIGHUP it has begun to handle."""
+    deadline = time.monotonic() + 15
+    while log.read_text(errors="replace").count("Reloading config") < reloads:
+        assert time.monotonic() < deadline, "mosquitto did not reload after SIGHUP"
+        time.sleep(0.05)
+
+
+def test_anonymous_and_wrong_password_are_refused(secure_broker: SecureBroker) -> None:
+    anonymous = secure_broker.cli_publish("-t", build_topic(SITE_A, "pc-1", "state"), "-m", "x")
+    assert anonymous.returncode != 0
+    assert "not authorised" in (anonymous.stderr + anonymous.stdout).lower()
+    password = secure_broker.store.add_device(SITE_A, "pc-1")
+    wrong = secure_broker.cli_publish(
+        "-u", "pc-1", "-P", password + "x", "-t", build_topic(SITE_A, "pc-1", "state"), "-m", "x"
+    )
+    assert wrong.returncode != 0
+    plain = subprocess.run(
+        [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(secure_broker.plain_port),
+         "-t", "cw/v1/x/y/state", "-m", "x"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert plain.returncode != 0, "the plain listener must not let anonymous clients in either"
+
+
+def test_mosquitto_pub_with_generated_ca_over_tls(secure_broker: SecureBroker) -> None:
+    password = secure_broker.store.add_device(SITE_A, "pc-1")
+    capture = MessageCapture()
+    collector = secure_broker.collector(capture)
+    try:
+        topic = build_topic(SITE_A, "pc-1", "event")
+        done = secure_broker.cli_publish("-u", "pc-1", "-P", password, "-t", topic, "-m", "hi")
+        assert done.returncode == 0, done.stderr
+        capture.wait_for(lambda ms: any(m.topic == topic and m.payload == b"hi" for m in ms))
+        # The same CLI without the CA must fail: the server certificate is not self-trusted.
+        untrusted = subprocess.run(
+            [MOSQUITTO_PUB, "-h", "localhost", "-p", str(secure_broker.tls_port),
+             "--capath", str(secure_broker.directory / "data"),
+             "-u", "pc-1", "-P", password, "-t", topic, "-m", "x"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert untrusted.returncode != 0
+    finally:
+        collector.stop()
+
+
+def test_device_cannot_publish_under_another_devices_topic(secure_broker: SecureBroker) -> None:
+    password_a = secure_broker.store.add_device(SITE_A, "pc-a")
+    secure_broker.store.add_device(SITE_B, "pc-b")
+    capture = MessageCapture()
+    collector = secure_broker.collector(capture)
+    device_a = secure_broker.connect("pc-a", password_a)
+    try:
+        forbidden = [
+            build_topic(SITE_B, "pc-b", "av"),  # another device
+            build_topic(SITE_B, "pc-a", "av"),  # own id under another site
+            build_topic(SITE_A, "pc-a", "cmd"),  # commands come only from the collector
+        ]
+        for topic in forbidden:
+            assert device_a.publish(topic, b"lie") is not None
+        own = build_topic(SITE_A, "pc-a", "av")
+        device_a.publish(own, b"truth")
+        # Same connection, same subscriber: anything let through would arrive before this.
+        capture.wait_for(lambda ms: any(m.topic == own for m in ms))
+        assert [m.topic for m in capture.messages] == [own]
+    finally:
+        device_a.stop()
+        collector.stop()
+
+
+def test_device_cannot_read_another_devices_commands(secure_broker: SecureBroker) -> None:
+    password_a = secure_broker.store.add_device(SITE_A, "pc-a")
+    secure_broker.store.add_device(SITE_A, "pc-b")
+    seen_by_a = MessageCapture()
+    device_a = secure_broker._client("pc-a", password_a, seen_by_a)
+    device_a.subscribe("cw/v1/#", qos=1)
+    device_a.start()
+    assert device_a.wait_connected(10)
+    collector_capture = MessageCapture()
+    collector = secure_broker.collector(collector_capture)
+    try:
+        other_cmd = build_topic(SITE_A, "pc-b", "cmd")
+        own_cmd = build_topic(SITE_A, "pc-a", "cmd")
+        collector.publish(other_cmd, b"for b")
+        collector.publish(own_cmd, b"for a")
+        seen_by_a.wait_for(lambda ms: any(m.topic == own_cmd for m in ms))
+        assert [m.topic for m in seen_by_a.messages] == [own_cmd]
+        # And the collector's own view proves both commands really were published.
+        collector_capture.wait_for(lambda ms: {other_cmd, own_cmd} <= {m.topic for m in ms})
+    finally:
+        device_a.stop()
+        collector.stop()
+
+
+def test_revoked_device_is_locked_out_after_reload(secure_broker: SecureBroker) -> None:
+    log = secure_broker.directory.parent / "mosquitto.log"
+    password = secure_broker.store.add_device(SITE_A, "pc-gone")
+    topic = build_topic(SITE_A, "pc-gone", "state")
+    before = secure_broker.cli_publish("-u", "pc-gone", "-P", password, "-t", topic, "-m", "x")
+    assert before.returncode == 0, before.stderr
+    reloads = log.read_text(errors="replace").count("Reloading config")
+
+    assert secure_broker.store.revoke_device("pc-gone") is True
+    _wait_for_reload(log, reloads + 1)
+    after = secure_broker.cli_publish("-u", "pc-gone", "-P", password, "-t", topic, "-m", "x")
+    assert after.returncode != 0
+    assert "not authorised" in (after.stderr + after.stdout).lower()
+    assert "pc-gone" not in (secure_broker.directory / "passwd").read_text()
+    assert [r.username for r in secure_broker.store.revoked()] == ["pc-gone"]
+
+
+def test_connected_device_is_dropped_when_revoked(secure_broker: SecureBroker) -> None:
+    password = secure_broker.store.add_device(SITE_A, "pc-live")
+    reasons: list[str] = []
+    connection = MqttConnection(
+        f"test-live-{free_port()}",
+        BrokerAddress("localhost", secure_broker.tls_port, True),
+        username="pc-live",
+        password=password,
+        tls=TlsOptions(ca_file=str(secure_broker.directory / "ca.pem")),
+        on_disconnect=reasons.append,
+        reconnect_max_s=2,
+    )
+    connection.start()
+    assert connection.wait_connected(10)
+    try:
+        secure_broker.store.revoke_device("pc-live")
+        deadline = time.monotonic() + 15
+        while connection.connected or not reasons:
+            assert time.monotonic() < deadline, "revoked device stayed connected"
+            time.sleep(0.05)
+        assert not connection.wait_connected(1), "revoked device got back in"
+    finally:
+        connection.stop()
+
+
+def test_scanner_role_may_publish_discovery_but_not_inventory(
+    secure_broker: SecureBroker,
+) -> None:
+    password = secure_broker.store.add_scanner(SITE_A, "scan-1")
+    capture = MessageCapture()
+    collector = secure_broker.collector(capture)
+    scanner = secure_broker.connect("scan-1", password)
+    try:
+        scanner.publish(build_topic(SITE_A, "scan-1", "inventory"), b"no")
+        discovery = build_topic(SITE_A, "scan-1", "discovery")
+        scanner.publish(discovery, b"yes")
+        capture.wait_for(lambda ms: any(m.topic == discovery for m in ms))
+        assert [m.topic for m in capture.messages] == [discovery]
+    finally:
+        scanner.stop()
+        collector.stop()

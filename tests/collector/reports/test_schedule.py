@@ -1,0 +1,109 @@
+"""Due dates, and the archive: each report written once, with checksums, idempotent."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from campuswatch.collector.db.models import Device
+from campuswatch.collector.reports.periods import report_period
+from campuswatch.collector.reports.schedule import (
+    archived_figures,
+    due_reports,
+    generate_due,
+    list_archive,
+    upcoming_reports,
+    verify_archive,
+)
+from tests.collector.reports.conftest import NOW, District
+
+
+def _by_kind(today: date) -> dict[str, tuple[str, date, str]]:
+    return {
+        due.kind: (due.period.key, due.submit_before, due.state(today))
+        for due in due_reports(today)
+    }
+
+
+def test_six_month_and_annual_deadlines() -> None:
+    june = _by_kind(date(2026, 6, 1))
+    assert june["six-month"] == ("2026-H1", date(2026, 6, 5), "due")
+    assert june["school-year"][0] == "2025-2026"
+    assert _by_kind(date(2026, 6, 5))["six-month"][2] == "late"
+    december = _by_kind(date(2026, 12, 1))
+    assert december["annual"] == ("2026-annual", date(2026, 12, 5), "due")
+    assert december["month"] == ("2026-11", date(2026, 12, 5), "due")
+
+
+def test_weekly_on_monday_and_monthly_on_the_first() -> None:
+    monday = _by_kind(date(2026, 3, 2))
+    assert monday["week"] == ("2026-W09", date(2026, 3, 3), "due")
+    assert monday["month"] == ("2026-02", date(2026, 3, 5), "due")
+    assert monday["quarter"] == ("2025-Q4", date(2026, 1, 10), "late")
+    assert monday["semester1"][0] == "2025-2026-S1"
+    upcoming = {due.kind: due for due in upcoming_reports(date(2026, 3, 2))}
+    assert upcoming["six-month"].submit_before == date(2026, 6, 5)
+    assert upcoming["annual"].submit_before == date(2026, 12, 5)
+    assert upcoming["week"].available_on == date(2026, 3, 9)
+
+
+def test_generate_due_is_idempotent_and_checksummed(district: District, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    today = date(2026, 3, 2)
+    first = generate_due(
+        district.session,
+        archive,
+        today,
+        sites=["dist"],
+        formats=("html", "xlsx"),
+        series=district.store,
+        now=NOW,
+    )
+    # 7 scheduled kinds × (figures JSON + 2 languages × 2 formats)
+    assert len(first) == 7 * 5
+    monthly = archive / "2026" / "month" / "2026-02"
+    assert sorted(path.name for path in monthly.iterdir()) == [
+        "dist.en.html",
+        "dist.en.xlsx",
+        "dist.json",
+        "dist.vi.html",
+        "dist.vi.xlsx",
+    ]
+    before = {path: path.read_bytes() for path in archive.rglob("*") if path.is_file()}
+    again = generate_due(
+        district.session,
+        archive,
+        today,
+        sites=["dist"],
+        formats=("html", "xlsx"),
+        series=district.store,
+        now=NOW.replace(hour=9),
+    )
+    assert again == []
+    assert {path: path.read_bytes() for path in archive.rglob("*") if path.is_file()} == before
+    assert len(list_archive(archive)) == 35
+    assert verify_archive(archive) == []
+    (monthly / "dist.vi.html").write_text("tampered", encoding="utf-8")
+    assert verify_archive(archive) == ["checksum mismatch: 2026/month/2026-02/dist.vi.html"]
+    index = json.loads((archive / "index.json").read_text(encoding="utf-8"))
+    assert {entry["format"] for entry in index["reports"]} == {"json", "html", "xlsx"}
+
+
+def test_previous_live_figures_come_from_the_archive(district: District, tmp_path: Path) -> None:
+    """January's archived AV coverage becomes February's "previous" value and trend."""
+    archive = tmp_path / "archive"
+    january = report_period("month", date(2026, 1, 15))
+    generate_due(district.session, archive, date(2026, 2, 1), sites=["dist"], formats=(), now=NOW)
+    assert archived_figures(archive, january, "dist") is not None
+    # pc-3 gets an antivirus before February's report is made.
+    device = district.session.get_one(Device, "pc-3")
+    device.latest = {**device.latest, "av": {**device.latest["av"], "status": "protected"}}
+    district.session.commit()
+    generate_due(district.session, archive, date(2026, 3, 1), sites=["dist"], formats=(), now=NOW)
+    february = archived_figures(archive, report_period("month", date(2026, 2, 1)), "dist")
+    assert february is not None
+    av = next(kpi for kpi in february["kpis"] if kpi["code"] == "av_coverage")
+    assert (av["current"]["numerator"], av["current"]["denominator"]) == (4, 7)
+    assert (av["previous"]["numerator"], av["previous"]["denominator"]) == (3, 7)
+    assert (av["trend"], av["improved"]) == ("up", True)

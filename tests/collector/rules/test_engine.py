@@ -1,0 +1,272 @@
+"""Engine behaviour per condition kind, lifecycle (no storms), bounds and hot reload."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from campuswatch.collector.register.assets import AssetChange
+from campuswatch.collector.rules.engine import EngineLimits, RuleEngine, fingerprint
+from campuswatch.collector.rules.loader import parse_rule_text, rule_pack_from_rules
+from campuswatch.collector.rules.model import Rule
+from campuswatch.collector.rules.testing import build_message
+from campuswatch.collector.signals import AlertSignal
+from campuswatch.wire.codec import DecodedMessage
+from campuswatch.wire.topics import Topic
+
+T0 = datetime(2025, 3, 3, 7, 0, tzinfo=UTC)
+_sequence = iter(range(1, 10**9))
+
+
+def rule(
+    condition: str, *, subject: str = "device", summary: str = "s {site_id}", extra: str = ""
+) -> Rule:
+    return parse_rule_text(
+        f"id: {uuid.uuid4()}\ntitle: t\nlevel: high\nstatus: test\nsubject: {subject}\n"
+        f'summary: "{summary}"\nrunbook: {{en: a, vi: ấ}}\n{extra}condition:\n{condition}'
+    )
+
+
+def msg(at_s: float, **data: Any) -> DecodedMessage:
+    at = T0 + timedelta(seconds=at_s)
+    message = build_message(data, at, next(_sequence))
+    return DecodedMessage(Topic(message.site, message.device_id, data["kind"]), message, at, 0.0)
+
+
+def tick(engine: RuleEngine, at_s: float) -> list[AlertSignal]:
+    return engine.evaluate_tick(T0 + timedelta(seconds=at_s))
+
+
+def engine_for(*rules: Rule, **kwargs: Any) -> RuleEngine:
+    return RuleEngine(rule_pack_from_rules(list(rules)), **kwargs)
+
+
+AV_OFF = """  match:
+    kind: av
+    where:
+      - field: products[*].realtime_protection
+        equals: false
+"""
+
+
+def av(at_s: float, device: str, realtime: bool | None) -> DecodedMessage:
+    product: dict[str, Any] = {"name": "Defender", "source": "defender"}
+    if realtime is not None:
+        product["realtime_protection"] = realtime
+    return msg(at_s, kind="av", site="s1", device_id=device, status="at_risk", products=[product])
+
+
+def test_match_fires_once_not_per_message_and_resolves_once() -> None:
+    engine = engine_for(rule(AV_OFF, summary="off on {device_id} at {site_id}"))
+    signals = [s for i in range(50) for s in engine.process(av(i, "pc-1", False))]
+    assert [s.status for s in signals] == ["firing"]
+    first = signals[0]
+    assert first.summary == "off on pc-1 at s1"
+    assert first.fingerprint == fingerprint(first.rule_id, "s1", "pc-1")
+    assert first.evidence[0].kind == "av"
+    assert first.evidence[0].excerpt == {"products[*].realtime_protection": False}
+    assert [s.status for s in engine.process(av(60, "pc-1", True))] == ["resolved"]
+    assert engine.process(av(61, "pc-1", True)) == []
+
+
+def test_unknown_value_neither_fires_nor_resolves() -> None:
+    engine = engine_for(rule(AV_OFF))
+    assert engine.process(av(0, "pc-1", None)) == []
+    engine.process(av(1, "pc-1", False))
+    assert engine.stats()["alerts_firing"] == 1
+
+
+def test_for_keeps_alert_pending_and_fires_on_a_tick() -> None:
+    condition = """  match:
+    kind: state
+    where: [{field: status, equals: offline}]
+    for: 10m
+"""
+    engine = engine_for(rule(condition))
+    assert engine.process(msg(0, kind="state", site="s1", device_id="d1", status="offline")) == []
+    assert tick(engine, 9 * 60) == []
+    assert [s.status for s in tick(engine, 10 * 60)] == ["firing"]
+    assert tick(engine, 11 * 60) == []
+    # A short blip during pending must not fire at all.
+    engine.process(msg(700, kind="state", site="s1", device_id="d2", status="offline"))
+    engine.process(msg(760, kind="state", site="s1", device_id="d2", status="online"))
+    assert tick(engine, 2000) == []
+
+
+THRESHOLD = """  threshold:
+    kind: net
+    aggregate: avg
+    field: loss_pct
+    window: 10m
+    above: 10
+    clear_below: 5
+"""
+
+
+def test_threshold_hysteresis_between_clear_and_fire_bounds() -> None:
+    engine = engine_for(rule(THRESHOLD, subject="site"))
+    out = engine.process(msg(0, kind="net", site="s1", device_id="a", loss_pct=20))
+    assert [s.status for s in out] == ["firing"] and out[0].device_id is None
+    # avg 7.5 lies in the band: stays firing, nothing emitted
+    assert engine.process(msg(11 * 60, kind="net", site="s1", device_id="a", loss_pct=7.5)) == []
+    assert [
+        s.status
+        for s in engine.process(msg(22 * 60, kind="net", site="s1", device_id="b", loss_pct=4))
+    ] == ["resolved"]
+
+
+def test_threshold_window_expires_on_ticks_and_count_max() -> None:
+    count = rule(
+        """  threshold:
+    kind: event
+    aggregate: count
+    where: [{field: event_type, equals: login_failed}]
+    window: 5m
+    at_least: 3
+""",
+    )
+    engine = engine_for(count)
+    for second in (0, 10, 20):
+        out = engine.process(
+            msg(second, kind="event", site="s1", device_id="pc", event_type="login_failed")
+        )
+    assert [s.status for s in out] == ["firing"]
+    assert [s.status for s in tick(engine, 400)] == ["resolved"]
+    highest = rule(THRESHOLD.replace("avg", "max").replace("clear_below: 5\n", ""))
+    engine = engine_for(highest)
+    engine.process(msg(0, kind="net", site="s1", device_id="a", loss_pct=50))
+    engine.process(msg(60, kind="net", site="s1", device_id="a", loss_pct=1))
+    assert [s.status for s in tick(engine, 601)] == ["resolved"]  # the 50 left the window
+
+
+def test_absence_fires_on_tick_and_resolves_on_message() -> None:
+    engine = engine_for(rule("  absence:\n    kind: health\n    for: 15m\n"))
+    engine.process(msg(0, kind="health", site="s1", device_id="pc-1"))
+    engine.process(msg(0, kind="state", site="s1", device_id="pc-2", status="online"))
+    assert tick(engine, 14 * 60) == []
+    fired = tick(engine, 15 * 60)
+    assert [(s.status, s.device_id) for s in fired] == [("firing", "pc-1")]
+    assert tick(engine, 30 * 60) == []
+    # other kinds do not count as a sign of life for a kind-specific absence
+    assert engine.process(msg(31 * 60, kind="net", site="s1", device_id="pc-1")) == []
+    assert [
+        s.status for s in engine.process(msg(32 * 60, kind="health", site="s1", device_id="pc-1"))
+    ] == ["resolved"]
+
+
+def test_change_direction_uses_version_order() -> None:
+    condition = """  change:
+    kind: hello
+    field: firmware_version
+    direction: decrease
+    compare: version
+"""
+    engine = engine_for(rule(condition, summary="{previous} -> {value}"))
+
+    def hello(at_s: float, version: str) -> DecodedMessage:
+        return msg(
+            at_s,
+            kind="hello",
+            site="s1",
+            device_id="p",
+            device_type="projector",
+            software="fw",
+            software_version="1",
+            firmware_version=version,
+        )
+
+    assert engine.process(hello(0, "2.9")) == []
+    assert engine.process(hello(1, "2.10")) == []
+    out = engine.process(hello(2, "2.9.1"))
+    assert [s.summary for s in out] == ["2.10 -> 2.9.1"]
+    assert len(out[0].evidence) == 2
+
+
+def test_new_entity_through_callback_and_through_asset_changes() -> None:
+    known = {("s1", "00:00:00:00:00:01")}
+    engine = engine_for(
+        rule("  new_entity:\n    entity: discovered_host\n", summary="{mac} at {ip}"),
+        is_registered=lambda site, key: (site, key) in known,
+    )
+    sweep = msg(
+        0,
+        kind="discovery",
+        site="s1",
+        device_id="scan",
+        subnet="10.0.0.0/24",
+        hosts=[
+            {"ip": "10.0.0.1", "mac": "00:00:00:00:00:01"},
+            {"ip": "10.0.0.9", "mac": "00:00:00:00:00:09"},
+        ],
+    )
+    out = engine.process(sweep)
+    assert [s.summary for s in out] == ["00:00:00:00:00:09 at 10.0.0.9"]
+    assert out[0].device_id is None and out[0].labels["entity"] == "mac:00:00:00:00:00:09"
+    assert engine.process(sweep) == []
+    registered = AssetChange(7, "updated", ("registered",), True, "api", mac="00:00:00:00:00:09")
+    assert [s.status for s in engine.process_asset_changes("s1", [registered], T0)] == ["resolved"]
+    unknown = AssetChange(
+        8, "created", ("macs",), False, "discovery", True, "00:00:00:00:00:0a", "10.0.0.10"
+    )
+    assert [s.status for s in engine.process_asset_changes("s1", [unknown], T0)] == ["firing"]
+
+
+def test_ratio_per_site_over_latest_state() -> None:
+    condition = """  ratio:
+    kind: av
+    where: [{field: status, equals: protected}]
+    below: 100
+"""
+    engine = engine_for(rule(condition, subject="site", summary="{ratio_pct} {matching}/{total}"))
+    for device in ("a", "b", "c", "d"):
+        engine.process(msg(0, kind="av", site="s1", device_id=device, status="protected"))
+    engine.process(msg(0, kind="av", site="s1", device_id="d", status="no_av"))
+    fired = tick(engine, 60)
+    assert [(s.status, s.summary) for s in fired] == [("firing", "75.0 3/4")]
+    assert [e.message_id for e in fired[0].evidence] and len(fired[0].evidence) == 1
+    assert tick(engine, 120) == []
+    engine.process(msg(130, kind="av", site="s1", device_id="d", status="protected"))
+    assert [s.status for s in tick(engine, 180)] == ["resolved"]
+
+
+def test_state_is_bounded_and_evictions_are_counted() -> None:
+    limits = EngineLimits(max_devices=100, max_subjects_per_rule=50, max_window_samples=10)
+    engine = engine_for(rule(AV_OFF), rule(THRESHOLD), limits=limits)
+    for index in range(1000):
+        engine.process(av(index, f"pc-{index}", False))
+        engine.process(msg(index, kind="net", site="s1", device_id="pc-0", loss_pct=1))
+    stats = engine.stats()
+    assert stats["devices_tracked"] == 100 and stats["devices_evicted"] == 900
+    assert stats["alert_states"] <= 100 and stats["subjects_evicted"] >= 950
+    assert stats["window_samples_dropped"] == 990
+
+
+def test_hot_reload_keeps_state_of_unchanged_rules_and_resolves_removed_ones() -> None:
+    kept = rule(AV_OFF)
+    removed = rule(AV_OFF.replace("realtime_protection", "enabled"))
+    engine = engine_for(kept, removed, clock=lambda: T0 + timedelta(hours=1))
+    product = {"name": "x", "source": "defender", "realtime_protection": False, "enabled": False}
+    out = engine.process(
+        msg(0, kind="av", site="s1", device_id="pc", status="at_risk", products=[product])
+    )
+    assert len(out) == 2
+    retitled = parse_rule_text(
+        f"id: {kept.id}\ntitle: new title\nlevel: high\nstatus: test\nsubject: device\n"
+        f"summary: s\nrunbook: {{en: a, vi: ấ}}\ncondition:\n{AV_OFF}"
+    )
+    resolved = engine.replace_pack(rule_pack_from_rules([retitled]))
+    assert [(s.rule_id, s.status) for s in resolved] == [(removed.id, "resolved")]
+    assert engine.rule_ids == (kept.id,)
+    # still firing after reload: no second "firing"; the resolution carries the new title
+    assert (
+        engine.process(
+            msg(1, kind="av", site="s1", device_id="pc", status="at_risk", products=[product])
+        )
+        == []
+    )
+    product["realtime_protection"] = True
+    out = engine.process(
+        msg(2, kind="av", site="s1", device_id="pc", status="at_risk", products=[product])
+    )
+    assert [(s.status, s.rule_title) for s in out] == [("resolved", "new title")]

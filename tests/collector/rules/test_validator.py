@@ -1,0 +1,185 @@
+"""The validator reports every problem of every file, each at the right file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from campuswatch.collector.rules.cli import app
+from campuswatch.collector.rules.loader import check_rule_pack, load_rule_pack
+from campuswatch.collector.rules.model import RulePackError
+
+GOOD = """\
+id: 11111111-2222-4333-8444-555555555555
+title: Good rule
+level: high
+status: test
+subject: device
+condition:
+  match:
+    kind: av
+    where:
+      - field: status
+        equals: no_av
+summary: "x on {device_id}"
+runbook:
+  en: Do this.
+  vi: Làm việc này.
+"""
+GOOD_TEST = """\
+steps:
+  - at: 0s
+    message: {kind: av, site: s1, device_id: pc-1, status: no_av}
+expect:
+  - subject: {site: s1, device: pc-1}
+    statuses: [firing]
+"""
+
+# One file with many problems; the comment on each line names the problem expected there.
+BAD = """\
+id: not-a-uuid
+title: Bad rule
+level: severe
+status: test
+subject: device
+condition:
+  match:
+    kind: antivirus
+    for: 10 minutes
+    where:
+      - field: products[*].realtime_protecton
+        equals: false
+      - field: status
+        equal: no_av
+summary: "{nonsense} on {device_id}"
+runbook:
+  en: Do this.
+"""
+BAD_LINES = {
+    "bad-uuid": 1,
+    "schema": 3,
+    "unknown-kind": 8,
+    "bad-duration": 9,
+    "unknown-operator": 14,
+    "missing-runbook-language": 16,
+}
+
+FIELDS = """\
+id: 21111111-2222-4333-8444-555555555555
+title: Field problems
+level: low
+status: test
+subject: device
+condition:
+  match:
+    kind: av
+    where:
+      - field: products[*].realtime_protecton
+        equals: false
+      - field: status
+        equals: no_avv
+      - field: status
+        gt: 3
+summary: "s"
+runbook: {en: a, vi: ấ}
+"""
+
+
+def write(folder: Path, name: str, text: str, test: str | None = GOOD_TEST) -> None:
+    (folder / name).write_text(text, encoding="utf-8")
+    if test is not None:
+        (folder / name.replace(".yaml", ".test.yaml")).write_text(test, encoding="utf-8")
+
+
+@pytest.fixture
+def pack(tmp_path: Path) -> Path:
+    root = tmp_path / "rules"
+    (root / "antivirus").mkdir(parents=True)
+    write(root / "antivirus", "good.yaml", GOOD)
+    write(root / "antivirus", "duplicate.yaml", "# same id again\n" + GOOD)
+    write(root / "antivirus", "bad.yaml", BAD)
+    write(root, "fields.yaml", FIELDS, test=None)
+    return root
+
+
+def test_every_problem_is_reported_at_its_line(pack: Path) -> None:
+    _, problems = check_rule_pack(pack)
+    bad = {(p.code, p.line) for p in problems if p.file.endswith("bad.yaml")}
+    for code, line in BAD_LINES.items():
+        assert (code, line) in bad, (code, line, sorted(bad))
+    fields = {(p.code, p.line) for p in problems if p.file.endswith("fields.yaml")}
+    assert ("unknown-field", 10) in fields
+    assert ("bad-operator", 13) in fields  # no_avv is not a status
+    assert ("bad-operator", 15) in fields  # gt on a text field
+    assert ("missing-test", 1) in fields
+    duplicate = [p for p in problems if p.code == "duplicate-id"]
+    # Files are read in name order: duplicate.yaml (id on line 2) first, good.yaml second.
+    assert len(duplicate) == 1
+    assert duplicate[0].file.endswith("good.yaml") and duplicate[0].line == 1
+    assert "rules/antivirus/duplicate.yaml:2" in duplicate[0].message
+
+
+def test_unknown_field_message_names_the_known_fields(pack: Path) -> None:
+    _, problems = check_rule_pack(pack)
+    unknown = next(p for p in problems if p.code == "unknown-field")
+    assert "realtime_protecton" in unknown.message and "realtime_protection" in unknown.message
+
+
+def test_load_rule_pack_never_half_loads(pack: Path) -> None:
+    with pytest.raises(RulePackError) as raised:
+        load_rule_pack(pack)
+    assert len(raised.value.problems) >= len(BAD_LINES) + 4
+
+
+def test_cli_check_lists_all_problems_and_exits_1(pack: Path) -> None:
+    result = CliRunner().invoke(app, ["check", str(pack)])
+    assert result.exit_code == 1
+    assert "rules/antivirus/bad.yaml:1: bad-uuid" in result.output
+    assert "rules/fields.yaml:10: unknown-field" in result.output
+
+
+def test_clean_pack_passes_with_a_summary(tmp_path: Path) -> None:
+    write(tmp_path, "good.yaml", GOOD)
+    result = CliRunner().invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "OK: 1 rules" in result.output
+    assert len(load_rule_pack(tmp_path)) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "line"),
+    [
+        ("title: [unclosed\n", "yaml-syntax", 2),
+        (GOOD.replace("title: Good rule\n", "title: A\ntitle: B\n"), "duplicate-key", 3),
+        (
+            GOOD.replace("  vi: Làm việc này.\n", "  vi: Lam viec nay.\n"),
+            "runbook-no-diacritics",
+            15,
+        ),
+        (GOOD.replace("level: high\n", "level: high\ntags: [attack.x1562]\n"), "bad-tag", 4),
+        (GOOD.replace("condition:\n", "condition:\n  absence: {for: 5m}\n"), "bad-condition", 6),
+        (GOOD.replace("subject: device", "subject: site"), "bad-condition", 5),
+        ("- a list\n", "schema", 1),
+    ],
+)
+def test_single_problem_kinds(tmp_path: Path, text: str, code: str, line: int) -> None:
+    write(tmp_path, "rule.yaml", text)
+    _, problems = check_rule_pack(tmp_path)
+    assert (code, line) in {(p.code, p.line) for p in problems}, problems
+
+
+def test_bad_test_case_is_a_problem(tmp_path: Path) -> None:
+    broken = GOOD_TEST.replace("status: no_av", "status: nope").replace("at: 0s", "at: soon")
+    write(tmp_path, "rule.yaml", GOOD, test=broken)
+    _, problems = check_rule_pack(tmp_path)
+    assert {p.code for p in problems} == {"schema"} or any(p.code == "bad-test" for p in problems)
+    assert all(p.file.endswith("rule.test.yaml") for p in problems)
+
+
+def test_orphan_test_case_is_reported(tmp_path: Path) -> None:
+    write(tmp_path, "good.yaml", GOOD)
+    (tmp_path / "gone.test.yaml").write_text(GOOD_TEST, encoding="utf-8")
+    _, problems = check_rule_pack(tmp_path)
+    assert [p.code for p in problems] == ["orphan-test"]
