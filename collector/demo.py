@@ -1,9 +1,11 @@
 """``campuswatch demo``: broker, collector, a simulated district and the web UI, in one command.
 
 Everything runs on this machine with embedded defaults (SQLite register and time series in
-``./demo-data``). Mosquitto is required (``./setup.sh demo`` installs it); it is started
-privately on a free port so a system broker on 1883 is left alone. Ctrl-C stops every
-process; a second run resumes the same data unless ``--fresh`` is given.
+``./demo-data``). The broker is Mosquitto when it is installed (``./setup.sh demo`` installs
+it), otherwise the embedded demo-only broker (``collector/broker/embedded.py``); either is
+started privately on a free loopback port so a system broker on 1883 is left alone.
+``--broker-impl`` forces one. Ctrl-C stops every process (simulator, web server, collector,
+then the broker); a second run resumes the same data unless ``--fresh`` is given.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 
@@ -24,6 +27,64 @@ from campuswatch.localports import free_port, wait_for_port
 
 DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "firmware_sim" / "scenarios" / "demo.yaml"
 DISTRICT = "sim-d1"
+EMBEDDED_BROKER_MODULE = "campuswatch.collector.broker.embedded"
+
+
+class BrokerImpl(StrEnum):
+    auto = "auto"
+    mosquitto = "mosquitto"
+    embedded = "embedded"
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+
+
+def choose_broker(impl: BrokerImpl) -> str | None:
+    """The Mosquitto binary to run, or None for the embedded broker."""
+    if impl is BrokerImpl.embedded:
+        return None
+    mosquitto = find_mosquitto()
+    if mosquitto is None and impl is BrokerImpl.mosquitto:
+        typer.echo(
+            "error: Mosquitto is not installed; run ./setup.sh demo, or use --broker-impl embedded",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return mosquitto
+
+
+def start_broker(
+    mosquitto: str | None, data_dir: Path, port: int, log_file: IO[bytes]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the demo's private broker on ``127.0.0.1:port``; return it and what it is.
+
+    Its own process group: Ctrl-C in the terminal reaches the demo, which stops the broker
+    last, after the collector has disconnected, rather than all at once.
+    """
+    if mosquitto is not None:
+        (data_dir / "mosquitto.conf").write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n",
+            encoding="utf-8",
+        )
+        command = [mosquitto, "-c", str(data_dir / "mosquitto.conf")]
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=log_file, start_new_session=True
+        )
+        return process, f"Mosquitto, {mosquitto}"
+    # A child process, not a thread here: it does not compete with ingest and the web server
+    # for this interpreter's GIL, and it is supervised like Mosquitto. It exits by itself when
+    # our end of its stdin closes, so even a demo killed with SIGKILL leaves no broker behind.
+    command = [
+        sys.executable, "-m", EMBEDDED_BROKER_MODULE, "--host", "127.0.0.1",
+        "--port", str(port), "--stop-on-stdin-eof",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=log_file, stderr=log_file, start_new_session=True
+    )
+    return process, "embedded Python broker, demo only: install Mosquitto for real use"
 
 
 def demo(
@@ -42,6 +103,13 @@ def demo(
     duration: Annotated[
         float, typer.Option(help="Stop after this many seconds (0 = until Ctrl-C).")
     ] = 0.0,
+    broker_impl: Annotated[
+        BrokerImpl,
+        typer.Option(
+            "--broker-impl",
+            help="auto: Mosquitto when installed, else the embedded demo-only Python broker.",
+        ),
+    ] = BrokerImpl.auto,
 ) -> None:
     """Run the whole product on this machine and print the web UI address and a login."""
     import logging
@@ -55,12 +123,7 @@ def demo(
     from campuswatch.collector.settings import CollectorSettings
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    mosquitto = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if mosquitto is None:
-        typer.echo("error: Mosquitto is not installed; run ./setup.sh demo", err=True)
-        raise typer.Exit(2)
+    mosquitto = choose_broker(broker_impl)
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,19 +135,15 @@ def demo(
         secrets_file.write_text(f"{admin_token}\n{password}\n", encoding="utf-8")
         secrets_file.chmod(0o600)
 
-    processes: list[subprocess.Popen[bytes]] = []
     broker_port = free_port()
-    (data_dir / "mosquitto.conf").write_text(
-        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n",
-        encoding="utf-8",
-    )
     log_file = (data_dir / "demo.log").open("ab")
-    processes.append(
-        subprocess.Popen(
-            [mosquitto, "-c", str(data_dir / "mosquitto.conf")], stdout=log_file, stderr=log_file
-        )
-    )
-    wait_for_port(broker_port)
+    broker_process, broker_kind = start_broker(mosquitto, data_dir, broker_port, log_file)
+    try:
+        wait_for_port(broker_port)
+    except TimeoutError:
+        _stop_process(broker_process)
+        typer.echo(f"error: the broker did not start ({broker_kind}); see the log", err=True)
+        raise typer.Exit(1) from None
     broker = f"mqtt://127.0.0.1:{broker_port}"
     settings = CollectorSettings(
         broker=broker,
@@ -124,7 +183,7 @@ def demo(
         "--seed", str(seed), "--site-prefix", DISTRICT, "--scenario", str(DEMO_SCENARIO),
         "--progress-every", "30",
     ]  # fmt: skip
-    processes.append(subprocess.Popen(simulator, stdout=log_file, stderr=log_file))
+    simulator_process = subprocess.Popen(simulator, stdout=log_file, stderr=log_file)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -141,7 +200,7 @@ CampusWatch demo is running ({schools} schools, ~{devices} devices, scenario {DE
   Wall display {url}/ui/wall?token={admin_token}
   API          {url}/docs         Authorization: Bearer {admin_token}
   Metrics      {url}/metrics
-  MQTT broker  {broker}
+  MQTT broker  {broker}   ({broker_kind})
   Data         {data_dir.resolve()}   (log: {data_dir / "demo.log"})
 
 Alerts from the scenario appear within a minute. Ctrl-C stops everything;
@@ -152,18 +211,25 @@ run again to resume, or with --fresh to start clean.
     while not stop.wait(1.0):
         if deadline is not None and time.monotonic() > deadline:
             break
-        if processes[0].poll() is not None:
-            typer.echo("error: Mosquitto stopped; see the log", err=True)
+        if broker_process.poll() is not None:
+            typer.echo(f"error: the broker stopped ({broker_kind}); see the log", err=True)
             break
     typer.echo("stopping …", err=True)
-    for process in reversed(processes):
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    # Devices first, the broker last: the collector still has it to say goodbye to.
+    _stop_process(simulator_process)
     server.should_exit = True
     http.join(10)
     service.stop()
+    _stop_process(broker_process)
     log_file.close()
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdin is not None:
+        process.stdin.close()

@@ -1,0 +1,94 @@
+"""``campuswatch demo`` end to end on the embedded broker, stopped as a person would: Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.ports import free_port, wait_for_port
+
+
+def _wait(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            value = condition()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_demo_on_the_embedded_broker_shows_alerts_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    web_port = free_port()
+    data_dir = tmp_path / "demo"
+    command = [
+        sys.executable, "-m", "campuswatch", "demo", "--broker-impl", "embedded", "--fresh",
+        "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{web_port}",
+    ]  # fmt: skip
+    # Its own process group, like a terminal's foreground job: Ctrl-C goes to the group.
+    demo = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    lines: list[str] = []
+    assert demo.stdout is not None
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode(errors="replace") for line in demo.stdout or ()),
+        daemon=True,
+    )
+    reader.start()
+    try:
+        wait_for_port(web_port, timeout_s=60)
+        _wait(lambda: any("CampusWatch demo is running" in line for line in lines), 30, "banner")
+        output = "".join(lines)
+        assert "embedded Python broker, demo only" in output
+        broker_port = int(re.search(r"MQTT broker +mqtt://127\.0\.0\.1:(\d+)", output)[1])  # type: ignore[index]
+        token = (data_dir / "demo-login.txt").read_text(encoding="utf-8").split()[0]
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{web_port}", headers={"Authorization": f"Bearer {token}"}
+        )
+
+        def schools_online() -> int:
+            sites = api.get("/api/v1/sites").json()
+            return sum(1 for s in sites if s["id"].startswith("sim-d1-s") and s["online"] > 0)
+
+        # All three schools report (the scenario cuts school 3 off between 20 s and 60 s).
+        _wait(lambda: schools_online() == 3, 120, "devices online in every school")
+        alerts = _wait(
+            lambda: api.get("/api/v1/alerts").json()["total"], 120, "alerts from the scenario"
+        )
+        assert alerts >= 1
+        api.close()
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGINT)
+        try:
+            code = demo.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            raise
+        reader.join(10)
+    assert code == 0, "".join(lines)
+    assert "stopping" in "".join(lines)
+    with pytest.raises(OSError):  # the broker went with it
+        socket.create_connection(("127.0.0.1", broker_port), timeout=2).close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", web_port), timeout=2).close()
+    log = (data_dir / "demo.log").read_text(encoding="utf-8", errors="replace")
+    assert "embedded MQTT broker stopped" in log
+    assert "Traceback" not in log and "Fatal Python error" not in log
