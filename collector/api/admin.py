@@ -4,16 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
 
-from campuswatch.collector.api.deps import AdminOnly, DbSession
-from campuswatch.collector.api.schemas import DeadLetterOut, Page, TokenCreated, TokenIn, TokenOut
+from campuswatch.collector.api.deps import AdminOnly, DbSession, refuse_nul
+from campuswatch.collector.api.schemas import (
+    DeadLetterOut,
+    Page,
+    PageNumber,
+    RowId,
+    TokenCreated,
+    TokenIn,
+    TokenOut,
+    problems,
+)
 from campuswatch.collector.db.access import create_api_token
-from campuswatch.collector.db.models import ApiToken, DeadLetter
+from campuswatch.collector.db.models import ApiToken, DeadLetter, Site
 from campuswatch.wire.ids import utc_now
 
-router = APIRouter(prefix="/api/v1", tags=["admin"])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["admin"],
+    responses=problems(401, 403, 422),
+    dependencies=[Depends(refuse_nul)],
+)
 
 
 @router.get("/dead-letters", response_model=Page[DeadLetterOut])
@@ -21,7 +35,7 @@ def dead_letters(
     session: DbSession,
     principal: AdminOnly,
     reason: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: PageNumber = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Payloads the collector refused, newest first, with the reason."""
@@ -58,8 +72,10 @@ def list_tokens(session: DbSession, principal: AdminOnly) -> list[ApiToken]:
     return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201)
+@router.post("/tokens", response_model=TokenCreated, status_code=201, responses=problems(400))
 def new_token(body: TokenIn, session: DbSession, principal: AdminOnly) -> dict[str, Any]:
+    if body.site_scope is not None and session.get(Site, body.site_scope) is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "unknown site_scope")
     token, plain = create_api_token(
         session, name=body.name, role=body.role, site_scope=body.site_scope
     )
@@ -67,8 +83,8 @@ def new_token(body: TokenIn, session: DbSession, principal: AdminOnly) -> dict[s
     return {**TokenOut.model_validate(token).model_dump(), "token": plain}
 
 
-@router.delete("/tokens/{token_id}", response_model=TokenOut)
-def revoke_token(token_id: int, session: DbSession, principal: AdminOnly) -> ApiToken:
+@router.delete("/tokens/{token_id}", response_model=TokenOut, responses=problems(404))
+def revoke_token(token_id: RowId, session: DbSession, principal: AdminOnly) -> ApiToken:
     token = session.get(ApiToken, token_id)
     if token is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")

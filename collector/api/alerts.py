@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from campuswatch.collector.alerts.manager import AlertInputError, AlertManager, AlertStateError
@@ -17,10 +17,21 @@ from campuswatch.collector.api.deps import (
     DbSession,
     Responder,
     ensure_visible,
+    refuse_nul,
 )
-from campuswatch.collector.api.schemas import Page
+from campuswatch.collector.api.schemas import (
+    Page,
+    PageNumber,
+    RowId,
+    problems,
+)
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+router = APIRouter(
+    prefix="/api/v1/alerts",
+    tags=["alerts"],
+    responses=problems(401, 422),
+    dependencies=[Depends(refuse_nul)],
+)
 
 
 class AlertOut(BaseModel):
@@ -115,7 +126,7 @@ def _manager(context: ApiContext) -> AlertManager:
     return manager
 
 
-@router.get("", response_model=Page[AlertOut])
+@router.get("", response_model=Page[AlertOut], responses=problems(404))
 def alerts(
     session: DbSession,
     principal: CurrentPrincipal,
@@ -125,7 +136,7 @@ def alerts(
     rule_id: str | None = None,
     device_id: str | None = None,
     search: Annotated[str | None, Query(max_length=128)] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: PageNumber = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """The alert queue, newest activity first; scoped users see their sites only."""
@@ -149,8 +160,8 @@ def alerts(
     return {"items": rows, "total": total, "page": page, "page_size": page_size}
 
 
-@router.get("/{alert_id}", response_model=AlertDetailOut)
-def alert(alert_id: int, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+@router.get("/{alert_id}", response_model=AlertDetailOut, responses=problems(404))
+def alert(alert_id: RowId, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
     """One alert with its triggering messages, runbook and full audit trail."""
     try:
         detail = get_alert(session, alert_id)
@@ -168,9 +179,9 @@ def alert(alert_id: int, session: DbSession, principal: CurrentPrincipal) -> dic
     return data
 
 
-@router.post("/{alert_id}/actions", response_model=AlertOut)
+@router.post("/{alert_id}/actions", response_model=AlertOut, responses=problems(400, 403, 404, 409))
 def act(
-    alert_id: int, body: ActionIn, session: DbSession, principal: Responder, context: Context
+    alert_id: RowId, body: ActionIn, session: DbSession, principal: Responder, context: Context
 ) -> Any:
     """Acknowledge, un-acknowledge, resolve or comment, with a note; forwarded to the SOC."""
     try:
@@ -183,7 +194,7 @@ def act(
     try:
         if body.action == "comment":
             if not body.note:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "a comment needs a note")
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a comment needs a note")
             manager.comment(alert_id, actor, body.note)
         else:
             getattr(manager, body.action)(alert_id, actor, body.note)
@@ -196,7 +207,7 @@ def act(
     return get_alert(session, alert_id).alert
 
 
-@router.post("/silences", response_model=SilenceOut, status_code=201)
+@router.post("/silences", response_model=SilenceOut, status_code=201, responses=problems(400, 403))
 def silence(body: SilenceIn, principal: Responder, context: Context) -> Any:
     """Mute alerts matching every matcher until ``ends_at`` (labels: rule_id, site_id,
     device_id, level and the rule's labels). Scoped users must pin their own site."""
@@ -214,4 +225,4 @@ def silence(body: SilenceIn, principal: Responder, context: Context) -> Any:
             body.comment,
         )
     except AlertInputError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None

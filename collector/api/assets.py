@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
 from campuswatch.collector.api.deps import (
     CurrentPrincipal,
@@ -10,6 +10,7 @@ from campuswatch.collector.api.deps import (
     Editor,
     Principal,
     ensure_visible,
+    refuse_nul,
 )
 from campuswatch.collector.api.schemas import (
     AssetEdit,
@@ -17,12 +18,20 @@ from campuswatch.collector.api.schemas import (
     AssetOut,
     ImportReportOut,
     Page,
+    PageNumber,
+    RowId,
+    problems,
 )
 from campuswatch.collector.db.models import Asset
 from campuswatch.collector.register import assets as register
 from campuswatch.collector.register import transfer
 
-router = APIRouter(prefix="/api/v1/assets", tags=["assets"])
+router = APIRouter(
+    prefix="/api/v1/assets",
+    tags=["assets"],
+    responses=problems(401, 422),
+    dependencies=[Depends(refuse_nul)],
+)
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
 
@@ -39,7 +48,7 @@ def _scope_site(principal: Principal, site_id: str | None) -> str | None:
     return principal.site_scope
 
 
-@router.get("", response_model=Page[AssetOut])
+@router.get("", response_model=Page[AssetOut], responses=problems(404))
 def list_assets(
     session: DbSession,
     principal: CurrentPrincipal,
@@ -49,7 +58,7 @@ def list_assets(
     registered: bool | None = None,
     source: str | None = None,
     search: Annotated[str | None, Query(max_length=128)] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: PageNumber = 1,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """Search and filter the register (site includes its sub-sites)."""
@@ -72,7 +81,7 @@ def list_assets(
     }
 
 
-@router.get("/export.csv", response_class=Response)
+@router.get("/export.csv", response_class=Response, responses=problems(404))
 def export_csv(
     session: DbSession, principal: CurrentPrincipal, site_id: str | None = None
 ) -> Response:
@@ -84,7 +93,7 @@ def export_csv(
     )
 
 
-@router.get("/export.xlsx", response_class=Response)
+@router.get("/export.xlsx", response_class=Response, responses=problems(404))
 def export_xlsx(
     session: DbSession, principal: CurrentPrincipal, site_id: str | None = None
 ) -> Response:
@@ -96,7 +105,7 @@ def export_xlsx(
     )
 
 
-@router.post("/import", response_model=ImportReportOut)
+@router.post("/import", response_model=ImportReportOut, responses=problems(403, 413))
 async def import_assets(
     request: Request,
     session: DbSession,
@@ -128,8 +137,8 @@ async def import_assets(
     }
 
 
-@router.get("/{asset_id}", response_model=AssetOut)
-def get_asset(asset_id: int, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+@router.get("/{asset_id}", response_model=AssetOut, responses=problems(404))
+def get_asset(asset_id: RowId, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
     asset = session.get(Asset, asset_id)
     if asset is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
@@ -137,8 +146,8 @@ def get_asset(asset_id: int, session: DbSession, principal: CurrentPrincipal) ->
     return asset_out(asset)
 
 
-@router.get("/{asset_id}/history", response_model=list[AssetHistoryOut])
-def get_history(asset_id: int, session: DbSession, principal: CurrentPrincipal) -> list[Any]:
+@router.get("/{asset_id}/history", response_model=list[AssetHistoryOut], responses=problems(404))
+def get_history(asset_id: RowId, session: DbSession, principal: CurrentPrincipal) -> list[Any]:
     asset = session.get(Asset, asset_id)
     if asset is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
@@ -146,9 +155,9 @@ def get_history(asset_id: int, session: DbSession, principal: CurrentPrincipal) 
     return list(register.asset_history(session, asset_id))
 
 
-@router.patch("/{asset_id}", response_model=AssetOut)
+@router.patch("/{asset_id}", response_model=AssetOut, responses=problems(400, 403, 404, 409))
 def edit_asset(
-    asset_id: int,
+    asset_id: RowId,
     body: AssetEdit,
     session: DbSession,
     principal: Editor,
@@ -166,7 +175,7 @@ def edit_asset(
         )
     except register.AssetValidationError as exc:
         session.rollback()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.errors) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.errors) from None
     except register.AssetConflict as exc:
         session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
@@ -175,7 +184,7 @@ def edit_asset(
     return asset_out(edited)
 
 
-@router.post("", response_model=AssetOut, status_code=201)
+@router.post("", response_model=AssetOut, status_code=201, responses=problems(400, 403, 404))
 def create_asset(
     body: dict[str, Any],
     session: DbSession,
@@ -187,7 +196,7 @@ def create_asset(
         asset = register.create_asset(session, body, f"user:{principal.name}")
     except register.AssetValidationError as exc:
         session.rollback()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.errors) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.errors) from None
     session.commit()
     session.refresh(asset)
     return asset_out(asset)

@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from campuswatch.collector.api.rejects import RejectCounter
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.settings import CollectorSettings
 from campuswatch.wire.messages import CommandMessage
@@ -27,3 +28,6 @@ class ApiContext:
     health_checks: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     """Later subsystems (alert manager, rules) hang their handles here."""
+    rejects: RejectCounter = field(default_factory=RejectCounter)
+    """Requests the API refused (4xx), exported in ``registry`` as
+    ``campuswatch_api_rejected_total``."""

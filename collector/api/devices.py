@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import select
 
 from campuswatch.collector.api.context import ApiContext
@@ -12,13 +13,29 @@ from campuswatch.collector.api.deps import (
     DbSession,
     Responder,
     ensure_visible,
+    refuse_nul,
 )
-from campuswatch.collector.api.schemas import CommandIn, CommandOut, DeviceDetail, DeviceOut, Page
+from campuswatch.collector.api.schemas import (
+    CommandIn,
+    CommandOut,
+    DeviceDetail,
+    DeviceOut,
+    Page,
+    PageNumber,
+    SeriesOut,
+    problems,
+)
 from campuswatch.collector.db.models import Device
+from campuswatch.collector.tsdb.base import SeriesReader
 from campuswatch.wire.ids import utc_now
 from campuswatch.wire.messages import CommandMessage
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+router = APIRouter(
+    prefix="/api/v1/devices",
+    tags=["devices"],
+    responses=problems(401, 422),
+    dependencies=[Depends(refuse_nul)],
+)
 
 
 def _device_out(device: Device, context: ApiContext, detail: bool = False) -> dict[str, Any]:
@@ -45,7 +62,7 @@ def _device_out(device: Device, context: ApiContext, detail: bool = False) -> di
     return data
 
 
-@router.get("", response_model=Page[DeviceOut])
+@router.get("", response_model=Page[DeviceOut], responses=problems(404))
 def list_devices(
     session: DbSession,
     principal: CurrentPrincipal,
@@ -56,7 +73,7 @@ def list_devices(
         str | None, Query(alias="status", pattern="^(online|offline|flapping|unknown)$")
     ] = None,
     search: Annotated[str | None, Query(max_length=128)] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: PageNumber = 1,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Devices with their liveness and latest antivirus status, newest contact first."""
@@ -82,7 +99,7 @@ def list_devices(
     }
 
 
-@router.get("/{device_id}", response_model=DeviceDetail)
+@router.get("/{device_id}", response_model=DeviceDetail, responses=problems(404))
 def get_device(
     device_id: str, session: DbSession, principal: CurrentPrincipal, context: Context
 ) -> dict[str, Any]:
@@ -94,7 +111,7 @@ def get_device(
     return _device_out(device, context, detail=True)
 
 
-@router.get("/{device_id}/series")
+@router.get("/{device_id}/series", response_model=SeriesOut, responses=problems(404))
 def device_series(
     device_id: str,
     measurement: str,
@@ -104,7 +121,7 @@ def device_series(
     context: Context,
     hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24,
     step_s: Annotated[int, Query(ge=10, le=86400)] = 300,
-) -> dict[str, Any]:
+) -> SeriesOut:
     """A down-sampled series from the embedded store, for the UI's small charts."""
     device = session.get(Device, device_id)
     if device is None:
@@ -114,15 +131,31 @@ def device_series(
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, "series are served by the external store (use Grafana)"
         )
-    end_ms = int(utc_now().timestamp() * 1000)
-    start_ms = end_ms - int(hours * 3600 * 1000)
-    points = context.timeseries.query(
-        measurement, field, {"device": device_id}, start=start_ms, end=end_ms, step=step_s * 1000
+    store: SeriesReader = context.timeseries
+    end = utc_now()
+    points = store.query(
+        measurement,
+        field,
+        {"device": device_id},
+        start=end - timedelta(hours=hours),
+        end=end,
+        step=timedelta(seconds=step_s),
     )
-    return {"measurement": measurement, "field": field, "points": [[t, v] for t, v in points]}
+    return SeriesOut(
+        measurement=measurement,
+        field=field,
+        step_s=step_s,
+        times_ms=[time for time, _ in points],
+        values=[value for _, value in points],
+    )
 
 
-@router.post("/{device_id}/commands", response_model=CommandOut, status_code=202)
+@router.post(
+    "/{device_id}/commands",
+    response_model=CommandOut,
+    status_code=202,
+    responses=problems(400, 403, 404, 503),
+)
 def send_command(
     device_id: str,
     body: CommandIn,

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
+
+MAX_ROW_ID = 2**31 - 1
+"""Row ids are 32-bit on PostgreSQL; a larger one cannot exist and must not reach the driver."""
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -42,7 +48,7 @@ class SiteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-    parent_id: str | None = None
+    parent_id: str | None = Field(default=None, max_length=64)
     level: Literal["province", "district", "school", "building", "room"]
     name: str = Field(min_length=1, max_length=256)
     uplink_type: Literal["fibre", "4g", "5g", "adsl", "satellite", "other", "unknown"] | None = None
@@ -105,6 +111,7 @@ class AssetOut(BaseModel):
     first_seen: datetime | None
     last_seen: datetime | None
     registered: bool
+    ignored: bool
     manual_fields: list[str]
     security_level: int | None
     protection_plan_approved_on: date | None
@@ -167,7 +174,8 @@ class TokenIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=128)
     role: Literal["admin", "soc", "facilities", "viewer"]
-    site_scope: str | None = None
+    site_scope: str | None = Field(default=None, max_length=64)
+    """A site id: the token sees that site and the sites under it."""
 
 
 class TokenOut(BaseModel):
@@ -192,5 +200,47 @@ class Health(BaseModel):
     checks: dict[str, str]
 
 
+class SeriesOut(BaseModel):
+    measurement: str
+    field: str
+    step_s: int
+    times_ms: list[int]
+    """Bucket starts (epoch ms), oldest first; a bucket without samples is left out."""
+    values: list[float]
+    """The average of each bucket, in the order of ``times_ms``."""
+
+
 class Problem(BaseModel):
+    """Every refusal: ``{"detail": <message>}``."""
+
     detail: Any
+
+
+class ValidationProblem(BaseModel):
+    """422: FastAPI's list of field errors, the register's ``{field: message}`` or one
+    message."""
+
+    detail: list[dict[str, Any]] | dict[str, Any] | str
+
+
+_PROBLEMS: dict[int, str] = {
+    400: "The body could not be read (not UTF-8)",
+    401: "No bearer token, or an unknown or revoked one",
+    403: "The token's role or site scope does not allow this",
+    404: "No such object, or outside the token's site scope",
+    409: "The object changed meanwhile, or is in a state that does not allow this",
+    413: "The body is too large",
+    422: "The request is not valid",
+    503: "The collector has no broker connection",
+}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for a route's refusals, so clients (and schemathesis) know them."""
+    return {
+        code: {
+            "model": ValidationProblem if code == 422 else Problem,
+            "description": _PROBLEMS[code],
+        }
+        for code in codes
+    }

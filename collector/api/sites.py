@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy import select
 
 from campuswatch.collector.api.deps import (
@@ -9,12 +9,18 @@ from campuswatch.collector.api.deps import (
     DbSession,
     Editor,
     ensure_visible,
+    refuse_nul,
 )
-from campuswatch.collector.api.schemas import SiteIn, SiteOut, SiteStatus
+from campuswatch.collector.api.schemas import SiteIn, SiteOut, SiteStatus, problems
 from campuswatch.collector.db.models import Site
 from campuswatch.wire.ids import utc_now
 
-router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
+router = APIRouter(
+    prefix="/api/v1/sites",
+    tags=["sites"],
+    responses=problems(401, 422),
+    dependencies=[Depends(refuse_nul)],
+)
 
 
 @router.get("", response_model=list[SiteStatus])
@@ -42,7 +48,7 @@ def list_sites(
     return result
 
 
-@router.get("/{site_id}", response_model=SiteOut)
+@router.get("/{site_id}", response_model=SiteOut, responses=problems(404))
 def get_site(site_id: str, session: DbSession, principal: CurrentPrincipal) -> Site:
     ensure_visible(principal, site_id)
     site = session.get(Site, site_id)
@@ -51,7 +57,7 @@ def get_site(site_id: str, session: DbSession, principal: CurrentPrincipal) -> S
     return site
 
 
-@router.put("/{site_id}", response_model=SiteOut)
+@router.put("/{site_id}", response_model=SiteOut, responses=problems(400, 403, 404))
 def put_site(
     site_id: str,
     body: SiteIn,
@@ -60,12 +66,12 @@ def put_site(
 ) -> Site:
     """Create or update a site; the tree is province → district → school → building → room."""
     if body.id != site_id:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "id in body and path differ")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "id in body and path differ")
     ensure_visible(principal, body.parent_id if principal.site_scope else site_id)
     if body.parent_id is not None and (
         body.parent_id == site_id or session.get(Site, body.parent_id) is None
     ):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "unknown parent site")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "unknown parent site")
     site = session.get(Site, site_id)
     if site is None:
         site = Site(id=site_id)

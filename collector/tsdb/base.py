@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from campuswatch.collector.tsdb.points import Point
@@ -30,3 +31,21 @@ class TimeSeriesWriter(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class SeriesReader(Protocol):
+    """Reading back, for the UI's charts and the reports. Only the embedded ``SqliteStore``
+    implements it; external stores are read by Grafana."""
+
+    def query(
+        self,
+        measurement: str,
+        field: str,
+        tags: Mapping[str, str] | None = None,
+        start: datetime | int = 0,
+        end: datetime | int | None = None,
+        step: timedelta | None = None,
+    ) -> list[tuple[int, float]]:
+        """``(epoch ms, value)`` in ``[start, end)``; with ``step``, bucket averages stamped
+        with the bucket start. ``int`` times are epoch milliseconds."""
+        ...
