@@ -1,9 +1,9 @@
 """Rules → alert lifecycle → outbox → SOC destinations, wired into ingest.
 
-The rules engine sees every fresh message (and the register's verdict on discovered hosts);
-its signals go to the alert manager after the ingest batch commits; the manager writes the
-resulting notifications to the outbox inside its own transaction, and the forwarders deliver
-them per destination in the background, so a slow SIEM never slows ingest.
+The rules engine sees every fresh message (and the register's verdict on discovered hosts)
+once the ingest batch has committed, and its signals go to the alert manager; the manager
+writes the resulting notifications to the outbox inside its own transaction, and the
+forwarders deliver them per destination in the background, so a slow SIEM never slows ingest.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from campuswatch.collector.forward.outbox import Outbox
 from campuswatch.collector.forward.runner import Forwarder
 from campuswatch.collector.forward.settings import ForwardingSettings, build_targets
 from campuswatch.collector.ingest import BatchContext
+from campuswatch.collector.register.assets import AssetChange
 from campuswatch.collector.rules.engine import RuleEngine
 from campuswatch.collector.rules.loader import load_rule_pack
 from campuswatch.collector.rules.model import RulePackError
@@ -75,21 +76,30 @@ class Alerting:
     def handle(
         self, session: Session, batch: Sequence[DecodedMessage], context: BatchContext
     ) -> None:
-        if self.engine is None:
+        if self.engine is None or not batch:
             return
+        # The engine keeps state and emits each transition once, so it must see a message
+        # only once its batch is committed: a batch whose commit fails is tried again, and
+        # a firing signal computed in the failed attempt would be lost with that attempt.
+        changes = [context.asset_changes.get(decoded.message.id) for decoded in batch]
+        context.after_commit.append(lambda: self._evaluate(batch, changes))
+
+    def _evaluate(
+        self, batch: Sequence[DecodedMessage], changes: Sequence[list[AssetChange] | None]
+    ) -> None:
+        assert self.engine is not None
         signals: list[AlertSignal] = []
         with self._lock:
-            for decoded in batch:
+            for decoded, asset_changes in zip(batch, changes, strict=True):
                 signals.extend(self.engine.process(decoded))
-                changes = context.asset_changes.get(decoded.message.id)
-                if changes:
+                if asset_changes:
                     signals.extend(
                         self.engine.process_asset_changes(
-                            decoded.message.site, changes, decoded.received_at
+                            decoded.message.site, asset_changes, decoded.received_at
                         )
                     )
         if signals:
-            context.after_commit.append(lambda: self.apply(signals))
+            self.apply(signals)
 
     def apply(self, signals: Sequence[AlertSignal], now: datetime | None = None) -> None:
         self.manager.process(signals, now or utc_now())

@@ -6,6 +6,11 @@ acknowledged to the broker (paho manual ack) only after the batch that holds it 
 time-series points written or spooled on disk first, then the register transaction
 committed. A collector killed mid-batch therefore loses nothing — the broker redelivers
 what was not acked, and the ``processed_messages`` table makes the redelivery a no-op.
+
+A batch that cannot be stored (the database restarting) is kept and tried again with
+back-off until it is stored, never dropped: MQTT redelivers an unacknowledged message only
+when the client reconnects, and the broker stops sending once its in-flight window is full,
+so a dropped batch would be missing until a restart and would soon stall ingest altogether.
 """
 
 from __future__ import annotations
@@ -67,6 +72,11 @@ class IngestStats:
     batch_seconds_total: float = 0.0
     last_batch_at: float | None = None
     messages_by_kind: Counter[str] = field(default_factory=Counter)
+    store_failures_total: int = 0
+    """Attempts to store a batch that failed; the batch is tried again, not dropped."""
+    failing_since: float | None = None
+    """Wall time of the first failed attempt on the batch being retried; None when storing works."""
+    last_error: str | None = None
 
 
 class Ingestor:
@@ -82,6 +92,8 @@ class Ingestor:
         batch_wait_s: float = 0.05,
         max_pending: int = 50_000,
         durable_timeout_s: float = 60.0,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.sessions = sessions
@@ -91,6 +103,8 @@ class Ingestor:
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
         self.durable_timeout_s = durable_timeout_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
         self._clock = clock
         # Bounded: when the database is slow the broker keeps the rest (we stop acking).
         self._pending: queue.Queue[tuple[ReceivedMessage, datetime]] = queue.Queue(max_pending)
@@ -119,21 +133,42 @@ class Ingestor:
     def _run(self) -> None:
         while not self._stop.is_set():
             batch = self._take_batch()
-            if not batch:
-                continue
+            if batch and self._store(batch):
+                for message, _ in batch:
+                    self.connection.ack(message)
+
+    def _store(self, batch: Sequence[tuple[ReceivedMessage, datetime]]) -> bool:
+        """Store ``batch``, trying again with back-off until it is stored (True) or the runner
+        stops (False: nothing acked, the broker redelivers it to the next run)."""
+        delay = self.retry_initial_s
+        while True:
             started = time.perf_counter()
             try:
                 self.process(batch)
-            except Exception:
-                # Not acked: the broker redelivers after reconnect. Back off, then carry on.
-                log.exception("ingest batch of %d failed; will be redelivered", len(batch))
-                time.sleep(1.0)
+            except Exception as exc:
+                stats = self.stats
+                stats.store_failures_total += 1
+                stats.last_error = _describe(exc)
+                if stats.failing_since is None:
+                    stats.failing_since = time.time()
+                    log.exception("storing a batch of %d failed; retrying until stored", len(batch))
+                else:
+                    log.warning(
+                        "storing a batch of %d failed again: %s", len(batch), stats.last_error
+                    )
+                if self._stop.wait(delay):
+                    return False
+                delay = min(delay * 2, self.retry_max_s)
                 continue
-            for message, _ in batch:
-                self.connection.ack(message)
-            self.stats.batches_total += 1
-            self.stats.batch_seconds_total += time.perf_counter() - started
-            self.stats.last_batch_at = time.time()
+            stats = self.stats
+            if stats.failing_since is not None:
+                log.warning("storing works again after %.0f s", time.time() - stats.failing_since)
+                stats.failing_since = None
+                stats.last_error = None
+            stats.batches_total += 1
+            stats.batch_seconds_total += time.perf_counter() - started
+            stats.last_batch_at = time.time()
+            return True
 
     def _take_batch(self) -> list[tuple[ReceivedMessage, datetime]]:
         try:
@@ -159,7 +194,6 @@ class Ingestor:
         decoded: list[DecodedMessage] = []
         rejects: list[tuple[ReceivedMessage, datetime, WireRejection]] = []
         for message, received_at in batch:
-            self.stats.received_total += 1
             if message.topic.endswith("/cmd"):
                 continue  # our own commands to devices, seen because we subscribe to cw/v1/#
             try:
@@ -170,8 +204,6 @@ class Ingestor:
                 rejects.append((message, received_at, exc))
         with self.sessions() as session, session.begin():
             for message, received_at, rejection in rejects:
-                self.stats.rejected_total[rejection.reason] += 1
-                log.warning("rejected %s: %s", message.topic[:200], rejection)
                 add_dead_letter(
                     session,
                     topic=message.topic,
@@ -181,7 +213,6 @@ class Ingestor:
                     received_at=received_at,
                 )
             fresh = claim_messages(session, decoded)
-            self.stats.duplicates_total += len(decoded) - len(fresh)
             points = [
                 point
                 for item in fresh
@@ -199,12 +230,26 @@ class Ingestor:
                 except Exception:
                     self.stats.sink_errors_total[sink.name] += 1
                     log.exception("sink %s failed on a batch of %d", sink.name, len(fresh))
-            for item in fresh:
-                self.stats.messages_by_kind[kind_of(item.message)] += 1
-            self.stats.stored_total += len(fresh)
+        # Counted once committed: a batch that failed is tried again and must not count twice.
+        stats = self.stats
+        stats.received_total += len(batch)
+        for message, _, rejection in rejects:
+            stats.rejected_total[rejection.reason] += 1
+            log.warning("rejected %s: %s", message.topic[:200], rejection)
+        stats.duplicates_total += len(decoded) - len(fresh)
+        for item in fresh:
+            stats.messages_by_kind[kind_of(item.message)] += 1
+        stats.stored_total += len(fresh)
         for work in context.after_commit:
             try:
                 work()
             except Exception:
                 self.stats.sink_errors_total["after_commit"] += 1
                 log.exception("post-commit work failed for a batch of %d", len(fresh))
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for health checks: the driver's message, without SQL and parameters."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]

@@ -8,6 +8,7 @@ Names: ``campuswatch_<subsystem>_<name>_<unit>``; counters end in ``_total``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.db.models import Device
@@ -27,6 +29,8 @@ from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.tsdb.buffer import BufferedWriter
 from campuswatch.wire.codec import REJECT_REASONS
 from campuswatch.wire.ids import utc_now
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,6 +96,18 @@ class CampusWatchCollector(Collector):
         )
         batch.add_metric([], stats.batch_seconds_total)
         yield batch
+        failures = CounterMetricFamily(
+            "campuswatch_ingest_store_failures",
+            "Attempts to store a batch that failed (e.g. the database away); each is retried",
+        )
+        failures.add_metric([], stats.store_failures_total)
+        yield failures
+        failing = GaugeMetricFamily(
+            "campuswatch_ingest_store_failing",
+            "1 while a batch cannot be stored and is being retried (nothing is acknowledged)",
+        )
+        failing.add_metric([], 0 if stats.failing_since is None else 1)
+        yield failing
 
     def _tsdb(self) -> Iterator[Metric]:
         stats = self.sources.tsdb.stats()
@@ -150,12 +166,17 @@ class CampusWatchCollector(Collector):
             "PCs by site and antivirus status (latest report)",
             labels=["site", "status"],
         )
-        with self.sources.sessions() as session:
-            rows = session.execute(
-                select(Device.site_id, Device.latest).where(
-                    Device.device_type.in_(("pc", "server"))
-                )
-            ).all()
+        try:
+            with self.sources.sessions() as session:
+                rows = session.execute(
+                    select(Device.site_id, Device.latest).where(
+                        Device.device_type.in_(("pc", "server"))
+                    )
+                ).all()
+        except SQLAlchemyError:
+            # The database away must not take the other metrics (the outage's own) with it.
+            log.warning("antivirus coverage left out of /metrics: database unavailable")
+            return
         counts: dict[tuple[str, str], int] = {}
         for site_id, latest in rows:
             av = (latest or {}).get("av") or {}
