@@ -117,7 +117,14 @@ class AgentRunner:
         broker = parse_broker_url(settings.mqtt.broker)
         mqtt = settings.mqtt
         self.state_topic = build_topic(site, self.device_id, "state")
-        offline = StateMessage(device_id=self.device_id, site=site, status="offline", reason="will")
+
+        def will() -> LastWill:
+            # A fresh message id per connection: the collector drops repeated ids.
+            offline = StateMessage(
+                device_id=self.device_id, site=site, status="offline", reason="will"
+            )
+            return LastWill(self.state_topic, encode_message(offline))
+
         self.connection = MqttConnection(
             client_id=f"cw-agent-{self.device_id}",
             broker=broker,
@@ -125,7 +132,7 @@ class AgentRunner:
             password=mqtt.password,
             tls=TlsOptions(mqtt.ca_file, mqtt.cert_file, mqtt.key_file, mqtt.tls_insecure),
             keepalive_s=mqtt.keepalive_s,
-            will=LastWill(self.state_topic, encode_message(offline)),
+            will=will,
             reconnect_min_s=mqtt.reconnect_min_s,
             reconnect_max_s=mqtt.reconnect_max_s,
             max_inflight=settings.queue.max_inflight,

@@ -151,9 +151,12 @@ class PerDeviceTransport(Transport):
 
     def add(self, device: SimDevice) -> None:
         super().add(device)
-        will = LastWill(
-            device.topic("state", build_topic), encode_message(offline_state(device, "will"))
-        )
+
+        def will() -> LastWill:  # a fresh message id for every connection
+            return LastWill(
+                device.topic("state", build_topic), encode_message(offline_state(device, "will"))
+            )
+
         client = self.pool.add(
             f"cw-sim-{device.index}-{device.device_id}",
             will=will,
@@ -234,12 +237,14 @@ class GatewayTransport(Transport):
             return
         site = device.site
         gateway_id = self.gateway_id(site)
-        will_message = StateMessage(
-            device_id=gateway_id, site=site, status="offline", reason="will"
-        )
+
+        def will() -> LastWill:  # a fresh message id for every connection
+            offline = StateMessage(device_id=gateway_id, site=site, status="offline", reason="will")
+            return LastWill(build_topic(site, gateway_id, "state"), encode_message(offline))
+
         client = self.pool.add(
             f"cw-sim-gateway-{site}",
-            will=LastWill(build_topic(site, gateway_id, "state"), encode_message(will_message)),
+            will=will,
             on_connect=functools.partial(self._gateway_up, site),
             on_message=functools.partial(self._command, site),
             # A gateway carries a whole school: a device's window of 20 would throttle it.

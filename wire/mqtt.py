@@ -80,6 +80,16 @@ class LastWill:
     retain: bool = True
 
 
+WillSource = LastWill | Callable[[], LastWill]
+"""A will, or a function making a fresh one for every connection attempt. Use the function
+form when the payload carries a message id: the collector drops a repeated id, so a device
+whose every will carries the same id would be seen going offline only once in its life."""
+
+
+def resolve_will(source: WillSource | None) -> LastWill | None:
+    return source() if callable(source) else source
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
     topic: str
@@ -104,7 +114,7 @@ class MqttConnection:
         password: str | None = None,
         tls: TlsOptions | None = None,
         keepalive_s: int = 60,
-        will: LastWill | None = None,
+        will: WillSource | None = None,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 120.0,
         manual_ack: bool = False,
@@ -150,9 +160,10 @@ class MqttConnection:
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
             client.tls_insecure_set(tls.insecure)
-        if will is not None:
-            # Registered before connect: the broker publishes it if we vanish (SIGKILL, cable).
-            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._client = client
+        self._will_source = will
+        # Registered before connect: the broker publishes it if we vanish (SIGKILL, cable).
+        self._set_will()
         client.reconnect_delay_set(
             min_delay=max(1, int(reconnect_min_s)), max_delay=int(reconnect_max_s)
         )
@@ -161,7 +172,6 @@ class MqttConnection:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
-        self._client = client
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -236,12 +246,21 @@ class MqttConnection:
             log.warning("MQTT %s refused %s: %s", self.broker, self.client_id, reason_code)
             return
         self.last_error = None
+        if callable(self._will_source):
+            # The CONNECT just sent carried the current will; the next connection gets a new
+            # one (paho reconnects by several paths, this is the one every success passes).
+            self._set_will()
         for topic_filter, qos in self._subscriptions:
             client.subscribe(topic_filter, qos)
         self._connected.set()
         log.info("MQTT connected to %s as %s", self.broker, self.client_id)
         if self._on_connect_cb is not None:
             self._on_connect_cb(bool(flags.session_present))
+
+    def _set_will(self) -> None:
+        will = resolve_will(self._will_source)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
 
     def _handle_disconnect(
         self,

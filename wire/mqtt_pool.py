@@ -33,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from campuswatch.wire.mqtt import BrokerAddress, LastWill, ReceivedMessage
+from campuswatch.wire.mqtt import BrokerAddress, ReceivedMessage, WillSource, resolve_will
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class PooledClient:
         pool: MqttPool,
         client_id: str,
         paho_client: paho.Client,
-        will: LastWill | None,
+        will: WillSource | None,
         max_inflight: int,
         on_connect: Callable[[PooledClient], None] | None,
         on_message: Callable[[PooledClient, ReceivedMessage], None] | None,
@@ -229,7 +229,7 @@ class MqttPool:
         self,
         client_id: str,
         *,
-        will: LastWill | None = None,
+        will: WillSource | None = None,
         username: str | None = None,
         on_connect: Callable[[PooledClient], None] | None = None,
         on_message: Callable[[PooledClient, ReceivedMessage], None] | None = None,
@@ -253,12 +253,16 @@ class MqttPool:
             pooled._held_down = True
         return pooled
 
-    def _new_paho(self, client_id: str, will: LastWill | None, max_inflight: int) -> paho.Client:
+    def _new_paho(self, client_id: str, will: WillSource | None, max_inflight: int) -> paho.Client:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
-        if will is not None:
-            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        # Evaluated per paho client, and a client is made anew for every connection attempt.
+        resolved = resolve_will(will)
+        if resolved is not None:
+            client.will_set(
+                resolved.topic, resolved.payload, qos=resolved.qos, retain=resolved.retain
+            )
         client.max_inflight_messages_set(max_inflight)
         # paho's default queue is unbounded; a broker that stops acknowledging must not grow
         # 10,000 queues without limit. A connection carrying a school (big window) gets more.
