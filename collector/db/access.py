@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime, timedelta
 from typing import Final
 
 from sqlalchemy import select
@@ -20,6 +21,10 @@ from campuswatch.collector.db.models import ROLES, ApiToken, User, utc_now
 _SCRYPT_N: Final = 2**14
 _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 1
+UI_SESSION_PREFIX: Final = "ui-session:"
+UI_SESSION_LIFETIME: Final = timedelta(hours=12)
+"""A web UI login's token lives this long from login, however it is presented (UI cookie,
+API cookie or bearer header); the browser's cookie Max-Age is only a courtesy."""
 
 
 def hash_token(token: str) -> str:
@@ -39,10 +44,18 @@ def create_api_token(
     return token, plain
 
 
+def session_expired(token: ApiToken, now: datetime | None = None) -> bool:
+    """True for a UI login session older than its lifetime; API tokens do not expire."""
+    if not token.name.startswith(UI_SESSION_PREFIX):
+        return False
+    return token.created_at <= (now or utc_now()) - UI_SESSION_LIFETIME
+
+
 def find_api_token(session: Session, plain: str) -> ApiToken | None:
-    """The live token matching ``plain`` (revoked ones never match); stamps last_used_at."""
+    """The live token matching ``plain`` (revoked and expired ones never match); stamps
+    last_used_at."""
     token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plain)))
-    if token is None or token.revoked_at is not None:
+    if token is None or token.revoked_at is not None or session_expired(token):
         return None
     token.last_used_at = utc_now()
     return token

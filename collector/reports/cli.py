@@ -2,11 +2,12 @@
 
     campuswatch report --period six-month --site dist-1 --lang vi --format pdf --out r.pdf
     campuswatch report schedule
-    campuswatch report generate-due --archive /srv/campuswatch/reports
-    campuswatch report archive --archive /srv/campuswatch/reports
+    campuswatch report generate-due [--archive /srv/campuswatch/reports]
+    campuswatch report archive [--archive /srv/campuswatch/reports] [--verify]
 
 The register is the collector's (``CW_COLLECTOR_DB`` / ``CW_COLLECTOR_DATA_DIR``, or
-``--db``); outages are read from the embedded time-series file when it exists.
+``--db``); outages are read from the embedded time-series file when it exists. The archive
+defaults to ``data_dir/reports``, the folder the web UI's Reports page lists.
 """
 
 from __future__ import annotations
@@ -42,7 +43,19 @@ TsdbOption = Annotated[
         help="Embedded time-series file for outages (default: data_dir/timeseries.db if any).",
     ),
 ]
-ArchiveOption = Annotated[Path, typer.Option("--archive", help="Archive folder.")]
+ArchiveOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--archive", help="Archive folder (default: data_dir/reports, the one the web UI shows)."
+    ),
+]
+
+
+def _archive_dir(archive: Path | None) -> Path:
+    from campuswatch.collector.reports.schedule import default_archive_dir
+    from campuswatch.collector.settings import CollectorSettings
+
+    return archive or default_archive_dir(CollectorSettings().data_dir)
 
 
 @contextmanager
@@ -160,7 +173,7 @@ def schedule(
 
 @app.command("generate-due")
 def generate_due_command(
-    archive: ArchiveOption,
+    archive: ArchiveOption = None,
     site: Annotated[
         list[str] | None,
         typer.Option(help="Site id to report on (repeat); default: everything."),
@@ -176,7 +189,7 @@ def generate_due_command(
     with _open(db, tsdb_file) as (session, store):
         written = generate_due(
             session,
-            archive,
+            _archive_dir(archive),
             day,
             sites=list(site) if site else [None],
             series=store,
@@ -188,14 +201,15 @@ def generate_due_command(
 
 
 @app.command("archive")
-def archive_command(archive: ArchiveOption, verify: bool = False) -> None:
+def archive_command(archive: ArchiveOption = None, verify: bool = False) -> None:
     """List the archived reports (with --verify: check every checksum)."""
     from campuswatch.collector.reports.schedule import list_archive, verify_archive
 
-    for entry in list_archive(archive):
+    folder = _archive_dir(archive)
+    for entry in list_archive(folder):
         typer.echo(f"{entry.period_end}  {entry.path}  {entry.sha256[:12]}  {entry.bytes} B")
     if verify:
-        problems = verify_archive(archive)
+        problems = verify_archive(folder)
         for problem in problems:
             typer.echo(problem, err=True)
         if problems:

@@ -73,7 +73,12 @@ def assets_as_of(
         Asset.security_level,
         Asset.protection_plan_approved_on,
         Asset.created_at,
-    ).where(Asset.created_at < at)
+    ).where(
+        Asset.created_at < at,
+        # Hosts a person marked "ignored" (visitors' phones) are not school equipment at all;
+        # when they were ignored is not tracked, so they are left out of every period.
+        Asset.ignored.is_(False),
+    )
     if site_ids is not None:
         query = query.where(or_(Asset.site_id.in_(list(site_ids)), Asset.id.in_(moved_since)))
     current = {row.id: AssetAt(*row) for row in session.execute(query)}

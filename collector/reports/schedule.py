@@ -5,16 +5,21 @@ in): weekly on Monday, monthly on the 1st (in before the 5th), quarterly (before
 10th), the mid-year (semester 1) and end-of-year (school year) reviews, the six-month
 report (in before 5 June) and the annual report (in before 5 December) of the commune plan.
 
-Archive layout::
+Archive layout (the collector's is ``data_dir/reports``, see ``default_archive_dir``)::
 
     archive_dir/index.json                         every file with its sha256 and size
     archive_dir/2026/six-month/2026-H1/all.json    the figures (language-independent)
     archive_dir/2026/six-month/2026-H1/all.vi.pdf  … .en.pdf, .vi.html, .vi.xlsx …
+    archive_dir/on-demand/2026/month/2026-02/all.vi.20260302T030000Z.pdf   asked for in the UI
 
 ``generate_due`` writes only what the index does not list yet, so it can run every hour
 (cron, systemd timer) and after downtime it catches up on the latest period of each kind.
 A file is never overwritten: archived reports are what was submitted. Files are written to
 a temporary name and renamed, and a lock file keeps two schedulers from racing.
+
+Reports someone asks for (``generate_on_demand``, the web UI's "generate now") live apart
+under ``on-demand/`` with origin "on-demand": a report made in the middle of a period must
+neither stand in for the scheduled one nor become the next period's "previous" figures.
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.reports.i18n import LANGUAGES
-from campuswatch.collector.reports.kpis import Measure, build_report, previous_live_from_archive
+from campuswatch.collector.reports.kpis import (
+    ComplianceReport,
+    Measure,
+    build_report,
+    previous_live_from_archive,
+)
 from campuswatch.collector.reports.outages import SeriesReader
 from campuswatch.collector.reports.periods import (
     DEFAULT_CALENDAR,
@@ -45,6 +55,10 @@ from campuswatch.collector.reports.periods import (
 from campuswatch.collector.reports.render import FORMATS, render
 
 INDEX_NAME: Final = "index.json"
+ARCHIVE_DIR_NAME: Final = "reports"
+ON_DEMAND_DIR: Final = "on-demand"
+SCHEDULED: Final = "scheduled"
+ON_DEMAND: Final = "on-demand"
 # kind → days after the period's last day: the report must be in before that date
 # (weekly on Monday, i.e. before Tuesday; monthly before the 5th; six-month before 5 June).
 SCHEDULE: Final[dict[PeriodKind, int]] = {
@@ -84,6 +98,25 @@ class ArchivedReport:
     generated_at: str
     period_start: str
     period_end: str
+    origin: str = SCHEDULED  # or ON_DEMAND; indexes written before it existed are scheduled
+
+
+ScheduleStateName = Literal["on_time", "late", "due", "overdue", "upcoming"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """A scheduled report as the archive answers for it: in on time or late, still due,
+    overdue (deadline passed, nothing archived), or upcoming (its period has not ended)."""
+
+    due: DueReport
+    state: ScheduleStateName
+    archived_at: datetime | None
+
+
+def default_archive_dir(data_dir: Path) -> Path:
+    """The collector's archive, shared by the scheduler, the CLI and the web UI."""
+    return data_dir / ARCHIVE_DIR_NAME
 
 
 def _due(kind: PeriodKind, period: Period, schedule: dict[PeriodKind, int]) -> DueReport:
@@ -119,6 +152,56 @@ def upcoming_reports(
             period = period.next
         found.append(_due(kind, period, schedule))
     return sorted(found, key=lambda item: (item.available_on, item.kind))
+
+
+def submit_before(
+    kind: str, period_end: date, schedule: dict[PeriodKind, int] = SCHEDULE
+) -> date | None:
+    """The deadline of a scheduled report of ``kind`` (None: that kind is not scheduled)."""
+    for scheduled, days in schedule.items():
+        if scheduled == kind:
+            return period_end + timedelta(days=days)
+    return None
+
+
+def local_day(moment: datetime, calendar: ReportCalendar = DEFAULT_CALENDAR) -> date:
+    """The reporting calendar's day of ``moment`` (a naive one is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(calendar.zone).date()
+
+
+def schedule_states(
+    entries: Sequence[ArchivedReport],
+    today: date,
+    site: str | None,
+    schedule: dict[PeriodKind, int] = SCHEDULE,
+    calendar: ReportCalendar = DEFAULT_CALENDAR,
+) -> list[ScheduleState]:
+    """Each kind's latest ended period with what the archive holds for ``site``, then the
+    next period of each kind. In on time means archived on a local day before the deadline."""
+    archived: dict[tuple[str, str], datetime] = {}
+    for entry in entries:
+        if entry.origin != SCHEDULED or entry.site != site:
+            continue
+        at = datetime.fromisoformat(entry.generated_at)
+        known = archived.get((entry.kind, entry.key))
+        if known is None or at < known:
+            archived[(entry.kind, entry.key)] = at
+    states: list[ScheduleState] = []
+    for due in due_reports(today, schedule, calendar):
+        archived_at = archived.get((due.kind, due.period.key))
+        if archived_at is not None:
+            on_time = local_day(archived_at, calendar) < due.submit_before
+            states.append(ScheduleState(due, "on_time" if on_time else "late", archived_at))
+        else:
+            states.append(
+                ScheduleState(due, "due" if today < due.submit_before else "overdue", None)
+            )
+    states += [
+        ScheduleState(due, "upcoming", None) for due in upcoming_reports(today, schedule, calendar)
+    ]
+    return states
 
 
 def _scope(site: str | None) -> str:
@@ -221,32 +304,86 @@ def archive_report(
         report = build_report(
             session, period, site, series=series, previous_live=previous_live, now=now
         )
-        written = []
-        for lang, fmt in missing:
-            if fmt == "json":
-                content = (
-                    json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n"
-                ).encode("utf-8")
-            else:
-                assert lang is not None
-                content = render(report, lang, fmt)
-            path = relative(lang, fmt)
-            _write_atomically(archive_dir / path, content)
-            written.append(
-                ArchivedReport(
-                    kind=period.kind,
-                    key=period.key,
-                    site=site,
-                    lang=lang,
-                    format=fmt,
-                    path=path,
-                    sha256=hashlib.sha256(content).hexdigest(),
-                    bytes=len(content),
-                    generated_at=now.isoformat(),
-                    period_start=period.start.isoformat(),
-                    period_end=period.end.isoformat(),
-                )
-            )
+        written = [
+            _store(archive_dir, relative(lang, fmt), report, lang, fmt, SCHEDULED)
+            for lang, fmt in missing
+        ]
+        _write_index(archive_dir, [*entries, *written])
+        return written
+
+
+def _store(
+    archive_dir: Path,
+    path: str,
+    report: ComplianceReport,
+    lang: str | None,
+    fmt: str,
+    origin: str,
+) -> ArchivedReport:
+    """Render one file of ``report``, write it under ``path`` and describe it for the index."""
+    if fmt == "json":
+        content = (json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n").encode()
+    else:
+        assert lang is not None
+        content = render(report, lang, fmt)
+    _write_atomically(archive_dir / path, content)
+    period = report.period
+    return ArchivedReport(
+        kind=period.kind,
+        key=period.key,
+        site=report.site_id,
+        lang=lang,
+        format=fmt,
+        path=path,
+        sha256=hashlib.sha256(content).hexdigest(),
+        bytes=len(content),
+        generated_at=report.generated_at.isoformat(),
+        period_start=period.start.isoformat(),
+        period_end=period.end.isoformat(),
+        origin=origin,
+    )
+
+
+def generate_on_demand(
+    session: Session,
+    archive_dir: Path,
+    period: Period,
+    site: str | None,
+    lang: str,
+    *,
+    formats: Sequence[str] = FORMATS,
+    series: SeriesReader | None = None,
+    now: datetime | None = None,
+) -> list[ArchivedReport]:
+    """Make one report now, in ``lang`` and each of ``formats``, and index it on-demand.
+
+    Its trend uses the scheduled archive's previous-period figures, like a scheduled report;
+    the files get the generation time in their names, so asking twice keeps both.
+    Raises LookupError for an unknown site (before anything is written).
+    """
+    now = now or datetime.now(UTC)
+    with _locked(archive_dir):
+        entries = _read_index(archive_dir)
+        previous = archived_figures(archive_dir, period.previous, site)
+        report = build_report(
+            session,
+            period,
+            site,
+            series=series,
+            previous_live=previous_live_from_archive(previous) if previous else {},
+            now=now,
+        )
+        listed = {entry.path for entry in entries}
+        folder = Path(ON_DEMAND_DIR) / report_folder(period)
+        stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        for attempt in range(1, 1000):
+            name = f"{_scope(site)}.{lang}.{stamp}" + ("" if attempt == 1 else f"-{attempt}")
+            paths = {fmt: (folder / f"{name}.{fmt}").as_posix() for fmt in formats}
+            if not any(p in listed or (archive_dir / p).exists() for p in paths.values()):
+                break
+        else:  # pragma: no cover - a thousand reports in one second
+            raise RuntimeError("no free on-demand report name")
+        written = [_store(archive_dir, paths[fmt], report, lang, fmt, ON_DEMAND) for fmt in formats]
         _write_index(archive_dir, [*entries, *written])
         return written
 

@@ -21,6 +21,7 @@ from campuswatch.collector.web import (
     pages_devices,
     pages_inventory,
     pages_overview,
+    pages_reports,
 )
 from campuswatch.collector.web.auth import LoginRequired
 
@@ -34,7 +35,14 @@ def _to_login(request: Request, exc: Exception) -> RedirectResponse:
 
 def mount(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
-    for module in (pages_auth, pages_overview, pages_alerts, pages_inventory, pages_devices):
+    for module in (
+        pages_auth,
+        pages_overview,
+        pages_alerts,
+        pages_inventory,
+        pages_devices,
+        pages_reports,
+    ):
         app.include_router(module.router, include_in_schema=False)
     app.add_exception_handler(LoginRequired, _to_login)
 

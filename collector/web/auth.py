@@ -5,7 +5,9 @@ user's role and scope) and puts it in the ``cw_token`` cookie that the API's
 ``current_principal`` already reads. Why a token rather than a signed cookie: revocation
 is a row update that the API and the UI both honour at once (logout, disabling a user,
 an admin revoking it in /api/v1/tokens), and no signing key has to be provisioned and
-rotated. The token lives ``SESSION_HOURS``; the UI revokes it when it is found expired and
+rotated. The token lives ``SESSION_HOURS`` from login, enforced by the server wherever it
+is presented (``db.access.find_api_token`` refuses it after that, for the API as for the
+UI), not only by the cookie's Max-Age; the UI also revokes it when it is found expired and
 every login sweeps the expired ones.
 
 CSRF, two layers: the cookie is ``SameSite=Strict`` (a browser does not send it on a
@@ -22,7 +24,6 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -33,10 +34,13 @@ from sqlalchemy.orm import Session
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.api.deps import Principal, current_principal
 from campuswatch.collector.db.access import (
+    UI_SESSION_LIFETIME,
+    UI_SESSION_PREFIX,
     create_api_token,
     find_api_token,
     hash_password,
     hash_token,
+    session_expired,
     verify_password,
 )
 from campuswatch.collector.db.models import ApiToken, User
@@ -45,8 +49,8 @@ from campuswatch.wire.ids import utc_now
 
 SESSION_COOKIE: Final = "cw_token"
 LANGUAGE_COOKIE: Final = "cw_lang"
-SESSION_PREFIX: Final = "ui-session:"
-SESSION_HOURS: Final = 12
+SESSION_PREFIX: Final = UI_SESSION_PREFIX
+SESSION_HOURS: Final = int(UI_SESSION_LIFETIME.total_seconds() // 3600)
 CSRF_FIELD: Final = "csrf_token"
 _CSRF_PURPOSE: Final = b"campuswatch-ui-form"
 # Verifying against a throw-away hash when the user does not exist keeps the answer time
@@ -82,19 +86,13 @@ def csrf_token_for(session_token: str) -> str:
     return hmac.new(session_token.encode("utf-8"), _CSRF_PURPOSE, hashlib.sha256).hexdigest()
 
 
-def _expired(token: ApiToken) -> bool:
-    return token.name.startswith(SESSION_PREFIX) and token.created_at < utc_now() - timedelta(
-        hours=SESSION_HOURS
-    )
-
-
 def page_user(request: Request, session: Session) -> UiUser:
     """The logged-in user of a page request, or LoginRequired."""
     plain = request.cookies.get(SESSION_COOKIE)
     if not plain:
         raise LoginRequired
     token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plain)))
-    if token is not None and token.revoked_at is None and _expired(token):
+    if token is not None and token.revoked_at is None and session_expired(token):
         token.revoked_at = utc_now()
         session.commit()
     try:
@@ -143,8 +141,8 @@ def start_session(session: Session, user: User) -> str:
 
 
 def valid_api_token(session: Session, plain: str) -> ApiToken | None:
-    token = find_api_token(session, plain.strip())
-    if token is None or _expired(token):
+    token = find_api_token(session, plain.strip())  # refuses revoked and expired tokens
+    if token is None:
         return None
     session.commit()
     return token
@@ -161,7 +159,7 @@ def end_session(session: Session, plain: str | None) -> None:
 
 
 def sweep_expired_sessions(session: Session) -> int:
-    cutoff = utc_now() - timedelta(hours=SESSION_HOURS)
+    cutoff = utc_now() - UI_SESSION_LIFETIME
     stale = session.scalars(
         select(ApiToken).where(
             ApiToken.name.startswith(SESSION_PREFIX, autoescape=True),

@@ -94,6 +94,7 @@ ASSET_FIELD: Final = {
     "room": N_("Room"),
     "status": N_("Status"),
     "registered": N_("Registered"),
+    "ignored": N_("Ignored (not school equipment)"),
     "purchase_date": N_("Purchase date"),
     "warranty_end": N_("Warranty end"),
     "security_level": N_("Security level"),
@@ -133,4 +134,28 @@ ROLE: Final = {
     "soc": N_("SOC analyst"),
     "facilities": N_("facilities manager"),
     "viewer": N_("viewer"),
+}
+REPORT_KIND: Final = {
+    "week": N_("Week"),
+    "month": N_("Month"),
+    "quarter": N_("Quarter"),
+    "six-month": N_("Six months (plan)"),
+    "annual": N_("Annual (plan)"),
+    "semester1": N_("Semester 1"),
+    "semester2": N_("Semester 2"),
+    "school-year": N_("School year"),
+    "year": N_("Calendar year"),
+}
+REPORT_STATE: Final = {
+    "on_time": N_("on time"),
+    "late": N_("submitted late"),
+    "due": N_("due"),
+    "overdue": N_("overdue"),
+    "upcoming": N_("upcoming"),
+    "on_demand": N_("on request"),
+    "unscheduled": N_("not scheduled"),
+}
+LANGUAGE: Final = {
+    "vi": N_("Vietnamese"),
+    "en": N_("English"),
 }

@@ -78,3 +78,16 @@ def test_schedule_and_generate_due(register: str, tmp_path: Path) -> None:
     assert second.exit_code == 0 and second.stdout == ""
     listing = runner.invoke(app, ["archive", "--archive", str(archive), "--verify"])
     assert listing.exit_code == 0 and "all.en.xlsx" in listing.stdout
+
+
+def test_the_archive_defaults_to_the_collectors_data_dir(register: str, tmp_path: Path) -> None:
+    """Without --archive the scheduler writes where the web UI's Reports page reads."""
+    runner = CliRunner()
+    args = ["generate-due", "--today", "2026-06-01", "--site", "dist", "--db", register]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        tmp_path / "data" / "reports" / "2026" / "six-month" / "2026-H1" / "dist.vi.pdf"
+    ).exists()
+    listing = runner.invoke(app, ["archive", "--verify"])
+    assert listing.exit_code == 0 and "2026/six-month/2026-H1/dist.en.xlsx" in listing.stdout

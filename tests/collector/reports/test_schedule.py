@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+
+import pytest
 
 from campuswatch.collector.db.models import Device
 from campuswatch.collector.reports.periods import report_period
 from campuswatch.collector.reports.schedule import (
+    ON_DEMAND,
+    SCHEDULED,
+    ArchivedReport,
     archived_figures,
     due_reports,
     generate_due,
+    generate_on_demand,
     list_archive,
+    schedule_states,
+    submit_before,
     upcoming_reports,
     verify_archive,
 )
@@ -107,3 +115,73 @@ def test_previous_live_figures_come_from_the_archive(district: District, tmp_pat
     assert (av["current"]["numerator"], av["current"]["denominator"]) == (4, 7)
     assert (av["previous"]["numerator"], av["previous"]["denominator"]) == (3, 7)
     assert (av["trend"], av["improved"]) == ("up", True)
+
+
+def _entry(kind: str, key: str, generated: str, **changes: object) -> ArchivedReport:
+    values: dict[str, object] = {
+        "kind": kind, "key": key, "site": None, "lang": "vi", "format": "pdf",
+        "path": f"{kind}/{key}.pdf", "sha256": "0" * 64, "bytes": 1, "generated_at": generated,
+        "period_start": "2026-01-01", "period_end": "2026-01-31", "origin": SCHEDULED,
+    }  # fmt: skip
+    values.update(changes)
+    return ArchivedReport(**values)  # type: ignore[arg-type]
+
+
+def test_schedule_states_tell_on_time_late_due_overdue_and_upcoming() -> None:
+    today = date(2026, 6, 8)
+    entries = [
+        _entry("six-month", "2026-H1", "2026-06-02T01:00:00+00:00"),
+        # 4 June 20:00 UTC is already 5 June in Vietnam: the deadline day, so late.
+        _entry("month", "2026-05", "2026-06-04T20:00:00+00:00"),
+        # Neither an on-demand report nor another site's report counts for "everything".
+        _entry("quarter", "2026-Q1", "2026-04-02T01:00:00+00:00", origin=ON_DEMAND),
+        _entry("quarter", "2026-Q1", "2026-04-02T01:00:00+00:00", site="dist"),
+    ]
+    states = schedule_states(entries, today, None)
+    latest = {s.due.kind: s.state for s in states if s.state != "upcoming"}
+    assert latest["six-month"] == "on_time" and latest["month"] == "late"
+    assert latest["week"] == "due"  # week 23 ended yesterday, due before Tuesday 9 June
+    assert latest["quarter"] == "overdue"  # Q1 was due before 10 April
+    six_month = next(s for s in states if s.due.kind == "six-month")
+    assert six_month.archived_at == datetime(2026, 6, 2, 1, tzinfo=UTC)
+    upcoming = {s.due.kind: s.due for s in states if s.state == "upcoming"}
+    assert upcoming["annual"].submit_before == date(2026, 12, 5)
+    assert set(upcoming) == set(latest)
+    dist = {s.due.kind: s.state for s in schedule_states(entries, today, "dist")[:7]}
+    assert dist["quarter"] == "on_time" and dist["six-month"] == "overdue"
+    assert submit_before("six-month", date(2026, 5, 31)) == date(2026, 6, 5)
+    assert submit_before("semester2", date(2026, 5, 31)) is None
+
+
+def test_on_demand_reports_live_apart_and_leave_the_schedule_alone(
+    district: District, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    february = district.period
+    first = generate_on_demand(
+        district.session, archive, february, "dist", "en", formats=("html", "xlsx"), now=NOW
+    )
+    folder = "on-demand/2026/month/2026-02"
+    assert [entry.path for entry in first] == [
+        f"{folder}/dist.en.20260302T030000Z.html",
+        f"{folder}/dist.en.20260302T030000Z.xlsx",
+    ]
+    assert {entry.origin for entry in first} == {ON_DEMAND}
+    again = generate_on_demand(
+        district.session, archive, february, "dist", "en", formats=("html",), now=NOW
+    )
+    assert [entry.path for entry in again] == [f"{folder}/dist.en.20260302T030000Z-2.html"]
+    assert b"Monthly report, February 2026" in (archive / again[0].path).read_bytes()
+    with pytest.raises(LookupError):
+        generate_on_demand(district.session, archive, february, "nowhere", "en", now=NOW)
+    assert len(list_archive(archive)) == 3
+    # The scheduled February report is still made, and it alone is the archived figures.
+    assert archived_figures(archive, february, "dist") is None
+    scheduled = generate_due(
+        district.session, archive, date(2026, 3, 2), sites=["dist"], formats=("html",), now=NOW
+    )
+    assert "2026/month/2026-02/dist.en.html" in {entry.path for entry in scheduled}
+    assert archived_figures(archive, february, "dist") is not None
+    assert verify_archive(archive) == []
+    states = schedule_states(list_archive(archive), date(2026, 3, 2), "dist")
+    assert next(s for s in states if s.due.kind == "month").state == "on_time"

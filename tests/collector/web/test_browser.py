@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,9 +16,13 @@ import uvicorn
 from campuswatch.collector.alerts.manager import AlertManager
 from campuswatch.collector.api.app import create_app
 from campuswatch.collector.db.access import create_user
+from campuswatch.collector.reports.i18n import t
+from campuswatch.collector.reports.periods import report_period
+from campuswatch.collector.reports.schedule import local_day
 from campuswatch.collector.web import mount
 from campuswatch.collector.web.pages_alerts import ALERT_MANAGER_KEY
 from campuswatch.wire import AvMessage, AvProduct, HelloMessage, encode_message
+from campuswatch.wire.ids import utc_now
 from campuswatch.wire.messages import (
     HardwareInfo,
     HealthMessage,
@@ -149,6 +154,24 @@ def api_figures(collector: RunningCollector) -> dict[str, int]:
     }
 
 
+def check_report_pdf(pdf: Path, expected: dict[str, int]) -> None:
+    """Page 1 rasterised next to the screenshots; the antivirus row shows the API's count."""
+    for tool in ("pdftoppm", "pdftotext"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (Debian package poppler-utils)")
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf),
+         str(SCREENSHOTS / "09-report-pdf")],
+        check=True,
+    )  # fmt: skip
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True
+    ).stdout.decode("utf-8")
+    head = " ".join(t("av_coverage", "en").split()[:3])
+    row = next(line for line in text.splitlines() if line.strip().startswith(head))
+    assert f"{expected['protected']}/{expected['computers']}" in row.replace(" ", ""), row
+
+
 def test_browser_journey(served: Served, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
@@ -218,6 +241,26 @@ def test_browser_journey(served: Served, tmp_path: Path) -> None:
             page.goto(f"{served.base}/ui/devices/pc-a-01")
             shoot(page, "06-device")
 
+            # Generate this month's report for the district; its PDF shows the API's figures.
+            page.click("a[href='/ui/reports']")
+            month = report_period("month", local_day(utc_now()))
+            page.select_option("select[name=site_id]", "hn-bd")
+            page.select_option("select[name=period]", f"month:{month.start.isoformat()}")
+            page.check("input[name=lang][value=en]")
+            page.click("#generate-report button[type=submit]")
+            page.wait_for_url(re.compile(r"/ui/reports\?new="))
+            row = page.locator("table.reports tr.new")
+            assert row.count() == 1 and "Quận Ba Đình" in row.inner_text()
+            shoot(page, "09-reports")
+            with page.expect_download() as pdf_download:
+                row.locator("a[data-format=pdf]").click()
+            assert pdf_download.value.suggested_filename == (
+                f"campuswatch-month-{month.key}-hn-bd.en.pdf"
+            )
+            pdf = tmp_path / "report.pdf"
+            pdf_download.value.save_as(pdf)
+            check_report_pdf(pdf, expected)
+
             # Switch to Vietnamese: no English UI text left.
             page.goto(f"{served.base}/ui/")
             page.click("a[hreflang='vi']")
@@ -228,9 +271,17 @@ def test_browser_journey(served: Served, tmp_path: Path) -> None:
                 f"/ui/alerts/{served.alert_id}",
                 "/ui/inventory",
                 "/ui/devices",
+                "/ui/reports",
             ):
                 page.goto(f"{served.base}{path}")
                 assert untranslated_left(page.evaluate(HIDDEN_DATA_JS)) == [], path
+            assert "Báo cáo tháng" in page.inner_text("table.reports")
+            shoot(page, "10-reports-vi")
+            # A phone: the page reflows, only the tables scroll sideways inside their frames.
+            page.set_viewport_size({"width": 390, "height": 844})
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            shoot(page, "11-reports-phone-vi")
+            page.set_viewport_size({"width": 1280, "height": 900})
             page.goto(f"{served.base}/ui/")
             assert "Tổng quan" in page.inner_text("h1")
             shoot(page, "07-overview-vi")

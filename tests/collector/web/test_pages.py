@@ -77,6 +77,7 @@ def test_every_page_in_vietnamese_leaves_no_english(web: WebApp) -> None:
         "/ui/inventory/import",
         "/ui/devices",
         "/ui/devices/pc-a1",
+        "/ui/reports",
         f"/ui/wall?token={DISPLAY_TOKEN}",
         "/ui/login",
     ]

@@ -1,0 +1,104 @@
+"""Archiving due reports from inside the running collector, so no cron job is needed.
+
+``ReportScheduler`` runs ``schedule.generate_due`` once when started and then every
+``interval_s`` (an hour) in its own thread: one pass can render dozens of PDFs (seven kinds ×
+sites × two languages), and the collector's 10-second housekeeping (liveness, rule ticks)
+must never wait for that. Missing a pass costs nothing: the next one catches up, as the
+archive only ever gains what its index lacks. The collector wires it as::
+
+    self.reports = ReportScheduler(self.sessions, default_archive_dir(settings.data_dir),
+                                   series=<the embedded SqliteStore or None>)
+    self.reports.start()   # in start()
+    self.reports.stop()    # in stop(), before the engine is disposed
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from campuswatch.collector.reports.i18n import LANGUAGES
+from campuswatch.collector.reports.outages import SeriesReader
+from campuswatch.collector.reports.periods import DEFAULT_CALENDAR, ReportCalendar
+from campuswatch.collector.reports.render import FORMATS
+from campuswatch.collector.reports.schedule import ArchivedReport, generate_due, local_day
+
+log = logging.getLogger(__name__)
+DEFAULT_INTERVAL_S = 3600.0
+
+
+class ReportScheduler:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        archive_dir: Path,
+        *,
+        series: SeriesReader | None = None,
+        sites: Sequence[str | None] = (None,),
+        languages: Sequence[str] = LANGUAGES,
+        formats: Sequence[str] = FORMATS,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        calendar: ReportCalendar = DEFAULT_CALENDAR,
+    ) -> None:
+        self.sessions = sessions
+        self.archive_dir = archive_dir
+        self.series = series
+        self.sites = list(sites)
+        self.languages = list(languages)
+        self.formats = list(formats)
+        self.interval_s = interval_s
+        self.calendar = calendar
+        self.passes = 0
+        self.failures = 0
+        self.written = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, now: datetime | None = None) -> list[ArchivedReport]:
+        """One pass: archive every due report the index lacks (``now`` for tests)."""
+        now = now or datetime.now(UTC)
+        with self.sessions() as session:
+            written = generate_due(
+                session,
+                self.archive_dir,
+                local_day(now, self.calendar),
+                sites=self.sites,
+                languages=self.languages,
+                formats=self.formats,
+                series=self.series,
+                calendar=self.calendar,
+                now=now,
+            )
+        self.passes += 1
+        self.written += len(written)
+        if written:
+            log.info("archived %d report files in %s", len(written), self.archive_dir)
+        return written
+
+    def _loop(self) -> None:
+        # The first pass runs even when stop() came first: start()+stop() is one pass.
+        while True:
+            try:
+                self.run_once()
+            except Exception:
+                self.failures += 1
+                log.exception("report archiving failed; retrying in %s s", self.interval_s)
+            if self._stop.wait(self.interval_s):
+                return
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="report-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ends the thread after the pass in progress (a pass is never cut half-way)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
