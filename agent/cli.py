@@ -52,6 +52,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     once.add_argument("--json", action="store_true", help="print the messages as JSON")
     common(once)
+
+    enroll = commands.add_parser(
+        "enroll",
+        help="exchange the school's enrolment token for this PC's own broker login",
+        description="Ask the collector for this PC's own MQTT user name and password with the "
+        "enrolment token IT staff created for the school, and keep them in the state dir "
+        "(enrolment.json, readable by the agent's user only). 'agent run' then uses them. "
+        "Exit status: 0 enrolled, 2 bad options, 3 refused, 4 collector unreachable.",
+    )
+    enroll.add_argument(
+        "--server", required=True, help="the collector, e.g. https://collector.district.vn"
+    )
+    enroll.add_argument("--token", required=True, help="the school's enrolment token (cwe_…)")
+    enroll.add_argument(
+        "--ca-file", help="CA certificate of the collector's HTTPS server, if not a public one"
+    )
+    enroll.add_argument(
+        "--forget-token",
+        action="store_true",
+        help="do not keep the token: a clone of this disk then cannot enrol on its own",
+    )
+    common(enroll)
     return parser
 
 
@@ -74,11 +96,15 @@ def _setup_logging(level: str) -> None:
 
 def _run(settings: AgentSettings) -> int:
     _setup_logging(settings.log_level)
+    from campuswatch.agent.enrolment import EnrolmentError
     from campuswatch.agent.main import build_runner
     from campuswatch.wire.mqtt import BrokerUrlError
 
     try:
         runner = build_runner(settings)
+    except EnrolmentError as exc:
+        print(f"error: enrolment failed: {exc}", file=sys.stderr)
+        return 3
     except (BrokerUrlError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -107,6 +133,35 @@ def _once(settings: AgentSettings, as_json: bool) -> int:
     return 0
 
 
+def _enroll(settings: AgentSettings, args: argparse.Namespace) -> int:
+    _setup_logging("WARNING")
+    from campuswatch.agent.enrolment import EnrolmentError, enrol
+
+    try:
+        stored, identity = enrol(
+            settings.resolved_state_dir(),
+            args.server,
+            args.token,
+            ca_file=args.ca_file or settings.enrolment.ca_file,
+            configured_device_id=settings.device_id,
+            keep_token=not args.forget_token,
+        )
+    except EnrolmentError as exc:
+        print(f"error: enrolment failed: {exc}", file=sys.stderr)
+        return 4 if exc.reason == "unreachable" else 3
+    except OSError as exc:
+        print(f"error: cannot write the state dir: {exc}", file=sys.stderr)
+        return 2
+    if identity.info.origin == "reidentified":
+        print(
+            f"note: {identity.info.previous_device_id} belongs to another machine; "
+            f"this PC now has its own id"
+        )
+    print(f"enrolled as {stored.device_id} at site {stored.site}; broker {stored.broker_url}")
+    print(f"credentials kept in {settings.resolved_state_dir() / 'enrolment.json'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -116,4 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "run":
         return _run(settings)
+    if args.command == "enroll":
+        return _enroll(settings, args)
     return _once(settings, args.json)

@@ -177,11 +177,36 @@ def resolve_identity(
                     note="machine fingerprint changed since the state dir was written",
                 ),
             )
+    _save(state_dir, identity, facts)
+    return identity
+
+
+def reidentify(state_dir: Path, facts: HardwareFacts, previous_id: str, *, note: str) -> Identity:
+    """Take a new id on purpose: the collector found ``previous_id`` in use by another machine.
+
+    The new id is derived from random bits (the hardware facts gave the clash), kept in the
+    state dir like any other, and announced in ``hello`` as ``reidentified``.
+    """
+    new_id = derive_device_id(HardwareFacts(os.urandom(16).hex(), None, facts.macs))
+    identity = Identity(
+        new_id,
+        IdentityInfo(
+            fingerprint=facts.fingerprint(),
+            origin="reidentified",
+            previous_device_id=previous_id,
+            note=note[:200],
+        ),
+    )
+    _save(state_dir, identity, facts)
+    return identity
+
+
+def _save(state_dir: Path, identity: Identity, facts: HardwareFacts) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / IDENTITY_FILE
     temporary = path.with_suffix(".tmp")
     temporary.write_text(
         json.dumps({"device_id": identity.device_id, "facts": asdict(facts)}, indent=2),
         encoding="utf-8",
     )
     os.replace(temporary, path)
-    return identity

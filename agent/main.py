@@ -7,6 +7,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
+
+from campuswatch.agent.enrolment import enrolment_for
 from campuswatch.agent.identity import Identity, read_hardware_facts, resolve_identity
 from campuswatch.agent.probes import Probe, ProbeContext
 from campuswatch.agent.runner import AgentRunner
@@ -49,12 +52,50 @@ def _identity(settings: AgentSettings) -> Identity:
     )
 
 
+def apply_enrolment(
+    settings: AgentSettings, identity: Identity
+) -> tuple[AgentSettings, str, Identity]:
+    """Settings, site and identity with this machine's enrolled broker login, if it has one.
+
+    A login configured by hand (``mqtt.username``) wins: enrolment is then not used.
+    Raises ``EnrolmentError`` when the machine must enrol and cannot.
+    """
+    if settings.mqtt.username:
+        return settings, _site(settings), identity
+    enrolment, identity = enrolment_for(
+        settings.resolved_state_dir(),
+        identity,
+        server_url=settings.enrolment.server,
+        token=settings.enrolment.token,
+        ca_file=settings.enrolment.ca_file,
+        configured_device_id=settings.device_id,
+    )
+    if enrolment is None:
+        return settings, _site(settings), identity
+    if settings.site and settings.site != enrolment.site:
+        log.warning(
+            "site %r in the settings differs from the enrolled site %r; the broker only "
+            "accepts the enrolled one, so it is used",
+            settings.site,
+            enrolment.site,
+        )
+    mqtt = msgspec.structs.replace(
+        settings.mqtt,
+        broker=enrolment.broker_url,
+        username=enrolment.username,
+        password=enrolment.password,
+        ca_file=settings.mqtt.ca_file or enrolment.ca_file,
+    )
+    return msgspec.structs.replace(settings, mqtt=mqtt), enrolment.site, identity
+
+
 def build_runner(settings: AgentSettings, probes: Sequence[Probe] | None = None) -> AgentRunner:
-    identity = _identity(settings)
+    # Enrolling may give this machine a new id (the collector found a clone).
+    settings, site, identity = apply_enrolment(settings, _identity(settings))
     return AgentRunner(
         settings,
         identity,
-        _site(settings),
+        site,
         list(probes) if probes is not None else default_probes(),
         state_dir=settings.resolved_state_dir(),
         device_type="server" if _looks_like_server() else "pc",

@@ -77,6 +77,16 @@ class QueueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Leaky bucket: a backlog drains at this rate so a school reconnecting cannot flood."""
 
 
+class EnrolmentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Enrol automatically at start (for disk images): the school's token and the collector."""
+
+    server: str | None = None
+    """The collector's address, e.g. ``https://collector.district.vn``."""
+    token: str | None = None
+    ca_file: str | None = None
+    """CA that signed the collector's HTTPS certificate, if not a public one."""
+
+
 class AgentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     site: Identifier | None = None
     device_id: Identifier | None = None
@@ -89,6 +99,7 @@ class AgentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     net: NetSettings = msgspec.field(default_factory=NetSettings)
     av: AvSettings = msgspec.field(default_factory=AvSettings)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
+    enrolment: EnrolmentSettings = msgspec.field(default_factory=EnrolmentSettings)
 
     def resolved_state_dir(self) -> Path:
         if self.state_dir:

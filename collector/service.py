@@ -19,9 +19,12 @@ from campuswatch.collector.db.access import hash_token
 from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
 from campuswatch.collector.db.housekeeping import prune_dead_letters, prune_processed
 from campuswatch.collector.db.models import ApiToken, Device
+from campuswatch.collector.enrolment.service import EnrolmentService
 from campuswatch.collector.ingest import BatchSink, Ingestor
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.metrics import MetricSources, build_registry
+from campuswatch.collector.reports.schedule import default_archive_dir
+from campuswatch.collector.reports.scheduler import ReportScheduler
 from campuswatch.collector.settings import CollectorSettings
 from campuswatch.collector.sinks import RegisterSink
 from campuswatch.collector.tsdb.buffer import BufferedWriter
@@ -35,8 +38,6 @@ from campuswatch.wire.topics import build_topic, subscription
 
 log = logging.getLogger(__name__)
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin (CW_ADMIN_TOKEN)"
-HOUSEKEEPING_INTERVAL_S = 10.0
-"""Liveness timeouts, pruning, rule ticks (absence, ratio) and alert repeats/escalations."""
 
 
 class CollectorService:
@@ -62,7 +63,15 @@ class CollectorService:
             policy=AlertPolicy(group_wait=timedelta(seconds=settings.alert_group_wait_s)),
         )
         self.sinks: list[BatchSink] = [self.register_sink, self.alerting]
-        self.extra_metrics: list[Callable[[], Any]] = [self.alerting.metrics]
+        self.enrolment = EnrolmentService(
+            self.sessions,
+            broker_dir=settings.broker_dir,
+            agent_broker_url=settings.agent_broker_url,
+        )
+        self.extra_metrics: list[Callable[[], Any]] = [
+            self.alerting.metrics,
+            self.enrolment.metrics,
+        ]
         broker = parse_broker_url(settings.broker)
         share = settings.share_group
         topic_filter = subscription()
@@ -113,14 +122,29 @@ class CollectorService:
             timeseries=(
                 self.timeseries_writer if isinstance(self.timeseries_writer, SqliteStore) else None
             ),
-            health_checks={"broker": self._broker_health, "tsdb": self._tsdb_health},
+            health_checks={
+                "broker": self._broker_health,
+                "tsdb": self._tsdb_health,
+                "ingest": self._ingest_health,
+            },
             extras={
                 "alert_manager": self.alerting.manager,
+                "enrolment": self.enrolment,
                 # Notifications are already in the outbox (same transaction); just wake
                 # the forwarders.
                 "alert_notify": lambda _notifications: self.alerting.forwarder.wake(),
             },
         )
+        self.reports: ReportScheduler | None = None
+        if settings.report_schedule_interval_s > 0:
+            self.reports = ReportScheduler(
+                self.sessions,
+                default_archive_dir(settings.data_dir),
+                series=self.timeseries_writer
+                if isinstance(self.timeseries_writer, SqliteStore)
+                else None,
+                interval_s=settings.report_schedule_interval_s,
+            )
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(
             target=self._housekeeping_loop, name="housekeeping", daemon=True
@@ -129,6 +153,8 @@ class CollectorService:
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.reports is not None:
+            self.reports.start()
         self.alerting.start()
         self.ingestor.start()
         self._housekeeper.start()
@@ -147,6 +173,8 @@ class CollectorService:
         self.ingestor.stop()
         self.alerting.stop()
         self.tsdb.close()
+        if self.reports is not None:
+            self.reports.stop()  # waits for a pass in progress: it reads the register
         self.timeseries_writer.close()
         self.engine.dispose()
 
@@ -191,6 +219,16 @@ class CollectorService:
             return False, f"store unreachable, {stats.spool_depth} points spooled"
         return True, "ok"
 
+    def _ingest_health(self) -> tuple[bool, str]:
+        stats = self.ingestor.stats
+        since = stats.failing_since
+        if since is None:
+            return True, "ok"
+        return False, (
+            f"cannot store for {time.time() - since:.0f} s, retrying "
+            f"({self.ingestor.pending} messages waiting): {stats.last_error}"
+        )
+
     def housekeeping(self) -> None:
         now = utc_now()
         changes = self.liveness.expire(now)
@@ -205,11 +243,13 @@ class CollectorService:
         self.alerting.tick(now)
 
     def _housekeeping_loop(self) -> None:
-        while not self._stop.wait(HOUSEKEEPING_INTERVAL_S):
+        # Liveness timeouts, pruning, rule ticks (absence, ratio) and alert timers.
+        interval = self.settings.housekeeping_interval_s
+        while not self._stop.wait(interval):
             started = time.monotonic()
             try:
                 self.housekeeping()
             except Exception:
-                log.exception("housekeeping failed; retrying in %s s", HOUSEKEEPING_INTERVAL_S)
-            if time.monotonic() - started > HOUSEKEEPING_INTERVAL_S:
+                log.exception("housekeeping failed; retrying in %s s", interval)
+            if time.monotonic() - started > interval:
                 log.warning("housekeeping took longer than its interval")

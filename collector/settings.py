@@ -51,6 +51,11 @@ class CollectorSettings(BaseSettings):
     db: str | None = None
     """None = SQLite register in data_dir; or postgresql+psycopg://user@host/db."""
     rules_dir: Path | None = None
+    broker_dir: Path | None = None
+    """The folder ``campuswatch broker config --out`` wrote; enrolment issues logins into it."""
+    agent_broker_url: str | None = None
+    """The broker address handed to enrolled agents (e.g. ``mqtts://broker.school.vn:8883``);
+    the collector's own ``broker`` is often a loopback listener agents cannot reach."""
     forwarding_config: Path | None = None
     admin_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("CW_ADMIN_TOKEN", "admin_token")
@@ -60,10 +65,16 @@ class CollectorSettings(BaseSettings):
     batch_wait_s: float = Field(default=0.05, gt=0, le=5)
     max_pending_messages: int = Field(default=50_000, ge=100)
     dead_letter_keep: int = Field(default=10_000, ge=100)
+    report_schedule_interval_s: float = Field(default=3600.0, ge=0)
+    """How often due compliance reports are generated into ``data_dir/reports`` (the
+    six-month one before 5 June, the annual one before 5 December, …); 0 turns it off."""
     alert_group_wait_s: float = Field(default=30.0, ge=0, le=3600)
     """How long a new alert group waits before notifying the SOC (Alertmanager's group_wait):
     long enough for a school's uplink alert to arrive and mute its 200 device alerts; 0
     notifies at once."""
+    housekeeping_interval_s: float = Field(default=10.0, gt=0, le=300)
+    """How often liveness timeouts, time-driven rules (absence, ratio, ``for``) and alert
+    timers (group_wait, repeats, escalations) are evaluated."""
     liveness: LivenessSettings = Field(default_factory=LivenessSettings)
 
     @field_validator("admin_token", "display_token")

@@ -57,8 +57,12 @@ def scan(
         Path | None, typer.Option(help="An IEEE oui.txt to add to the vendor table.")
     ] = None,
     hostnames: Annotated[
-        str, typer.Option(help="DHCP host names: keep, hash (personal data) or drop.")
-    ] = "keep",
+        str,
+        typer.Option(
+            help="DHCP host names: hash (default; they often name a person), keep "
+            "(printers and projectors announce useful names) or drop."
+        ),
+    ] = "hash",
     retries: Annotated[int, typer.Option(help="Extra ARP passes for silent addresses.")] = 1,
 ) -> None:
     """Find the devices on a school subnet: ARP sweep, vendor, optional ports and DHCP names."""

@@ -50,7 +50,8 @@ class ScanOptions:
     retries: int = 1
     reply_wait_s: float = 2.0
     oui_file: Path | None = None
-    hostnames: HostnamePolicy = "keep"
+    hostnames: HostnamePolicy = "hash"
+    """DHCP names often carry a person's name ("Lans-iPhone"): hashed unless asked."""
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -171,6 +172,9 @@ class Asset(Base):
     first_seen: Mapped[datetime | None] = mapped_column()
     last_seen: Mapped[datetime | None] = mapped_column()
     registered: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A discovered host a person has looked at and let be (a visitor's phone): no
+    # "unknown device" alert for it, and it is not counted as a registered asset either.
+    ignored: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     manual_fields: Mapped[list[str]] = mapped_column(default=list)
     # Decree 85/2016 security level and the date its protection plan was approved.
     security_level: Mapped[int | None] = mapped_column(SmallInteger)
@@ -304,4 +308,5 @@ class User(Base):
 # The alert and outbox tables live with their subsystems but share this metadata, so
 # Alembic's comparison and create_all see one schema.
 from campuswatch.collector.alerts import models as _alert_models  # noqa: E402, F401
+from campuswatch.collector.enrolment import models as _enrolment_models  # noqa: E402, F401
 from campuswatch.collector.forward import models as _outbox_models  # noqa: E402, F401

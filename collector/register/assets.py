@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any, Final, Literal
 
 import msgspec
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.db.models import (
@@ -63,6 +63,7 @@ EDITABLE_FIELDS: Final = (
     "room",
     "status",
     "registered",
+    "ignored",
     "purchase_date",
     "warranty_end",
     "security_level",
@@ -143,13 +144,14 @@ class AssetChange:
     """What one message did to one asset; ``unknown_device`` is the rules engine's cue."""
 
     asset_id: int
-    action: Literal["created", "updated"]
+    action: Literal["created", "updated", "seen"]
     changed_fields: tuple[str, ...]
     registered: bool
     source: str
     unknown_device: bool = False
     mac: str | None = None
     ip: str | None = None
+    ignored: bool = False
 
 
 # --- small helpers --------------------------------------------------------------------------
@@ -503,6 +505,16 @@ def _apply_sender(
     )
 
 
+def _is_unknown_host(asset: Asset) -> bool:
+    """Seen only by network sweeps, and no person has registered or ignored it."""
+    return (
+        asset.source == "discovery"
+        and asset.device_id is None
+        and not asset.registered
+        and not asset.ignored
+    )
+
+
 def _apply_discovered_host(
     session: Session, decoded: DecodedMessage, host: DiscoveredHost, mac: str
 ) -> AssetChange | None:
@@ -536,14 +548,16 @@ def _apply_discovered_host(
                 source="discovery",
                 changed=changed,
             )
-        if not changed:
-            return None
+        # Every sighting carries the register's verdict, so an "unknown device" alert
+        # resolves at the next sweep after a person registers or ignores the host.
         return AssetChange(
             asset_id=asset.id,
-            action="updated",
+            action="updated" if changed else "seen",
             changed_fields=tuple(changed),
             registered=asset.registered,
             source=asset.source,
+            unknown_device=_is_unknown_host(asset),
+            ignored=asset.ignored,
             mac=mac,
             ip=host.ip,
         )
@@ -660,7 +674,7 @@ def _clean_value(session: Session, asset: Asset | None, key: str, raw: object) -
         if not 1 <= level <= 5:
             raise ValueError(f"security level {level} outside 1-5 (Decree 85/2016)")
         return level
-    if key == "registered":
+    if key in ("registered", "ignored"):
         if isinstance(raw, bool):
             return raw
         text = str(raw).lower() if raw is not None else ""
@@ -689,6 +703,8 @@ def _clean_value(session: Session, asset: Asset | None, key: str, raw: object) -
         raw = str(raw)
     if raw is not None and len(raw) > _TEXT_LIMITS[key]:
         raise ValueError(f"longer than {_TEXT_LIMITS[key]} characters")
+    if raw is not None and "\x00" in raw:
+        raise ValueError("contains a NUL character")  # PostgreSQL cannot store one
     if key == "site_id" and raw is not None and session.get(Site, raw) is None:
         raise ValueError(f"unknown site {raw!r}")
     if key in {"asset_tag", "device_id"} and raw is not None:
@@ -927,7 +943,7 @@ ROUTINE_KINDS: Final = frozenset({"state", "av", "net", "health", "telemetry", "
 
 
 def apply_routine_batch(session: Session, batch: Sequence[DecodedMessage]) -> list[DecodedMessage]:
-    """Apply routine messages from already-known devices with two queries for the batch.
+    """Apply routine messages from already-known devices with a few statements per batch.
 
     The per-message path (``apply_message``) costs several round trips; a district sends
     thousands of health/net/av messages a second, so those go here. Returns the messages
@@ -939,26 +955,46 @@ def apply_routine_batch(session: Session, batch: Sequence[DecodedMessage]) -> li
         for device in session.scalars(select(Device).where(Device.device_id.in_(device_ids)))
     }
     asset_ids = {device.asset_id for device in devices.values() if device.asset_id is not None}
-    assets = (
-        {asset.id: asset for asset in session.scalars(select(Asset).where(Asset.id.in_(asset_ids)))}
-        if asset_ids
-        else {}
+    known_assets = set(
+        session.scalars(select(Asset.id).where(Asset.id.in_(asset_ids))) if asset_ids else ()
     )
     remaining: list[DecodedMessage] = []
+    last_seen: dict[int, datetime] = {}
     for decoded in batch:
         message = decoded.message
         device = devices.get(message.device_id)
+        asset_id = device.asset_id if device is not None else None
         if (
             kind_of(message) not in ROUTINE_KINDS
             or device is None
             or device.site_id != message.site
-            or device.asset_id not in assets
+            or asset_id is None
+            or asset_id not in known_assets
         ):
             remaining.append(decoded)
             continue
         _update_device(session, decoded)
-        asset = assets[device.asset_id]
-        if asset.last_seen is None or decoded.received_at > asset.last_seen:
-            asset.last_seen = decoded.received_at
+        seen = last_seen.get(asset_id)
+        if seen is None or decoded.received_at > seen:
+            last_seen[asset_id] = decoded.received_at
     session.flush()
+    if last_seen:
+        # One executemany, not the ORM's row-by-row UPDATE (the version counter forces that
+        # on assets): a sighting is not an edit, so it leaves ``version`` alone and cannot
+        # make a person's concurrent edit fail; the WHERE keeps last_seen monotonic when
+        # two collectors share the load.
+        session.connection().execute(
+            _TOUCH_ASSET,
+            [{"asset_id": key, "seen": value} for key, value in last_seen.items()],
+        )
     return remaining
+
+
+_TOUCH_ASSET: Final = (
+    update(Asset)
+    .where(
+        Asset.id == bindparam("asset_id"),
+        or_(Asset.last_seen.is_(None), Asset.last_seen < bindparam("seen")),
+    )
+    .values(last_seen=bindparam("seen"))
+)

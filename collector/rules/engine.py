@@ -938,7 +938,7 @@ class RuleEngine:
                     continue
                 if change.unknown_device:
                     runtime.observe(site_id, f"mac:{change.mac}", True, at_s, out, (), values)
-                elif change.registered:
+                elif change.registered or change.ignored:
                     runtime.observe(site_id, f"mac:{change.mac}", False, at_s, out, (), values)
         return out
 

@@ -191,7 +191,7 @@ def build_overview(
 
     asset_counts = session.execute(
         select(Asset.site_id, Asset.registered, func.count(Asset.id))
-        .where(Asset.status != "retired")
+        .where(Asset.status != "retired", Asset.ignored.is_(False))
         .group_by(Asset.site_id, Asset.registered)
     ).all()
     for site_id, registered, count in asset_counts:

@@ -34,6 +34,7 @@ FORM_FIELDS: Final = (
     "room",
     "status",
     "registered",
+    "ignored",
     "vendor",
     "model",
     "serial",
@@ -253,7 +254,8 @@ async def asset_edit(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
     require_visible(user, asset.site_id)
     submitted = {name: str(form.get(name) or "") for name in FORM_FIELDS}
-    submitted["registered"] = "true" if form.get("registered") else "false"
+    for flag in ("registered", "ignored"):
+        submitted[flag] = "true" if form.get(flag) else "false"
     # Only fields whose value differs from what the page showed: an unchanged field must not
     # become "manual" and stop following what the agent reports.
     changes: dict[str, object] = {}

@@ -142,7 +142,8 @@ def test_scanner_finds_hosts_with_vendor_type_and_dhcp_name(lab: Lab) -> None:
     scan = subprocess.run(
         [IP, "netns", "exec", lab.scanner_ns, sys.executable, "-m", "campuswatch.agent.scanner",
          "--subnet", lab.subnet, "--site", "school-a", "--device-id", "scan-1", "--interface",
-         "br0", "--rate", "500", "--ports", "--passive", "4", "--once", "--json"],
+         "br0", "--rate", "500", "--ports", "--passive", "4", "--hostnames", "keep", "--once",
+         "--json"],
         capture_output=True, text=True, timeout=240, cwd=ROOT, check=False,
     )  # fmt: skip
     assert scan.returncode == 0, scan.stderr

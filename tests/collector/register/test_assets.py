@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campuswatch.collector.db.models import Asset, AssetMac, Device, Site
+from campuswatch.collector.db.models import Asset, AssetHistory, AssetMac, Device, Site
 from campuswatch.collector.register.assets import (
     AssetConflict,
     AssetValidationError,
@@ -136,12 +136,36 @@ def test_unknown_discovered_host_is_reported(session: Session) -> None:
     asset = session.get(Asset, unknown[0].asset_id)
     assert asset is not None
     assert asset.source == "discovery" and not asset.registered and asset.vendor == "Hikvision"
-    # The next sweep sees it again: not a new unknown device.
+    # The next sweep sees it again: the same asset, still unknown (the alert stays open).
     again = apply_message(
         session,
         decoded(discovery(DiscoveredHost(ip="10.1.0.50", mac="de:ad:be:ef:00:01"), minutes=10)),
     )
-    assert not any(change.unknown_device for change in again)
+    assert [(c.asset_id, c.action, c.unknown_device) for c in again] == [(asset.id, "seen", True)]
+
+
+def test_ignored_or_registered_host_is_no_longer_unknown(session: Session) -> None:
+    phone, camera = "de:ad:be:ef:00:02", "de:ad:be:ef:00:03"
+    sweep = discovery(
+        DiscoveredHost(ip="10.1.0.60", mac=phone), DiscoveredHost(ip="10.1.0.61", mac=camera)
+    )
+    first = {c.mac: c for c in apply_message(session, decoded(sweep))}
+    edit_asset(session, first[phone].asset_id, {"ignored": "yes"}, "user:facilities", None)
+    edit_asset(session, first[camera].asset_id, {"registered": True}, "user:facilities", None)
+    later = discovery(
+        DiscoveredHost(ip="10.1.0.60", mac=phone),
+        DiscoveredHost(ip="10.1.0.61", mac=camera),
+        minutes=10,
+    )
+    verdicts = {
+        c.mac: (c.unknown_device, c.ignored, c.registered)
+        for c in apply_message(session, decoded(later))
+    }
+    assert verdicts == {phone: (False, True, False), camera: (False, False, True)}
+    history = session.scalars(select(AssetHistory).where(AssetHistory.field == "ignored")).all()
+    assert [(h.old_value, h.new_value, h.actor) for h in history] == [
+        ("false", "true", "user:facilities")
+    ]
 
 
 def test_same_serial_from_two_routes_is_one_asset(session: Session) -> None:

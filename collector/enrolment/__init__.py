@@ -1,0 +1,1 @@
+"""Enrolment of agents and devices: tokens per school, per-device broker logins."""
