@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,13 +34,14 @@ class RunningCollector:
 CollectorFactory = Callable[..., RunningCollector]
 
 
-@pytest.fixture
-def collector_factory(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[CollectorFactory]:
+@contextlib.contextmanager
+def collectors_on(broker_url: str, tmp_path: Path) -> Iterator[CollectorFactory]:
+    """A factory of in-process collectors on ``broker_url``, all stopped at the end."""
     started: list[CollectorService] = []
 
     def start(**overrides: Any) -> RunningCollector:
         values: dict[str, Any] = {
-            "broker": mosquitto.url,
+            "broker": broker_url,
             "data_dir": tmp_path / f"collector-{len(started)}",
             "admin_token": ADMIN_TOKEN,
             "batch_wait_s": 0.02,
@@ -52,9 +54,17 @@ def collector_factory(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Co
         started.append(service)
         return RunningCollector(service)
 
-    yield start
-    for service in started:
-        service.stop()
+    try:
+        yield start
+    finally:
+        for service in started:
+            service.stop()
+
+
+@pytest.fixture
+def collector_factory(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[CollectorFactory]:
+    with collectors_on(mosquitto.url, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture

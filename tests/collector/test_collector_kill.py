@@ -2,47 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from campuswatch.localports import free_port, wait_for_port
+from campuswatch.localports import free_port
 from campuswatch.wire import HealthMessage, encode_message
 from campuswatch.wire.mqtt import MqttConnection
+from tests.support.collector_process import start_collector_process, wait_until_healthy
 from tests.support.mosquitto import MosquittoBroker
 
 MESSAGES = 3000
 
 
 def start_collector(broker: MosquittoBroker, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "campuswatch",
-            "collector",
-            "run",
-            "--broker",
-            broker.url,
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "WARNING",
-        ],
-        env={**os.environ, "CW_COLLECTOR_COLLECTOR_ID": "kill-test"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, timeout_s=60)
-    return process
+    return start_collector_process(broker.url, data_dir, port, collector_id="kill-test")
 
 
 def count(db: Path, sql: str) -> int:
@@ -57,6 +35,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(
     data_dir = tmp_path / "data"
     port = free_port()
     collector = start_collector(mosquitto, data_dir, port)
+    wait_until_healthy(port)
     publisher = MqttConnection("kill-test-pub", mosquitto.address, max_inflight=200)
     publisher.start()
     assert publisher.wait_connected(10)

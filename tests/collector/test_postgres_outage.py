@@ -11,11 +11,9 @@ rules still see each of its messages once.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,13 +27,14 @@ from sqlalchemy.orm import Session
 
 from campuswatch.collector.db.models import ProcessedMessage
 from campuswatch.collector.ingest import BatchContext
-from campuswatch.localports import free_port, wait_for_port
+from campuswatch.localports import free_port
 from campuswatch.wire import HealthMessage, encode_message
 from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import AvMessage
 from campuswatch.wire.mqtt import MqttConnection
 from tests.collector.conftest import CollectorFactory
 from tests.collector.test_ingest_e2e import DEVICE, lab_pc_messages, publish, wait_until
+from tests.support.collector_process import start_collector_process
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.postgres import PrivatePostgres
 
@@ -48,30 +47,9 @@ SITE = "school-pg"
 def start_collector(
     broker: MosquittoBroker, db_url: str, data_dir: Path, port: int, log: Path
 ) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "campuswatch",
-            "collector",
-            "run",
-            "--broker",
-            broker.url,
-            "--db",
-            db_url,
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "WARNING",
-        ],
-        env={**os.environ, "CW_COLLECTOR_COLLECTOR_ID": "pg-outage-test"},
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
+    return start_collector_process(
+        broker.url, data_dir, port, collector_id="pg-outage-test", db_url=db_url, log=log
     )
-    wait_for_port(port, timeout_s=60)
-    return process
 
 
 class Publisher(threading.Thread):

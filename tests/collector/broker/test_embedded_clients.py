@@ -16,8 +16,6 @@ from campuswatch.agent.runner import AgentRunner
 from campuswatch.agent.settings import load_settings
 from campuswatch.collector.broker.embedded import BrokerThread
 from campuswatch.collector.db.models import ProcessedMessage
-from campuswatch.collector.service import CollectorService
-from campuswatch.collector.settings import CollectorSettings
 from campuswatch.firmware_sim.engine import Simulator
 from campuswatch.firmware_sim.fleet import build_fleet
 from campuswatch.firmware_sim.schoolday import SimClock
@@ -27,7 +25,7 @@ from campuswatch.wire.messages import HelloMessage, StateMessage
 from campuswatch.wire.mqtt import LastWill, MqttConnection
 from campuswatch.wire.mqtt_pool import MqttPool
 from tests.agent.test_runner import CountingProbe
-from tests.collector.conftest import ADMIN_TOKEN, RunningCollector
+from tests.collector.conftest import RunningCollector, collectors_on
 from tests.collector.test_ingest_e2e import DEVICE, SITE, lab_pc_messages, wait_until
 from tests.firmware_sim.helpers import TUESDAY_MORNING
 from tests.support.embedded_broker import subscribe_embedded
@@ -38,25 +36,8 @@ Factory = Callable[..., RunningCollector]
 
 @pytest.fixture
 def collectors(embedded_broker: BrokerThread, tmp_path: Path) -> Iterator[Factory]:
-    started: list[CollectorService] = []
-
-    def start(**overrides: Any) -> RunningCollector:
-        values: dict[str, Any] = {
-            "broker": embedded_broker.url,
-            "data_dir": tmp_path / f"collector-{len(started)}",
-            "admin_token": ADMIN_TOKEN,
-            "batch_wait_s": 0.02,
-            **overrides,
-        }
-        service = CollectorService(CollectorSettings(**values))
-        service.start()
-        assert service.ingestor.connection.wait_connected(10)
-        started.append(service)
-        return RunningCollector(service)
-
-    yield start
-    for service in started:
-        service.stop()
+    with collectors_on(embedded_broker.url, tmp_path) as start:
+        yield start
 
 
 def publisher(broker: BrokerThread, will: LastWill | None = None) -> MqttConnection:
