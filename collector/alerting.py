@@ -163,16 +163,21 @@ class Alerting:
         for reason, count in sorted(self.manager.rejected.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        # One family per statistic with a sample per destination: a family repeated per
+        # destination would repeat its HELP/TYPE lines, which strict scrapers refuse.
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for name, stats in sorted(self.forwarder.stats().items()):
             for field_name, value in sorted(dataclasses.asdict(stats).items()):
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     continue
-                metric = (
-                    CounterMetricFamily if field_name.endswith("_total") else GaugeMetricFamily
-                )(
-                    f"campuswatch_forward_{field_name.removesuffix('_total')}",
-                    f"SOC forwarding: {field_name}",
-                    labels=["destination"],
-                )
-                metric.add_metric([name], value)
-                yield metric
+                family = families.get(field_name)
+                if family is None:
+                    family = families[field_name] = (
+                        CounterMetricFamily if field_name.endswith("_total") else GaugeMetricFamily
+                    )(
+                        f"campuswatch_forward_{field_name.removesuffix('_total')}",
+                        f"SOC forwarding: {field_name}",
+                        labels=["destination"],
+                    )
+                family.add_metric([name], value)
+        yield from families.values()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from campuswatch.wire import AvMessage, encode_message
 from tests.collector.conftest import CollectorFactory
 from tests.collector.forward.cef_parser import parse_cef
 from tests.collector.forward.receivers import SyslogReceiver
 from tests.collector.test_ingest_e2e import SITE, lab_pc_messages, publish, wait_until
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.ports import free_port
 
 
 def cef_lines(frames: list[bytes]) -> list[str]:
@@ -72,3 +75,30 @@ def test_av_disabled_pc_reaches_the_siem_as_cef_and_survives_a_receiver_outage(
     )
     late = [parse_cef(line) for line in cef_lines(frames) if "pc-lab1-08" in line]
     assert late[0].extension["deviceExternalId"] == "pc-lab1-08"
+
+
+def test_forwarding_metrics_are_one_family_per_statistic_across_destinations(
+    collector_factory: CollectorFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "forwarding.yaml"
+    destinations = "".join(
+        f"""
+    - name: {name}
+      type: syslog
+      options: {{host: 127.0.0.1, port: {free_port()}, transport: tcp}}
+"""
+        for name in ("district-soc", "provincial-soc")
+    )
+    config.write_text(f"forwarding:\n  destinations:{destinations}", encoding="utf-8")
+    collector = collector_factory(forwarding_config=config)
+    text = collector.api.get("/metrics").text
+    families = [
+        f for f in text_string_to_metric_families(text) if f.name.startswith("campuswatch_forward_")
+    ]
+    names = [family.name for family in families]
+    assert names and len(names) == len(set(names)), names  # no family repeated
+    for family in families:
+        assert {s.labels["destination"] for s in family.samples} == {
+            "district-soc",
+            "provincial-soc",
+        }
