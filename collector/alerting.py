@@ -170,14 +170,14 @@ class Alerting:
             for field_name, value in sorted(dataclasses.asdict(stats).items()):
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     continue
-                family = families.get(field_name)
-                if family is None:
-                    family = families[field_name] = (
+                statistic = families.get(field_name)
+                if statistic is None:
+                    statistic = families[field_name] = (
                         CounterMetricFamily if field_name.endswith("_total") else GaugeMetricFamily
                     )(
                         f"campuswatch_forward_{field_name.removesuffix('_total')}",
                         f"SOC forwarding: {field_name}",
                         labels=["destination"],
                     )
-                family.add_metric([name], value)
+                statistic.add_metric([name], value)
         yield from families.values()

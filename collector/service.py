@@ -37,6 +37,8 @@ from campuswatch.wire.mqtt import MqttConnection, ReceivedMessage, TlsOptions, p
 from campuswatch.wire.topics import build_topic, subscription
 
 log = logging.getLogger(__name__)
+REPORT_START_DELAY_S = 300.0
+"""The first report pass waits out the collector's start (backlog, sim connecting)."""
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin (CW_ADMIN_TOKEN)"
 
 
@@ -144,6 +146,7 @@ class CollectorService:
                 if isinstance(self.timeseries_writer, SqliteStore)
                 else None,
                 interval_s=settings.report_schedule_interval_s,
+                start_delay_s=REPORT_START_DELAY_S,
             )
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(
@@ -173,8 +176,10 @@ class CollectorService:
         self.ingestor.stop()
         self.alerting.stop()
         self.tsdb.close()
-        if self.reports is not None:
-            self.reports.stop()  # waits for a pass in progress: it reads the register
+        # A report pass in progress reads the register: let it finish, but not hold Ctrl-C
+        # for the minute a full pass of PDFs can take.
+        if self.reports is not None and not self.reports.stop(timeout_s=20):
+            log.warning("report generation still running at shutdown; abandoned")
         self.timeseries_writer.close()
         self.engine.dispose()
 

@@ -43,6 +43,7 @@ class ReportScheduler:
         languages: Sequence[str] = LANGUAGES,
         formats: Sequence[str] = FORMATS,
         interval_s: float = DEFAULT_INTERVAL_S,
+        start_delay_s: float = 0.0,
         calendar: ReportCalendar = DEFAULT_CALENDAR,
     ) -> None:
         self.sessions = sessions
@@ -52,6 +53,7 @@ class ReportScheduler:
         self.languages = list(languages)
         self.formats = list(formats)
         self.interval_s = interval_s
+        self.start_delay_s = start_delay_s
         self.calendar = calendar
         self.passes = 0
         self.failures = 0
@@ -81,7 +83,11 @@ class ReportScheduler:
         return written
 
     def _loop(self) -> None:
-        # The first pass runs even when stop() came first: start()+stop() is one pass.
+        # A delayed first pass keeps PDF rendering away from a collector's busy start-up
+        # (a restart, the demo); without a delay the first pass runs even when stop() came
+        # first: start()+stop() is one pass.
+        if self.start_delay_s > 0 and self._stop.wait(self.start_delay_s):
+            return
         while True:
             try:
                 self.run_once()
@@ -97,8 +103,11 @@ class ReportScheduler:
         self._thread = threading.Thread(target=self._loop, name="report-scheduler", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Ends the thread after the pass in progress (a pass is never cut half-way)."""
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Ends the thread after the pass in progress (a pass is never cut half-way);
+        False if ``timeout_s`` ran out first (the daemon thread ends with the process)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout_s)
+            return not self._thread.is_alive()
+        return True
