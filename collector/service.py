@@ -147,6 +147,8 @@ class CollectorService:
                 else None,
                 interval_s=settings.report_schedule_interval_s,
                 start_delay_s=REPORT_START_DELAY_S,
+                # Everything, and each district for its education office and SOC.
+                site_levels=("province", "district"),
             )
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(

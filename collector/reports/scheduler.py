@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from campuswatch.collector.db.models import Site
 from campuswatch.collector.reports.i18n import LANGUAGES
 from campuswatch.collector.reports.outages import SeriesReader
 from campuswatch.collector.reports.periods import DEFAULT_CALENDAR, ReportCalendar
@@ -40,6 +42,7 @@ class ReportScheduler:
         *,
         series: SeriesReader | None = None,
         sites: Sequence[str | None] = (None,),
+        site_levels: Sequence[str] = (),
         languages: Sequence[str] = LANGUAGES,
         formats: Sequence[str] = FORMATS,
         interval_s: float = DEFAULT_INTERVAL_S,
@@ -50,6 +53,9 @@ class ReportScheduler:
         self.archive_dir = archive_dir
         self.series = series
         self.sites = list(sites)
+        self.site_levels = tuple(site_levels)
+        """Also archive a report for every site of these levels (e.g. each district), read
+        from the register at every pass so a new district gets its reports."""
         self.languages = list(languages)
         self.formats = list(formats)
         self.interval_s = interval_s
@@ -65,11 +71,17 @@ class ReportScheduler:
         """One pass: archive every due report the index lacks (``now`` for tests)."""
         now = now or datetime.now(UTC)
         with self.sessions() as session:
+            sites = list(self.sites)
+            if self.site_levels:
+                level_sites = session.scalars(
+                    select(Site.id).where(Site.level.in_(self.site_levels)).order_by(Site.id)
+                )
+                sites += [site for site in level_sites if site not in sites]
             written = generate_due(
                 session,
                 self.archive_dir,
                 local_day(now, self.calendar),
-                sites=self.sites,
+                sites=sites,
                 languages=self.languages,
                 formats=self.formats,
                 series=self.series,

@@ -42,6 +42,17 @@ def test_a_pass_archives_the_due_reports_once(
     assert verify_archive(archive) == []
 
 
+def test_site_levels_add_each_district_of_the_register(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    archive = tmp_path / "reports"
+    scheduler = ReportScheduler(
+        sessions, archive, site_levels=("district",), formats=("html",), languages=("en",)
+    )
+    scheduler.run_once(datetime(2026, 5, 31, 20, tzinfo=UTC))
+    assert {entry.site for entry in list_archive(archive)} == {None, "dist"}
+
+
 def test_the_thread_runs_a_pass_at_start_and_survives_a_failing_one(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
