@@ -65,12 +65,15 @@ def test_vm_receives_points_from_messages(
     vm_buffered.submit(points_from_message(message, NOW))
     assert vm_buffered.flush(WAIT_S)
     victoriametrics.force_flush()
-    result = victoriametrics.query('campus_av_sig_age_hours{site="school-1"}')
+    # At the sample's own time: NOW is fixed at import, and in a long run "now" can be
+    # further from it than the instant query's 5-minute look-back.
+    at_s = NOW.timestamp()
+    result = victoriametrics.query('campus_av_sig_age_hours{site="school-1"}', time_s=at_s)
     assert len(result) == 1
     assert result[0]["metric"]["product"] == "Windows Defender"
     assert float(result[0]["value"][1]) == 2.0
     coverage = victoriametrics.query(
-        "sum(campus_av_status_protected) / count(campus_av_status_protected)"
+        "sum(campus_av_status_protected) / count(campus_av_status_protected)", time_s=at_s
     )
     assert float(coverage[0]["value"][1]) == 1.0
 
