@@ -1,17 +1,27 @@
 """Collector ingest rate beside a bare paho subscriber, on one private Mosquitto.
 
-Method (same for every consumer, so the ratio is fair): the consumer first connects once
-with a persistent session and disconnects; N QoS 1 messages from D simulated devices are
-then published while it is away, so the broker queues them; the consumer reconnects and
-the time to take in all N is measured. For the collector "taken in" means stored: register
-transaction committed and time-series points written, read from its own /metrics.
+Rate method (same for every consumer, so the ratio is fair): the consumer first connects
+once with a persistent session and disconnects; N QoS 1 health reports from D simulated
+devices are then published while it is away, so the broker queues them; the consumer
+reconnects and its drain rate is measured from the first message it takes in to the last.
+For the collector "taken in" means stored: time-series points written and the register
+transaction committed, read from its own /metrics; the bare subscriber only counts.
 
 Runs: bare paho subscriber; one collector (SQLite register + SQLite series, the defaults);
-with --postgres, one and then two collectors sharing a subscription (MQTT v5 $share) on one
-PostgreSQL register. Prints msg/s, ratios and the collector's RSS before/after.
-Targets (issue 4): collector >= 50 % of the bare subscriber; two collectors >= 1.6x one.
+with --postgres, one and then two collectors sharing a subscription (MQTT v5 $share) on a
+fresh PostgreSQL database each (created for the run, dropped after). Prints msg/s, ratios
+and the collector's RSS before/after.
 
-    .venv/bin/python benchmarks/ingest.py --messages 20000 --devices 500 [--postgres]
+Soak (--soak-seconds): one collector with the defaults while the devices publish steadily
+at --rate msg/s; the collector's RSS is sampled every --sample-seconds and printed with the
+first-minute and last-minute means and the least-squares slope, then the run checks that
+every acknowledged publish was stored (messages and time-series points).
+
+Targets (issue 4): collector >= 50 % of the bare subscriber; memory flat over 10 minutes;
+two collectors >= 1.6x one.
+
+    .venv/bin/python benchmarks/ingest.py --messages 20000 --devices 1000 [--postgres]
+    .venv/bin/python benchmarks/ingest.py --soak-seconds 600 --rate 1000 --devices 2000
 """
 
 from __future__ import annotations
@@ -19,70 +29,117 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
 
+from campuswatch.collector.tsdb.points import points_from_message
 from campuswatch.localports import free_port, wait_for_port
-from campuswatch.wire import HealthMessage, encode_message
+from campuswatch.wire import HealthMessage, decode_message, encode_message
 from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, ReceivedMessage
 
+POLL_S = 0.05
+SCRAPE_S = 0.25  # polling the collector's /metrics costs it CPU: not too often
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float, what: str, every_s: float = POLL_S
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(every_s)
+
+
+def health_report(n: int, devices: int) -> tuple[str, bytes]:
+    """Topic and payload of the ``n``-th health report, round-robin over ``devices``."""
+    device = f"pc-{n % devices:05d}"
+    site = f"bench-s{(n % devices) // 50:03d}"
+    payload = encode_message(
+        HealthMessage(device_id=device, site=site, cpu_pct=float(n % 100), uptime_s=float(n))
+    )
+    return f"cw/v1/{site}/{device}/health", payload
+
+
+class Publisher:
+    """One QoS 1 publishing connection with at most ``window`` messages awaiting PUBACK."""
+
+    def __init__(self, broker: BrokerAddress, devices: int, window: int = 1000) -> None:
+        self.devices = devices
+        self.sent = 0
+        self.acked = 0
+        self._window = threading.BoundedSemaphore(window)
+        self._connection = MqttConnection(
+            f"bench-pub-{os.getpid()}-{secrets.token_hex(3)}",
+            broker,
+            max_inflight=window,
+            on_published=self._on_published,
+        )
+        self._connection.start()
+        if not self._connection.wait_connected(10):
+            raise SystemExit("publisher could not connect to the broker")
+
+    def _on_published(self, _mid: int) -> None:  # paho's thread
+        self.acked += 1
+        self._window.release()
+
+    def publish_next(self) -> None:
+        self._window.acquire()
+        topic, payload = health_report(self.sent, self.devices)
+        while self._connection.publish(topic, payload, qos=1) is None:
+            time.sleep(0.01)
+        self.sent += 1
+
+    def wait_acked(self, timeout_s: float = 600) -> None:
+        wait_for(lambda: self.acked >= self.sent, timeout_s, "PUBACKs")
+
+    def stop(self) -> None:
+        self._connection.stop()
 
 
 def publish_backlog(broker: BrokerAddress, messages: int, devices: int) -> None:
-    """QoS 1 publish of ``messages`` health reports spread over ``devices`` devices."""
-    acked = threading.Semaphore(0)
-    done = [0]
-
-    def on_published(_mid: int) -> None:
-        done[0] += 1
-        acked.release()
-
-    connection = MqttConnection(
-        f"bench-pub-{os.getpid()}", broker, max_inflight=1000, on_published=on_published
-    )
-    connection.start()
-    connection.wait_connected(10)
-    window = threading.Semaphore(1000)
-    for n in range(messages):
-        device = f"pc-{n % devices:05d}"
-        site = f"bench-s{(n % devices) // 50:02d}"
-        payload = encode_message(
-            HealthMessage(device_id=device, site=site, cpu_pct=float(n % 100), uptime_s=float(n))
-        )
-        window.acquire()
-        while connection.publish(f"cw/v1/{site}/{device}/health", payload, qos=1) is None:
-            time.sleep(0.01)
-        if acked.acquire(blocking=False):
-            window.release()
-    while done[0] < messages:
-        if acked.acquire(timeout=1):
-            window.release()
-    connection.stop()
+    publisher = Publisher(broker, devices)
+    for _ in range(messages):
+        publisher.publish_next()
+    publisher.wait_acked()
+    publisher.stop()
 
 
-def bare_subscriber_rate(broker: BrokerAddress, messages: int, devices: int) -> float:
-    received = [0]
+@dataclass(frozen=True, slots=True)
+class Drain:
+    rate: float
+    """Messages per second, first message taken in to the last."""
+    cpu_ms: float
+    """Consumer CPU time (user + system, all its processes) per message over the same span:
+    unlike the rate, barely moved by what else the machine is running."""
+    rss_mb: list[tuple[float, float]] = field(default_factory=list)
+    """Per collector: RSS when started and when the backlog was stored."""
+
+
+def bare_subscriber_rate(broker: BrokerAddress, messages: int, devices: int) -> Drain:
+    times: list[float] = []
+    cpu: list[float] = []
     finished = threading.Event()
 
     def on_message(_message: ReceivedMessage) -> None:
-        received[0] += 1
-        if received[0] >= messages:
+        times.append(time.perf_counter())
+        if len(times) == 1 or len(times) >= messages:
+            cpu.append(time.process_time())
+        if len(times) >= messages:
             finished.set()
 
     def connect() -> MqttConnection:
@@ -104,26 +161,31 @@ def bare_subscriber_rate(broker: BrokerAddress, messages: int, devices: int) -> 
     first.stop()
     publish_backlog(broker, messages, devices)
     second = connect()
-    started = time.perf_counter()
     second.start()
-    finished.wait(600)
-    elapsed = time.perf_counter() - started
+    if not finished.wait(600):
+        raise SystemExit(f"bare subscriber got {len(times)} of {messages}")
     second.stop()
-    return messages / elapsed
+    return Drain((messages - 1) / (times[-1] - times[0]), (cpu[-1] - cpu[0]) * 1000 / messages)
 
 
-def stored_total(port: int) -> int:
+def scrape(port: int, family: str) -> float | None:
+    """Sum of every sample of ``family`` on the collector's /metrics; None if unreachable."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     except OSError:
-        return -1
-    values = re.findall(
-        rb'campuswatch_ingest_messages_stored_total\{kind="[a-z]+"\} ([0-9.e+]+)', text
-    )
-    return int(sum(float(v) for v in values))
+        return None
+    pattern = rb"^" + re.escape(family.encode()) + rb"(?:\{[^}]*\})? ([0-9.e+-]+)$"
+    return sum(float(v) for v in re.findall(pattern, text, flags=re.MULTILINE))
+
+
+def stored_total(port: int) -> int:
+    value = scrape(port, "campuswatch_ingest_messages_stored_total")
+    return -1 if value is None else int(value)
 
 
 class Collector:
+    running: ClassVar[set[Collector]] = set()  # stopped in main's finally, whatever failed
+
     def __init__(self, work: Path, name: str, broker: str, db: str | None, share: str | None):
         self.port = free_port()
         self.command = [
@@ -143,17 +205,35 @@ class Collector:
         self.process = subprocess.Popen(
             self.command, env=self.env, stdout=self.log, stderr=self.log
         )
-        wait_for_port(self.port)
+        Collector.running.add(self)
+        wait_for_port(self.port, timeout_s=60)
 
     def stop(self) -> None:
-        if self.process is not None:
+        if self.process is None:
+            return
+        # SIGTERM again while waiting: a collector has been seen to sit out a single one.
+        for _ in range(30):
             self.process.terminate()
-            self.process.wait(60)
-            self.process = None
+            try:
+                self.process.wait(2)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            print(f"collector {self.process.pid} ignored SIGTERM for 60 s; killed")
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+        Collector.running.discard(self)
 
     def rss_mb(self) -> float:
         assert self.process is not None
         return psutil.Process(self.process.pid).memory_info().rss / 1e6
+
+    def cpu_s(self) -> float:
+        assert self.process is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
 
 
 def collector_rate(
@@ -163,42 +243,165 @@ def collector_rate(
     count: int,
     db: str | None,
     tag: str,
-) -> tuple[float, list[tuple[float, float]]]:
+) -> Drain:
     share = "bench" if count > 1 else None
     collectors = [Collector(work, f"{tag}-{n}", str(broker), db, share) for n in range(count)]
     for collector in collectors:
         collector.start()
     wait_for(lambda: all(stored_total(c.port) >= 0 for c in collectors), 60, "collectors")
-    time.sleep(1.0)
+    # Warm-up, one report per device: the sessions exist and every device is in the
+    # register, as in steady state (first contact takes the slower path that creates the
+    # device and its asset; a district's devices are known after their first minute).
+    publish_backlog(broker, args.devices, args.devices)
+    wait_for(
+        lambda: sum(max(stored_total(c.port), 0) for c in collectors) >= args.devices,
+        600,
+        "the warm-up reports",
+    )
     for collector in collectors:
         collector.stop()
     publish_backlog(broker, args.messages, args.devices)
     for collector in collectors:
         collector.start()
     memory = [(c.rss_mb(), 0.0) for c in collectors]
-    wait_for(
-        lambda: sum(max(stored_total(c.port), 0) for c in collectors) > 0, 120, "first message"
-    )
-    started = time.perf_counter()
-    wait_for(
-        lambda: sum(max(stored_total(c.port), 0) for c in collectors) >= args.messages,
-        1800,
-        "all messages stored",
-    )
+
+    def total() -> int:
+        return sum(max(stored_total(c.port), 0) for c in collectors)
+
+    # From the first poll that sees a stored message to the one that sees them all: the
+    # messages stored before the first sighting are left out of the count, as the bare
+    # subscriber's first message is.
+    wait_for(lambda: total() > 0, 120, "first message", SCRAPE_S)
+    started, first = time.perf_counter(), total()
+    cpu_started = sum(c.cpu_s() for c in collectors)
+    wait_for(lambda: total() >= args.messages, 1800, "all messages stored", SCRAPE_S)
     elapsed = time.perf_counter() - started
+    cpu = sum(c.cpu_s() for c in collectors) - cpu_started
     memory = [(before, c.rss_mb()) for (before, _), c in zip(memory, collectors, strict=True)]
     for collector in collectors:
         collector.stop()
-    return args.messages / elapsed, memory
+    taken = args.messages - first
+    return Drain(taken / elapsed, cpu * 1000 / taken, memory)
+
+
+@contextmanager
+def postgres_database(url: str) -> Iterator[str]:
+    """A fresh database on the server ``url`` names (trust auth), dropped afterwards."""
+    import psycopg
+
+    name = f"cw_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://{url.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def soak(work: Path, broker: BrokerAddress, args: argparse.Namespace) -> None:
+    """Steady publishing at ``args.rate`` for ``args.soak_seconds``; RSS sampled throughout."""
+    collector = Collector(work, "soak", str(broker), None, None)
+    collector.start()
+    wait_for(lambda: stored_total(collector.port) >= 0, 60, "collector")
+    publisher = Publisher(broker, args.devices)
+    stop = threading.Event()
+
+    def paced() -> None:
+        started = time.perf_counter()
+        while not stop.is_set():
+            due = int((time.perf_counter() - started) * args.rate)
+            while publisher.sent < due and not stop.is_set():
+                publisher.publish_next()
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=paced, daemon=True)
+    print(f"soak: {args.rate:.0f} msg/s from {args.devices} devices for {args.soak_seconds} s")
+    print("     t s   RSS MB   published      stored   backlog")
+    samples: list[tuple[float, float]] = []
+    started = time.monotonic()
+    thread.start()
+    worst_backlog = 0
+    while True:
+        elapsed = time.monotonic() - started
+        stored = stored_total(collector.port)
+        rss = collector.rss_mb()
+        backlog = publisher.sent - stored
+        worst_backlog = max(worst_backlog, backlog)
+        samples.append((elapsed, rss))
+        print(
+            f"  {elapsed:6.0f} {rss:8.1f} {publisher.sent:11d} {stored:11d} {backlog:9d}",
+            flush=True,
+        )
+        if elapsed >= args.soak_seconds:
+            break
+        time.sleep(max(0.0, min(args.sample_seconds, args.soak_seconds - elapsed)))
+    stop.set()
+    thread.join(10)
+    publisher.wait_acked()
+    published = publisher.sent
+    publisher.stop()
+    settled = time.monotonic()
+    wait_for(lambda: stored_total(collector.port) >= published, 600, "the soak backlog")
+    drain_s = time.monotonic() - settled
+    stored = stored_total(collector.port)
+    points = int(scrape(collector.port, "campuswatch_tsdb_points_written_total") or 0)
+    duplicates = int(scrape(collector.port, "campuswatch_ingest_duplicates_total") or 0)
+    rejected = int(scrape(collector.port, "campuswatch_ingest_rejected_total") or 0)
+    dropped = int(scrape(collector.port, "campuswatch_tsdb_points_dropped_total") or 0)
+    final_rss = collector.rss_mb()
+    collector.stop()
+
+    topic, payload = health_report(0, args.devices)
+    decoded = decode_message(topic, payload)
+    per_message = len(points_from_message(decoded.message, decoded.received_at))
+    first_minute = [rss for t, rss in samples if t <= 60]
+    last_minute = [rss for t, rss in samples if t >= samples[-1][0] - 60]
+    after_warmup = [(t, rss) for t, rss in samples if t >= 60]
+    print(
+        f"RSS first minute {statistics.fmean(first_minute):.1f} MB, last minute "
+        f"{statistics.fmean(last_minute):.1f} MB, after drain {final_rss:.1f} MB; slope "
+        f"{slope_per_10_min(samples):+.1f} MB/10 min "
+        f"({slope_per_10_min(after_warmup):+.1f} MB/10 min after the first minute)"
+    )
+    print(
+        f"published {published}, stored {stored}, duplicates {duplicates}, rejected {rejected}; "
+        f"time-series points {points} of {published * per_message} expected, {dropped} dropped; "
+        f"largest backlog {worst_backlog}, drained {drain_s:.1f} s after publishing stopped"
+    )
+    complete = stored == published and points == published * per_message and not dropped
+    print("every message stored" if complete else "NOT every message stored")
+
+
+def slope_per_10_min(samples: list[tuple[float, float]]) -> float:
+    if len(samples) < 2:
+        return float("nan")
+    times = [t for t, _ in samples]
+    values = [v for _, v in samples]
+    return statistics.linear_regression(times, values).slope * 600
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000)
-    parser.add_argument("--devices", type=int, default=500)
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1000,
+        help="at least 2 x the batch size (500), so every batch holds distinct devices as real "
+        "traffic does (a PC reports once a minute), for one collector and for each of two",
+    )
     parser.add_argument(
         "--postgres", action="store_true", help="also 1 and 2 collectors on PostgreSQL"
     )
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="server to create the throw-away databases on",
+    )
+    parser.add_argument("--soak-seconds", type=float, help="run the memory soak instead")
+    parser.add_argument("--rate", type=float, default=1000.0, help="soak publish rate, msg/s")
+    parser.add_argument("--sample-seconds", type=float, default=20.0, help="soak RSS interval")
     args = parser.parse_args()
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     work = Path(tempfile.mkdtemp(prefix="cw-ingest-bench-"))
@@ -214,33 +417,48 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     broker = BrokerAddress("127.0.0.1", port, False)
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')}, cpus {os.cpu_count()}, load {load()}")
     try:
         wait_for_port(port)
-        print(f"{args.messages} QoS 1 messages from {args.devices} devices, cpus: {os.cpu_count()}")
+        if args.soak_seconds:
+            soak(work, broker, args)
+            return
+        print(f"{args.messages} QoS 1 messages from {args.devices} devices")
         bare = bare_subscriber_rate(broker, args.messages, args.devices)
-        print(f"bare paho subscriber            {bare:9.0f} msg/s")
-        rate, memory = collector_rate(work, broker, args, 1, None, "sqlite")
         print(
-            f"collector (SQLite defaults)     {rate:9.0f} msg/s  = {rate / bare:5.1%} of bare "
-            f"(target >= 50 %); RSS {memory[0][0]:.0f} -> {memory[0][1]:.0f} MB"
+            f"bare paho subscriber             {bare.rate:6.0f} msg/s, {bare.cpu_ms:.3f} ms CPU/msg"
+        )
+        sqlite = collector_rate(work, broker, args, 1, None, "sqlite")
+        print(
+            f"collector (SQLite defaults)      {sqlite.rate:6.0f} msg/s, {sqlite.cpu_ms:.3f} ms "
+            f"CPU/msg; rate {sqlite.rate / bare.rate:.1%} of bare (target >= 50 %), CPU "
+            f"{sqlite.cpu_ms / bare.cpu_ms:.1f}x bare's; RSS {sqlite.rss_mb[0][0]:.0f} -> "
+            f"{sqlite.rss_mb[0][1]:.0f} MB"
         )
         if args.postgres:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-            from tests.support.postgres import temporary_postgres_database
-
-            with temporary_postgres_database("cw_bench") as db:
-                one, _ = collector_rate(work, broker, args, 1, db, "pg1")
-            with temporary_postgres_database("cw_bench") as db:
-                two, _ = collector_rate(work, broker, args, 2, db, "pg2")
-            print(f"1 collector, PostgreSQL         {one:9.0f} msg/s")
+            with postgres_database(args.postgres_url) as db:
+                one = collector_rate(work, broker, args, 1, db, "pg1")
             print(
-                f"2 collectors, $share, PostgreSQL {two:8.0f} msg/s  = {two / one:.2f}x one "
-                "(target >= 1.6x)"
+                f"1 collector, PostgreSQL          {one.rate:6.0f} msg/s, {one.cpu_ms:.3f} ms "
+                f"CPU/msg (collector only; the server's CPU not counted)"
+            )
+            with postgres_database(args.postgres_url) as db:
+                two = collector_rate(work, broker, args, 2, db, "pg2")
+            print(
+                f"2 collectors, $share, PostgreSQL {two.rate:6.0f} msg/s, {two.cpu_ms:.3f} ms "
+                f"CPU/msg; {two.rate / one.rate:.2f}x one (target >= 1.6x)"
             )
     finally:
+        for collector in list(Collector.running):
+            collector.stop()
+        print(f"load at the end {load()}")
         broker_process.terminate()
         broker_process.wait(10)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":
