@@ -201,11 +201,15 @@ class Collector:
         self.log = (work / f"{name}.log").open("ab")
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         self.process = subprocess.Popen(
             self.command, env=self.env, stdout=self.log, stderr=self.log
         )
         Collector.running.add(self)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         wait_for_port(self.port, timeout_s=60)
 
     def stop(self) -> None:
@@ -261,8 +265,10 @@ def collector_rate(
     for collector in collectors:
         collector.stop()
     publish_backlog(broker, args.messages, args.devices)
+    for collector in collectors:  # together: one starting late would drain alone for a while
+        collector.start(wait=False)
     for collector in collectors:
-        collector.start()
+        collector.wait_ready()
     memory = [(c.rss_mb(), 0.0) for c in collectors]
 
     def total() -> int:
