@@ -130,8 +130,9 @@ class SimDevice:
     # --- what a model implements -------------------------------------------------------
 
     def read(self, moment: Moment) -> tuple[dict[str, float], dict[str, str]]:
-        """Numeric readings and enumerated states at ``moment``."""
-        raise NotImplementedError
+        """Numeric readings and enumerated states at ``moment``; none by default (lab PCs
+        and scanners report through their own messages, not telemetry)."""
+        return {}, {}
 
     def happenings(self, moment: Moment) -> list[Happening]:
         """Events since the last report (door opened, tamper); most models have none."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -43,7 +44,7 @@ def online_state(device: SimDevice) -> StateMessage:
     )
 
 
-class Transport:
+class Transport(ABC):
     """Tracks which devices should be up and which school uplinks are cut."""
 
     def __init__(self) -> None:
@@ -63,23 +64,29 @@ class Transport:
 
     # --- implemented per transport -----------------------------------------------------
 
+    @abstractmethod
     def is_online(self, device: SimDevice) -> bool:
-        raise NotImplementedError
+        """Whether the device's connection is up."""
 
+    @abstractmethod
     def bring_online(self, device: SimDevice) -> None:
-        raise NotImplementedError
+        """Connect the device (birth messages follow from its connect)."""
 
+    @abstractmethod
     def take_offline(self, device: SimDevice, how: OfflineHow) -> None:
-        raise NotImplementedError
+        """Take the device away: cleanly (goodbye) or abruptly (the broker sends its will)."""
 
+    @abstractmethod
     def set_uplink(self, site: str, up: bool) -> None:
-        raise NotImplementedError
+        """Cut or restore a whole school's connection to the broker."""
 
+    @abstractmethod
     def _publish(self, device: SimDevice, topic: str, payload: bytes, retain: bool) -> bool:
-        raise NotImplementedError
+        """Publish one encoded message; False if it could not be queued."""
 
     def close(self) -> None:
         """Close whatever connections are not per device (gateways)."""
+        return None  # per-device transports close nothing here
 
 
 @dataclass(slots=True)

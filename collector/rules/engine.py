@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ class _Alert:
         self.values: dict[str, object] = {}
 
 
-class _RuleRuntime:
+class _RuleRuntime(ABC):
     """State and transitions of one rule; subclasses decide when the condition holds."""
 
     kinds: tuple[str, ...] | None = None
@@ -155,15 +156,17 @@ class _RuleRuntime:
         self.resolve_after_s: float | None = None
 
     # subclasses override ------------------------------------------------------------------
+    @abstractmethod
     def on_message(
         self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
     ) -> None:
-        raise NotImplementedError
+        """Judge one message of a kind this rule reads; append signals to ``out``."""
 
     def on_tick(
         self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
     ) -> None:
         """Condition-specific work on a tick; the pending/auto-resolve part is shared."""
+        return None  # most conditions have nothing to do on a tick
 
     # shared -------------------------------------------------------------------------------
     def subject_of(self, site: str, device_id: str) -> SubjectKey:
