@@ -52,7 +52,7 @@ from campuswatch.wire import HealthMessage, decode_message, encode_message
 from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, ReceivedMessage
 
 POLL_S = 0.05
-SCRAPE_S = 0.25  # polling the collector's /metrics costs it CPU: not too often
+SCRAPE_S = 1.0  # polling the collector's /metrics costs it CPU: not too often
 
 
 def wait_for(
@@ -168,19 +168,55 @@ def bare_subscriber_rate(broker: BrokerAddress, messages: int, devices: int) -> 
     return Drain((messages - 1) / (times[-1] - times[0]), (cpu[-1] - cpu[0]) * 1000 / messages)
 
 
-def scrape(port: int, family: str) -> float | None:
-    """Sum of every sample of ``family`` on the collector's /metrics; None if unreachable."""
+STORED = "campuswatch_ingest_messages_stored_total"
+LAST_BATCH = "campuswatch_ingest_last_batch_timestamp_seconds"
+
+
+def scrape_all(port: int, *families: str) -> dict[str, float] | None:
+    """Sum of every sample of each family on the collector's /metrics, read in one scrape
+    (absent families are left out); None if unreachable."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     except OSError:
         return None
-    pattern = rb"^" + re.escape(family.encode()) + rb"(?:\{[^}]*\})? ([0-9.e+-]+)$"
-    return sum(float(v) for v in re.findall(pattern, text, flags=re.MULTILINE))
+    found: dict[str, float] = {}
+    for family in families:
+        pattern = rb"^" + re.escape(family.encode()) + rb"(?:\{[^}]*\})? ([0-9.e+-]+)$"
+        values = re.findall(pattern, text, flags=re.MULTILINE)
+        if values:
+            found[family] = sum(float(v) for v in values)
+    return found
+
+
+def scrape(port: int, family: str) -> float | None:
+    values = scrape_all(port, family)
+    return None if values is None else values.get(family, 0.0)
 
 
 def stored_total(port: int) -> int:
-    value = scrape(port, "campuswatch_ingest_messages_stored_total")
+    value = scrape(port, STORED)
     return -1 if value is None else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSoFar:
+    """What the collectors had stored at one poll, and when their last batch was stored."""
+
+    stored: int
+    first_batch_at: float
+    last_batch_at: float
+
+    @staticmethod
+    def read(ports: list[int]) -> StoredSoFar | None:
+        """None until every collector has stored a batch."""
+        stored, times = 0, []
+        for port in ports:
+            values = scrape_all(port, STORED, LAST_BATCH)
+            if values is None or LAST_BATCH not in values:
+                return None
+            stored += int(values.get(STORED, 0))
+            times.append(values[LAST_BATCH])
+        return StoredSoFar(stored, min(times), max(times))
 
 
 class Collector:
@@ -271,22 +307,34 @@ def collector_rate(
         collector.wait_ready()
     memory = [(c.rss_mb(), 0.0) for c in collectors]
 
-    def total() -> int:
-        return sum(max(stored_total(c.port), 0) for c in collectors)
+    ports = [c.port for c in collectors]
+    polls: list[StoredSoFar] = []
 
-    # From the first poll that sees a stored message to the one that sees them all: the
-    # messages stored before the first sighting are left out of the count, as the bare
-    # subscriber's first message is.
-    wait_for(lambda: total() > 0, 120, "first message", SCRAPE_S)
-    started, first = time.perf_counter(), total()
+    def poll() -> StoredSoFar | None:
+        seen = StoredSoFar.read(ports)
+        if seen is not None:
+            polls.append(seen)
+        return seen
+
+    # From the first poll at which every collector has stored a batch to the one that
+    # sees them all. The span is measured by the collectors' own clocks (the time each
+    # stored its last batch), so it does not depend on how often this polls; messages
+    # stored before the first poll are left out, as the bare subscriber's first message is.
+    wait_for(lambda: poll() is not None, 120, "first batches", SCRAPE_S)
     cpu_started = sum(c.cpu_s() for c in collectors)
-    wait_for(lambda: total() >= args.messages, 1800, "all messages stored", SCRAPE_S)
-    elapsed = time.perf_counter() - started
+    wait_for(
+        lambda: (seen := poll()) is not None and seen.stored >= args.messages,
+        1800,
+        "all messages stored",
+        SCRAPE_S,
+    )
     cpu = sum(c.cpu_s() for c in collectors) - cpu_started
     memory = [(before, c.rss_mb()) for (before, _), c in zip(memory, collectors, strict=True)]
     for collector in collectors:
         collector.stop()
-    taken = args.messages - first
+    first, last = polls[0], polls[-1]
+    taken = last.stored - first.stored
+    elapsed = last.last_batch_at - first.first_batch_at
     return Drain(taken / elapsed, cpu * 1000 / taken, memory)
 
 

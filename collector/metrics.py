@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from campuswatch.collector.db.models import Device
 from campuswatch.collector.ingest import Ingestor
 from campuswatch.collector.liveness import LivenessTracker
+from campuswatch.collector.register.device_state import latest_of_kind
 from campuswatch.collector.tsdb.buffer import BufferedWriter
 from campuswatch.wire.codec import REJECT_REASONS
 from campuswatch.wire.ids import utc_now
@@ -96,6 +97,14 @@ class CampusWatchCollector(Collector):
         )
         batch.add_metric([], stats.batch_seconds_total)
         yield batch
+        if stats.last_batch_at is not None:
+            # An alert on time() - this catches a stalled ingest however it stalled.
+            last_batch = GaugeMetricFamily(
+                "campuswatch_ingest_last_batch_timestamp_seconds",
+                "Unix time the last batch was stored",
+            )
+            last_batch.add_metric([], stats.last_batch_at)
+            yield last_batch
         failures = CounterMetricFamily(
             "campuswatch_ingest_store_failures",
             "Attempts to store a batch that failed (e.g. the database away); each is retried",
@@ -168,19 +177,19 @@ class CampusWatchCollector(Collector):
         )
         try:
             with self.sources.sessions() as session:
+                av, of_device = latest_of_kind("av")
                 rows = session.execute(
-                    select(Device.site_id, Device.latest).where(
-                        Device.device_type.in_(("pc", "server"))
-                    )
+                    select(Device.site_id, av.body)
+                    .outerjoin(av, of_device)
+                    .where(Device.device_type.in_(("pc", "server")))
                 ).all()
         except SQLAlchemyError:
             # The database away must not take the other metrics (the outage's own) with it.
             log.warning("antivirus coverage left out of /metrics: database unavailable")
             return
         counts: dict[tuple[str, str], int] = {}
-        for site_id, latest in rows:
-            av = (latest or {}).get("av") or {}
-            status = str(av.get("status", "unreported"))
+        for site_id, body in rows:
+            status = str((body or {}).get("status", "unreported"))
             counts[(site_id, status)] = counts.get((site_id, status), 0) + 1
         for (site_id, status), count in sorted(counts.items()):
             coverage.add_metric([site_id, status], count)

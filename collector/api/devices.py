@@ -26,6 +26,7 @@ from campuswatch.collector.api.schemas import (
     problems,
 )
 from campuswatch.collector.db.models import Device
+from campuswatch.collector.register.device_state import latest_of_kind
 from campuswatch.collector.tsdb.base import SeriesReader
 from campuswatch.wire.ids import utc_now
 from campuswatch.wire.messages import CommandMessage
@@ -38,8 +39,9 @@ router = APIRouter(
 )
 
 
-def _device_out(device: Device, context: ApiContext, detail: bool = False) -> dict[str, Any]:
-    av = (device.latest or {}).get("av") or {}
+def _device_out(
+    device: Device, context: ApiContext, av: dict[str, Any] | None, detail: bool = False
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "device_id": device.device_id,
         "site_id": device.site_id,
@@ -77,7 +79,12 @@ def list_devices(
     page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Devices with their liveness and latest antivirus status, newest contact first."""
-    query = select(Device).order_by(Device.last_seen.desc().nulls_last(), Device.device_id)
+    av, of_device = latest_of_kind("av")
+    query = (
+        select(Device, av.body)
+        .outerjoin(av, of_device)
+        .order_by(Device.last_seen.desc().nulls_last(), Device.device_id)
+    )
     if site_id is not None:
         ensure_visible(principal, site_id)
         query = query.where(Device.site_id == site_id)
@@ -87,7 +94,7 @@ def list_devices(
         query = query.where(Device.device_type == device_type)
     if search:
         query = query.where(Device.device_id.contains(search, autoescape=True))
-    rows = [_device_out(d, context) for d in session.scalars(query)]
+    rows = [_device_out(device, context, av_body) for device, av_body in session.execute(query)]
     if status_filter is not None:
         rows = [row for row in rows if row["status"] == status_filter]
     start = (page - 1) * page_size
@@ -108,7 +115,7 @@ def get_device(
     if device is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
     ensure_visible(principal, device.site_id)
-    return _device_out(device, context, detail=True)
+    return _device_out(device, context, device.latest.get("av"), detail=True)
 
 
 @router.get("/{device_id}/series", response_model=SeriesOut, responses=problems(404))

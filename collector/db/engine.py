@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -40,8 +41,18 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _json_text(value: Any) -> str:
+    # msgspec rather than json.dumps: JSON columns are written for every message ingested,
+    # and it encodes wire structs as they are (no to-dict step), datetimes as ISO 8601.
+    return _JSON_ENCODER.encode(value).decode()
+
+
+_JSON_ENCODER: Final = msgspec.json.Encoder()
+
+
 def make_engine(url: str, **engine_options: Any) -> Engine:
     """An engine for ``url``; a SQLite file's folder is created and its pragmas set."""
+    engine_options.setdefault("json_serializer", _json_text)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database

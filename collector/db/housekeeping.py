@@ -6,11 +6,11 @@ calls periodically; neither function commits, the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Insert, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +25,6 @@ MAX_DEAD_LETTER_DETAIL: Final = 4096
 DEFAULT_DEAD_LETTER_KEEP: Final = 10_000
 # Longer than any agent's store-and-forward backlog can be, so a late redelivery still matches.
 DEFAULT_PROCESSED_KEEP_DAYS: Final = 14
-CLAIM_CHUNK: Final = 1000
 
 
 def claim_message(session: Session, decoded: DecodedMessage) -> bool:
@@ -108,8 +107,22 @@ def dead_letter_count(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
 
 
+def _claim(insert: Callable[[Any], Any]) -> Insert:
+    return (  # type: ignore[no-any-return]
+        insert(_PROCESSED)
+        .on_conflict_do_nothing(index_elements=[_PROCESSED.c.message_id])
+        .returning(_PROCESSED.c.message_id)
+    )
+
+
+_PROCESSED: Final = ProcessedMessage.__table__
+# Built once per dialect so SQLAlchemy compiles each once; executed with a list of rows it
+# becomes a few multi-row INSERTs (insertmanyvalues) that still report the rows inserted.
+_CLAIM: Final = {"postgresql": _claim(postgresql_insert), "sqlite": _claim(sqlite_insert)}
+
+
 def claim_messages(session: Session, batch: Sequence[DecodedMessage]) -> list[DecodedMessage]:
-    """Bulk ``claim_message``: one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for a batch.
+    """Bulk ``claim_message``: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for a batch.
 
     Returns the messages seen for the first time, in order; a duplicate inside the batch or
     an id another collector claimed first is left out.
@@ -128,16 +141,6 @@ def claim_messages(session: Session, batch: Sequence[DecodedMessage]) -> list[De
         }
         for decoded in unique.values()
     ]
-    dialect = session.get_bind().dialect.name
-    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    claimed: set[str] = set()
-    # Chunks keep each statement under SQLite's bound-parameter limit.
-    for start in range(0, len(rows), CLAIM_CHUNK):
-        statement = (
-            insert_into(ProcessedMessage)
-            .values(rows[start : start + CLAIM_CHUNK])
-            .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(ProcessedMessage.message_id)
-        )
-        claimed.update(session.scalars(statement))
+    connection = session.connection()
+    claimed = set(connection.scalars(_CLAIM[connection.dialect.name], rows))
     return [decoded for message_id, decoded in unique.items() if message_id in claimed]

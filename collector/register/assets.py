@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Final, Literal
 
-import msgspec
 from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -27,6 +26,7 @@ from campuswatch.collector.db.models import (
     Device,
     Site,
 )
+from campuswatch.collector.register.device_state import message_body, record_latest, touch_devices
 from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import (
     DiscoveredHost,
@@ -326,22 +326,6 @@ def _same_vendor(left: str, right: str) -> bool:
 # --- messages --------------------------------------------------------------------------------
 
 
-def _body(message: Message) -> dict[str, Any]:
-    body = msgspec.to_builtins(message)
-    assert isinstance(body, dict)
-    return body
-
-
-def _message_time(body: Mapping[str, Any] | None) -> datetime | None:
-    if not body:
-        return None
-    stamp = body.get("ts")
-    try:
-        return datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
-    except ValueError:
-        return None
-
-
 def _update_device(session: Session, decoded: DecodedMessage) -> tuple[Device, bool]:
     """Refresh the device row; the bool says whether this is the newest message of its kind.
 
@@ -349,25 +333,16 @@ def _update_device(session: Session, decoded: DecodedMessage) -> tuple[Device, b
     message still proves the device alive but must not overwrite newer state.
     """
     message = decoded.message
-    kind = kind_of(message)
     device = session.get(Device, message.device_id)
     if device is None:
-        device = Device(
-            device_id=message.device_id,
-            site_id=message.site,
-            last_message_at={},
-            latest={},
-        )
+        device = Device(device_id=message.device_id, site_id=message.site)
         session.add(device)
     if device.last_seen is None or decoded.received_at > device.last_seen:
         device.last_seen = decoded.received_at
     device.site_id = message.site
-    previous = _message_time(device.latest.get(kind))
-    newest = previous is None or message.ts >= previous
-    if not newest:
+    session.flush()  # device_latest refers to the row
+    if not record_latest(session, [decoded]):
         return device, False
-    device.latest = {**device.latest, kind: _body(message)}
-    device.last_message_at = {**device.last_message_at, kind: decoded.received_at.isoformat()}
     device.clock_skew_s = decoded.clock_skew_s
     if isinstance(message, StateMessage):
         online = message.status == "online"
@@ -375,7 +350,7 @@ def _update_device(session: Session, decoded: DecodedMessage) -> tuple[Device, b
             device.online = online
             device.status_changed_at = message.ts
     elif isinstance(message, HelloMessage):
-        device.hello = _body(message)
+        device.hello = message_body(message)
         device.software_version = message.software_version
         device.device_type = message.device_type
         if message.identity is not None:
@@ -950,45 +925,50 @@ def apply_routine_batch(session: Session, batch: Sequence[DecodedMessage]) -> li
     that still need ``apply_message``: other kinds, first contact, a device that moved site.
     """
     device_ids = {decoded.message.device_id for decoded in batch}
-    devices = {
-        device.device_id: device
-        for device in session.scalars(select(Device).where(Device.device_id.in_(device_ids)))
+    # Only devices whose asset exists: the others need the full path to (re)create it.
+    known = {
+        device_id: (site_id, asset_id)
+        for device_id, site_id, asset_id in session.execute(
+            _KNOWN_DEVICES, {"device_ids": list(device_ids)}
+        )
     }
-    asset_ids = {device.asset_id for device in devices.values() if device.asset_id is not None}
-    known_assets = set(
-        session.scalars(select(Asset.id).where(Asset.id.in_(asset_ids))) if asset_ids else ()
-    )
+    routine: list[DecodedMessage] = []
     remaining: list[DecodedMessage] = []
     last_seen: dict[int, datetime] = {}
     for decoded in batch:
         message = decoded.message
-        device = devices.get(message.device_id)
-        asset_id = device.asset_id if device is not None else None
+        site_and_asset = known.get(message.device_id)
         if (
-            kind_of(message) not in ROUTINE_KINDS
-            or device is None
-            or device.site_id != message.site
-            or asset_id is None
-            or asset_id not in known_assets
+            site_and_asset is None
+            or site_and_asset[0] != message.site
+            or kind_of(message) not in ROUTINE_KINDS
         ):
             remaining.append(decoded)
             continue
-        _update_device(session, decoded)
+        routine.append(decoded)
+        asset_id = site_and_asset[1]
         seen = last_seen.get(asset_id)
         if seen is None or decoded.received_at > seen:
             last_seen[asset_id] = decoded.received_at
-    session.flush()
-    if last_seen:
-        # One executemany, not the ORM's row-by-row UPDATE (the version counter forces that
-        # on assets): a sighting is not an edit, so it leaves ``version`` alone and cannot
-        # make a person's concurrent edit fail; the WHERE keeps last_seen monotonic when
-        # two collectors share the load.
-        session.connection().execute(
-            _TOUCH_ASSET,
-            [{"asset_id": key, "seen": value} for key, value in last_seen.items()],
-        )
+    if not routine:
+        return remaining
+    touch_devices(session, routine, record_latest(session, routine))
+    # One executemany, not the ORM's row-by-row UPDATE (the version counter forces that
+    # on assets): a sighting is not an edit, so it leaves ``version`` alone and cannot
+    # make a person's concurrent edit fail; the WHERE keeps last_seen monotonic when
+    # two collectors share the load.
+    session.connection().execute(
+        _TOUCH_ASSET,
+        [{"asset_id": key, "seen": value} for key, value in last_seen.items()],
+    )
     return remaining
 
+
+_KNOWN_DEVICES: Final = (
+    select(Device.device_id, Device.site_id, Device.asset_id)
+    .join(Asset, Asset.id == Device.asset_id)
+    .where(Device.device_id.in_(bindparam("device_ids", expanding=True)))
+)
 
 _TOUCH_ASSET: Final = (
     update(Asset)
@@ -996,5 +976,7 @@ _TOUCH_ASSET: Final = (
         Asset.id == bindparam("asset_id"),
         or_(Asset.last_seen.is_(None), Asset.last_seen < bindparam("seen")),
     )
-    .values(last_seen=bindparam("seen"))
+    # updated_at kept as it is: a sighting is not an edit (and its Python-side onupdate
+    # default would be computed and bound once per row of the executemany).
+    .values(last_seen=bindparam("seen"), updated_at=Asset.updated_at)
 )

@@ -8,7 +8,7 @@ Sources (docs/reports.md has the long form):
   period still running, from the register rebuilt as of that instant
   (``register_history``); the previous period is rebuilt the same way.
 * **Live KPIs** — antivirus coverage and broadband — come from each device's latest
-  report (``devices.latest``), which exists only for "now". They are measured when the
+  report (``device_latest``), which exists only for "now". They are measured when the
   report is made (``live_measured_at``); the previous period's figures are the ones its
   archived report recorded (``previous_live``), since history cannot be rebuilt for them.
 * **Period counts** — alerts, outages, assets added / lost / retired — count events inside
@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.db.models import AssetHistory, Device, Site
+from campuswatch.collector.register.device_state import latest_of_kind
 from campuswatch.collector.reports.alert_figures import AlertFigures, alert_figures
 from campuswatch.collector.reports.outages import SeriesReader, site_outages
 from campuswatch.collector.reports.periods import Period
@@ -290,9 +291,9 @@ def _signatures_stale(latest: Mapping[str, Any]) -> bool:
 
 
 def _reachable_sites(devices: list[tuple[str, dict[str, Any]]], at: datetime) -> set[str]:
+    """Sites with a device whose latest ``net`` report (given per device) saw the internet."""
     reachable: set[str] = set()
-    for site_id, latest in devices:
-        net = latest.get("net") or {}
+    for site_id, net in devices:
         reported = _parse_time(net.get("ts"))
         if net.get("internet_ok") is True and reported and at - reported <= REACHABILITY_MAX_AGE:
             reachable.add(site_id)
@@ -388,13 +389,18 @@ def build_report(
     # Live state: antivirus per computer and reachability per school.
     current_assets = assets_as_of(session, now + timedelta(microseconds=1), tree.subtree)
     computers = [a for a in current_assets if a.kind in COMPUTER_KINDS and a.status == "in_service"]
-    device_query = select(Device.asset_id, Device.site_id, Device.latest, Device.last_seen)
+    av_latest, av_of_device = latest_of_kind("av")
+    net_latest, net_of_device = latest_of_kind("net")
+    device_query = (
+        select(Device.asset_id, Device.site_id, av_latest.body, net_latest.body)
+        .outerjoin(av_latest, av_of_device)
+        .outerjoin(net_latest, net_of_device)
+    )
     if tree.subtree is not None:
         device_query = device_query.where(Device.site_id.in_(list(tree.subtree)))
     device_rows = session.execute(device_query).all()
     av_by_asset: dict[int, dict[str, Any]] = {}
-    for asset_id, _site, latest, _seen in device_rows:
-        av = (latest or {}).get("av")
+    for asset_id, _site, av, _net in device_rows:
         if asset_id is None or not av:
             continue
         known = av_by_asset.get(asset_id)
@@ -414,7 +420,7 @@ def build_report(
             computers_by_school[school] += 1
             protected_by_school[school] += category == "protected"
     reachable_sites = _reachable_sites(
-        [(site, latest or {}) for _asset, site, latest, _seen in device_rows], now
+        [(site, net or {}) for _asset, site, _av, net in device_rows], now
     )
     reachable_schools = {tree.school_of[s] for s in reachable_sites if s in tree.school_of}
     schools = tree.schools()

@@ -98,7 +98,7 @@ class SqliteStore:
         self.retention_days = retention_days
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._series_ids: dict[str, int] = {}
+        self._series_ids: dict[tuple[object, ...], int] = {}
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.executescript(_SCHEMA)
@@ -122,11 +122,13 @@ class SqliteStore:
     # --- writing -------------------------------------------------------------------------
 
     def _series_id(self, measurement: str, field: str, tags: Mapping[str, str]) -> int:
-        tags_json = _canonical_tags(tags)
-        key = f"{measurement}\x1f{field}\x1f{tags_json}"
-        cached = self._series_ids.get(key)
+        # Looked up for every sample: a tuple key is much cheaper than the canonical JSON.
+        cache_key = (measurement, field, *sorted(tags.items()))
+        cached = self._series_ids.get(cache_key)
         if cached is not None:
             return cached
+        tags_json = _canonical_tags(tags)
+        key = f"{measurement}\x1f{field}\x1f{tags_json}"
         self._writer.execute(
             "INSERT OR IGNORE INTO series (measurement, field, tags, series_key)"
             " VALUES (?, ?, ?, ?)",
@@ -134,7 +136,7 @@ class SqliteStore:
         )
         row = self._writer.execute("SELECT id FROM series WHERE series_key = ?", (key,)).fetchone()
         series_id = int(row[0])
-        self._series_ids[key] = series_id
+        self._series_ids[cache_key] = series_id
         return series_id
 
     def write(self, points: Sequence[Point]) -> None:

@@ -26,6 +26,7 @@ from campuswatch.collector.alerts.queries import OPEN_STATES
 from campuswatch.collector.api.deps import Principal
 from campuswatch.collector.db.models import Asset, Device, Site
 from campuswatch.collector.liveness import LivenessTracker
+from campuswatch.collector.register.device_state import latest_of_kind
 from campuswatch.collector.signals import LEVELS
 
 COMPUTER_TYPES: Final = ("pc", "server")
@@ -170,10 +171,13 @@ def build_overview(
         school = _school_of(sites, site_id)
         return schools.get(school) if school is not None else None
 
+    av, of_device = latest_of_kind("av")
     devices = session.execute(
-        select(Device.device_id, Device.site_id, Device.device_type, Device.latest)
+        select(Device.device_id, Device.site_id, Device.device_type, av.body).outerjoin(
+            av, of_device
+        )
     ).all()
-    for device_id, site_id, device_type, latest in devices:
+    for device_id, site_id, device_type, latest_av in devices:
         row = row_for(site_id)
         if row is None:
             continue
@@ -182,7 +186,7 @@ def build_overview(
         if state == "online":
             row.online = True
         if device_type in COMPUTER_TYPES:
-            protected, installed, realtime, fresh = av_parts((latest or {}).get("av"))
+            protected, installed, realtime, fresh = av_parts(latest_av)
             row.figures.computers += 1
             row.figures.av_protected += protected
             row.figures.av_installed += installed

@@ -22,6 +22,7 @@ from campuswatch.collector.db.models import Asset, AssetHistory, Device, Site
 from campuswatch.collector.reports.periods import Period, report_period
 from campuswatch.collector.tsdb.points import MEASUREMENT_NET, Point
 from campuswatch.collector.tsdb.sqlite_store import SqliteStore
+from tests.support.device_state import set_latest
 
 NOW = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
 FEB = datetime(2026, 2, 1, tzinfo=UTC)
@@ -100,21 +101,13 @@ def _pc(
     session.add(asset)
     session.flush()
     if av is not None or net_ok is not None:
-        latest: dict[str, Any] = {}
+        session.add(Device(device_id=name, site_id=site, device_type="pc", asset_id=asset.id))
+        session.flush()
         if av is not None:
-            latest["av"] = av
+            set_latest(session, name, "av", av, NOW)
         if net_ok is not None:
-            latest["net"] = {"ts": (NOW - timedelta(hours=2)).isoformat(), "internet_ok": net_ok}
-        session.add(
-            Device(
-                device_id=name,
-                site_id=site,
-                device_type="pc",
-                asset_id=asset.id,
-                latest=latest,
-                last_message_at={},
-            )
-        )
+            net = {"ts": (NOW - timedelta(hours=2)).isoformat(), "internet_ok": net_ok}
+            set_latest(session, name, "net", net, NOW)
     return asset
 
 

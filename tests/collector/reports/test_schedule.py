@@ -25,6 +25,7 @@ from campuswatch.collector.reports.schedule import (
     verify_archive,
 )
 from tests.collector.reports.conftest import NOW, District
+from tests.support.device_state import set_latest
 
 
 def _by_kind(today: date) -> dict[str, tuple[str, date, str]]:
@@ -106,7 +107,8 @@ def test_previous_live_figures_come_from_the_archive(district: District, tmp_pat
     assert archived_figures(archive, january, "dist") is not None
     # pc-3 gets an antivirus before February's report is made.
     device = district.session.get_one(Device, "pc-3")
-    device.latest = {**device.latest, "av": {**device.latest["av"], "status": "protected"}}
+    av = {**device.latest["av"], "status": "protected"}
+    set_latest(district.session, "pc-3", "av", av, NOW)
     district.session.commit()
     generate_due(district.session, archive, date(2026, 3, 1), sites=["dist"], formats=(), now=NOW)
     february = archived_figures(archive, report_period("month", date(2026, 2, 1)), "dist")

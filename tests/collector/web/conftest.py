@@ -26,6 +26,7 @@ from campuswatch.collector.signals import AlertSignal, Evidence
 from campuswatch.collector.web import mount
 from campuswatch.collector.web.pages_alerts import ALERT_MANAGER_KEY
 from campuswatch.wire.ids import utc_now
+from tests.support.device_state import set_latest
 
 PASSWORD = "correct horse battery staple"
 DISPLAY_TOKEN = "display-" + "x" * 24
@@ -98,10 +99,12 @@ def seed(sessions: sessionmaker[Session], liveness: LivenessTracker) -> None:
             ("pc-c1", "q3-c", "pc", protected_av(), True),
         ]
         for device_id, site_id, kind, av, online in devices:
-            latest = {"av": av} if av else {}
-            device = Device(device_id=device_id, site_id=site_id, device_type=kind, latest=latest)
-            device.last_message_at, device.online, device.last_seen = {}, online, now
+            device = Device(device_id=device_id, site_id=site_id, device_type=kind)
+            device.online, device.last_seen = online, now
             session.add(device)
+            session.flush()
+            if av:
+                set_latest(session, device_id, "av", av, now)
             liveness.observe(device_id, site_id, kind, now - timedelta(minutes=1), state=online)
         session.add_all(
             [

@@ -1,0 +1,176 @@
+"""Devices' live state: when each was last seen, whether it is online, and the newest
+message of each kind it sent (``device_latest``).
+
+Written set-based. A district sends thousands of routine messages a second and each one
+changes its device's state, so a batch is stored in a few executemany statements with
+statements built once, not through the ORM's unit of work (which loads every row, diffs it
+and compiles per batch: most of the collector's CPU before this module existed). The
+database decides which message is the newest of its kind (``ts`` of the stored row
+against the incoming one), so a store-and-forward backlog, a retained message arriving
+late, or two collectors sharing the load never put an older state over a newer one.
+
+Nothing here commits; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
+
+import msgspec
+from sqlalchemy import ColumnElement, Insert, and_, bindparam, case, func, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.util import AliasedClass
+
+from campuswatch.collector.db.models import Device, DeviceLatest, UtcDateTime
+from campuswatch.wire.codec import DecodedMessage
+from campuswatch.wire.messages import (
+    HelloMessage,
+    InventoryMessage,
+    Message,
+    StateMessage,
+    TelemetryMessage,
+    kind_of,
+)
+
+_LATEST: Final = DeviceLatest.__table__
+
+
+def _upsert_latest(insert: Callable[[Any], Any]) -> Insert:
+    statement = insert(_LATEST)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=[_LATEST.c.device_id, _LATEST.c.kind],
+        set_={
+            "ts": excluded.ts,
+            "received_at": excluded.received_at,
+            "body": excluded.body,
+        },
+        # Equal times: the later arrival wins, as a redelivery of the same state is harmless.
+        where=excluded.ts >= _LATEST.c.ts,
+    ).returning(_LATEST.c.device_id, _LATEST.c.kind)
+
+
+# Built once per dialect: SQLAlchemy then caches their compiled form for every batch.
+_UPSERT_LATEST: Final = {
+    "postgresql": _upsert_latest(postgresql.insert),
+    "sqlite": _upsert_latest(sqlite.insert),
+}
+
+_SEEN: Final = bindparam("seen", type_=UtcDateTime())
+_TOUCH_DEVICE: Final = (
+    update(Device)
+    .where(Device.device_id == bindparam("id"))
+    .values(
+        last_seen=case(
+            (or_(Device.last_seen.is_(None), Device.last_seen < _SEEN), _SEEN),
+            else_=Device.last_seen,
+        ),
+        clock_skew_s=func.coalesce(
+            bindparam("skew", type_=Device.clock_skew_s.type), Device.clock_skew_s
+        ),
+        device_type=func.coalesce(
+            bindparam("device_type", type_=Device.device_type.type), Device.device_type
+        ),
+    )
+)
+"""One row per device in the batch: last seen only moves forward, skew and type from its
+newest message (NULL keeps what is there)."""
+
+_SET_ONLINE: Final = (
+    update(Device)
+    .where(
+        Device.device_id == bindparam("id"),
+        or_(Device.online.is_(None), Device.online != bindparam("online")),
+    )
+    .values(online=bindparam("online"), status_changed_at=bindparam("changed_at"))
+)
+
+
+def message_body(message: Message) -> dict[str, Any]:
+    """A message as stored in ``device_latest.body``: its wire form, datetimes as ISO text."""
+    body = msgspec.to_builtins(message)
+    assert isinstance(body, dict)
+    return body
+
+
+def record_latest(session: Session, batch: Sequence[DecodedMessage]) -> set[str]:
+    """Store each message as its device's latest of its kind unless a newer one is stored.
+
+    Returns the ids of the messages that are now the newest of their kind. The senders'
+    ``devices`` rows must exist (flushed) before this is called.
+    """
+    newest_in_batch: dict[tuple[str, str], DecodedMessage] = {}
+    for decoded in batch:
+        message = decoded.message
+        key = (message.device_id, kind_of(message))
+        known = newest_in_batch.get(key)
+        # One row per key per statement (PostgreSQL refuses to update a row twice in one).
+        if known is None or message.ts >= known.message.ts:
+            newest_in_batch[key] = decoded
+    if not newest_in_batch:
+        return set()
+    rows = [
+        {
+            "device_id": device_id,
+            "kind": kind,
+            "ts": decoded.message.ts,
+            "received_at": decoded.received_at,
+            # The struct itself: the engine's JSON serializer (msgspec) encodes it directly.
+            "body": decoded.message,
+        }
+        for (device_id, kind), decoded in newest_in_batch.items()
+    ]
+    connection = session.connection()
+    written = connection.execute(_UPSERT_LATEST[connection.dialect.name], rows)
+    return {newest_in_batch[(device_id, kind)].message.id for device_id, kind in written}
+
+
+def touch_devices(
+    session: Session, batch: Sequence[DecodedMessage], newest: Iterable[str] = ()
+) -> None:
+    """Advance the senders' ``devices`` rows: last seen, clock skew, device type, and online
+    from ``state`` messages among ``newest`` (ids from ``record_latest``)."""
+    newest_ids = set(newest)
+    by_device: dict[str, dict[str, Any]] = {}
+    online_changes: dict[str, dict[str, Any]] = {}
+    for decoded in batch:
+        message = decoded.message
+        row = by_device.setdefault(
+            message.device_id,
+            {
+                "id": message.device_id,
+                "seen": decoded.received_at,
+                "skew": None,
+                "device_type": None,
+            },
+        )
+        if decoded.received_at > row["seen"]:
+            row["seen"] = decoded.received_at
+        if message.id not in newest_ids:
+            continue
+        row["skew"] = decoded.clock_skew_s
+        if isinstance(message, HelloMessage | InventoryMessage | TelemetryMessage):
+            row["device_type"] = message.device_type
+        if isinstance(message, StateMessage):
+            online_changes[message.device_id] = {
+                "id": message.device_id,
+                "online": message.status == "online",
+                "changed_at": message.ts,
+            }
+    if not by_device:
+        return
+    connection = session.connection()
+    connection.execute(_TOUCH_DEVICE, list(by_device.values()))
+    if online_changes:
+        connection.execute(_SET_ONLINE, list(online_changes.values()))
+
+
+def latest_of_kind(kind: str) -> tuple[AliasedClass[DeviceLatest], ColumnElement[bool]]:
+    """``device_latest`` of one kind, to outer-join to ``Device`` in a query:
+
+    ``av, on = latest_of_kind("av"); select(Device.site_id, av.body).outerjoin(av, on)``
+    """
+    alias = aliased(DeviceLatest, name=f"latest_{kind}")
+    return alias, and_(alias.device_id == Device.device_id, alias.kind == kind)
