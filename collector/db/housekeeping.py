@@ -6,16 +6,15 @@ calls periodically; neither function commits, the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
-from sqlalchemy import Insert, delete, func, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from campuswatch.collector.db.bulk import MultiRowInsert
 from campuswatch.collector.db.models import DeadLetter, ProcessedMessage, utc_now
 from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import kind_of
@@ -107,18 +106,13 @@ def dead_letter_count(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
 
 
-def _claim(insert: Callable[[Any], Any]) -> Insert:
-    return (  # type: ignore[no-any-return]
-        insert(_PROCESSED)
-        .on_conflict_do_nothing(index_elements=[_PROCESSED.c.message_id])
-        .returning(_PROCESSED.c.message_id)
-    )
-
-
-_PROCESSED: Final = ProcessedMessage.__table__
-# Built once per dialect so SQLAlchemy compiles each once; executed with a list of rows it
-# becomes a few multi-row INSERTs (insertmanyvalues) that still report the rows inserted.
-_CLAIM: Final = {"postgresql": _claim(postgresql_insert), "sqlite": _claim(sqlite_insert)}
+# One multi-row statement per chunk that still reports which rows it inserted: a duplicate
+# (redelivery, or an id another collector claimed first) is simply not returned.
+_CLAIM: Final = MultiRowInsert(
+    ProcessedMessage.__table__,
+    ("message_id", "device_id", "kind", "received_at"),
+    "ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+)
 
 
 def claim_messages(session: Session, batch: Sequence[DecodedMessage]) -> list[DecodedMessage]:
@@ -141,6 +135,5 @@ def claim_messages(session: Session, batch: Sequence[DecodedMessage]) -> list[De
         }
         for decoded in unique.values()
     ]
-    connection = session.connection()
-    claimed = set(connection.scalars(_CLAIM[connection.dialect.name], rows))
+    claimed = {message_id for (message_id,) in _CLAIM.execute(session.connection(), rows)}
     return [decoded for message_id, decoded in unique.items() if message_id in claimed]

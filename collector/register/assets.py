@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from campuswatch.collector.db.bulk import DriverExecutemany
 from campuswatch.collector.db.models import (
     ASSET_KINDS,
     ASSET_STATUSES,
@@ -957,8 +958,8 @@ def apply_routine_batch(session: Session, batch: Sequence[DecodedMessage]) -> li
     # on assets): a sighting is not an edit, so it leaves ``version`` alone and cannot
     # make a person's concurrent edit fail; the WHERE keeps last_seen monotonic when
     # two collectors share the load.
-    session.connection().execute(
-        _TOUCH_ASSET,
+    _TOUCH_ASSET.execute(
+        session.connection(),
         [{"asset_id": key, "seen": value} for key, value in last_seen.items()],
     )
     return remaining
@@ -970,7 +971,7 @@ _KNOWN_DEVICES: Final = (
     .where(Device.device_id.in_(bindparam("device_ids", expanding=True)))
 )
 
-_TOUCH_ASSET: Final = (
+_TOUCH_ASSET: Final = DriverExecutemany(
     update(Asset)
     .where(
         Asset.id == bindparam("asset_id"),

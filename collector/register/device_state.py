@@ -14,15 +14,15 @@ Nothing here commits; the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import ColumnElement, Insert, and_, bindparam, case, func, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.util import AliasedClass
 
+from campuswatch.collector.db.bulk import DriverExecutemany, MultiRowInsert
 from campuswatch.collector.db.models import Device, DeviceLatest, UtcDateTime
 from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import (
@@ -37,29 +37,18 @@ from campuswatch.wire.messages import (
 _LATEST: Final = DeviceLatest.__table__
 
 
-def _upsert_latest(insert: Callable[[Any], Any]) -> Insert:
-    statement = insert(_LATEST)
-    excluded = statement.excluded
-    return statement.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=[_LATEST.c.device_id, _LATEST.c.kind],
-        set_={
-            "ts": excluded.ts,
-            "received_at": excluded.received_at,
-            "body": excluded.body,
-        },
-        # Equal times: the later arrival wins, as a redelivery of the same state is harmless.
-        where=excluded.ts >= _LATEST.c.ts,
-    ).returning(_LATEST.c.device_id, _LATEST.c.kind)
-
-
-# Built once per dialect: SQLAlchemy then caches their compiled form for every batch.
-_UPSERT_LATEST: Final = {
-    "postgresql": _upsert_latest(postgresql.insert),
-    "sqlite": _upsert_latest(sqlite.insert),
-}
+_UPSERT_LATEST: Final = MultiRowInsert(
+    DeviceLatest.__table__,
+    ("device_id", "kind", "ts", "received_at", "body"),
+    "ON CONFLICT (device_id, kind) DO UPDATE SET"
+    " ts = excluded.ts, received_at = excluded.received_at, body = excluded.body"
+    # Equal times: the later arrival wins, as a redelivery of the same state is harmless.
+    " WHERE excluded.ts >= device_latest.ts"
+    " RETURNING device_id, kind",
+)
 
 _SEEN: Final = bindparam("seen", type_=UtcDateTime())
-_TOUCH_DEVICE: Final = (
+_TOUCH_DEVICE: Final = DriverExecutemany(
     update(Device)
     .where(Device.device_id == bindparam("id"))
     .values(
@@ -78,7 +67,7 @@ _TOUCH_DEVICE: Final = (
 """One row per device in the batch: last seen only moves forward, skew and type from its
 newest message (NULL keeps what is there)."""
 
-_SET_ONLINE: Final = (
+_SET_ONLINE: Final = DriverExecutemany(
     update(Device)
     .where(
         Device.device_id == bindparam("id"),
@@ -122,8 +111,7 @@ def record_latest(session: Session, batch: Sequence[DecodedMessage]) -> set[str]
         }
         for (device_id, kind), decoded in newest_in_batch.items()
     ]
-    connection = session.connection()
-    written = connection.execute(_UPSERT_LATEST[connection.dialect.name], rows)
+    written = _UPSERT_LATEST.execute(session.connection(), rows)
     return {newest_in_batch[(device_id, kind)].message.id for device_id, kind in written}
 
 
@@ -162,9 +150,8 @@ def touch_devices(
     if not by_device:
         return
     connection = session.connection()
-    connection.execute(_TOUCH_DEVICE, list(by_device.values()))
-    if online_changes:
-        connection.execute(_SET_ONLINE, list(online_changes.values()))
+    _TOUCH_DEVICE.execute(connection, list(by_device.values()))
+    _SET_ONLINE.execute(connection, list(online_changes.values()))
 
 
 def latest_of_kind(kind: str) -> tuple[AliasedClass[DeviceLatest], ColumnElement[bool]]:

@@ -121,9 +121,12 @@ class SqliteStore:
 
     # --- writing -------------------------------------------------------------------------
 
-    def _series_id(self, measurement: str, field: str, tags: Mapping[str, str]) -> int:
+    def _series_id(
+        self, measurement: str, field: str, tags: Mapping[str, str], tags_key: tuple[object, ...]
+    ) -> int:
+        """``tags_key``: the sorted tag items, computed once per point by the caller."""
         # Looked up for every sample: a tuple key is much cheaper than the canonical JSON.
-        cache_key = (measurement, field, *sorted(tags.items()))
+        cache_key = (measurement, field, tags_key)
         cached = self._series_ids.get(cache_key)
         if cached is not None:
             return cached
@@ -145,15 +148,18 @@ class SqliteStore:
                 raise TsdbUnavailable("SQLite store is closed")
             try:
                 with self._writer:  # one transaction per batch
-                    rows = [
-                        (
-                            self._series_id(point.measurement, name, point.tags),
-                            timestamp(point.time, "ms"),
-                            float(value),
+                    rows: list[tuple[int, int, float]] = []
+                    for point in points:
+                        tags_key = tuple(sorted(point.tags.items()))
+                        at_ms = timestamp(point.time, "ms")
+                        rows.extend(
+                            (
+                                self._series_id(point.measurement, name, point.tags, tags_key),
+                                at_ms,
+                                float(value),
+                            )
+                            for name, value in point.fields.items()
                         )
-                        for point in points
-                        for name, value in point.fields.items()
-                    ]
                     self._writer.executemany(
                         "INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
                         rows,
