@@ -16,15 +16,19 @@ from datetime import datetime
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.alerts.manager import AlertManager
+from campuswatch.collector.alerts.models import Alert
 from campuswatch.collector.alerts.policy import AlertPolicy
+from campuswatch.collector.alerts.queries import OPEN_STATES
 from campuswatch.collector.forward.outbox import Outbox
 from campuswatch.collector.forward.runner import Forwarder
 from campuswatch.collector.forward.settings import ForwardingSettings, build_targets
 from campuswatch.collector.ingest import BatchContext
 from campuswatch.collector.register.assets import AssetChange
+from campuswatch.collector.register.device_state import stored_latest_messages
 from campuswatch.collector.rules.engine import RuleEngine
 from campuswatch.collector.rules.loader import load_rule_pack
 from campuswatch.collector.rules.model import RulePackError
@@ -52,6 +56,7 @@ class Alerting:
         collector_id: str,
         policy: AlertPolicy | None = None,
     ) -> None:
+        self.sessions = sessions
         self.rules_dir = rules_dir or default_rules_dir()
         self.engine: RuleEngine | None = None
         if self.rules_dir is not None:
@@ -140,6 +145,29 @@ class Alerting:
 
     # --- lifecycle and metrics -----------------------------------------------------------
 
+    def restore_state(self) -> None:
+        """Warm the rules engine from the register before ingest starts (see
+        ``RuleEngine.restore``): the engine's own state lives in memory only."""
+        if self.engine is None:
+            return
+        with self.sessions() as session:
+            open_alerts = [
+                (rule_id, site_id, _entity_of(labels))
+                for rule_id, site_id, labels in session.execute(
+                    select(Alert.rule_id, Alert.site_id, Alert.labels).where(
+                        Alert.state.in_(OPEN_STATES)
+                    )
+                )
+            ]
+            latest = list(stored_latest_messages(session))
+        with self._lock:
+            self.engine.restore(latest, open_alerts)
+        log.info(
+            "rules engine warmed from the register: %d latest messages, %d open alerts",
+            len(latest),
+            len(open_alerts),
+        )
+
     def start(self) -> None:
         self.forwarder.start()
 
@@ -181,3 +209,9 @@ class Alerting:
                     )
                 statistic.add_metric([name], value)
         yield from families.values()
+
+
+def _entity_of(labels: object) -> str | None:
+    """The engine's subject entity as its signals labelled it; None for site-wide alerts."""
+    entity = labels.get("entity") if isinstance(labels, dict) else None
+    return entity if isinstance(entity, str) else None

@@ -160,6 +160,7 @@ class CollectorService:
     def start(self) -> None:
         if self.reports is not None:
             self.reports.start()
+        self.alerting.restore_state()
         self.alerting.start()
         self.ingestor.start()
         self._housekeeper.start()

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, Connection, Dialect, Table
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 
@@ -37,7 +38,7 @@ class DriverExecutemany:
         self._prepared: dict[str, _Prepared] = {}
 
     def _prepare(self, dialect: Dialect) -> _Prepared:
-        compiled = self.statement.compile(dialect=dialect)
+        compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
         names = tuple(compiled.binds)
         processors = tuple(compiled.binds[name].type.bind_processor(dialect) for name in names)
         order = None

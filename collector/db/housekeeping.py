@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -109,7 +109,7 @@ def dead_letter_count(session: Session) -> int:
 # One multi-row statement per chunk that still reports which rows it inserted: a duplicate
 # (redelivery, or an id another collector claimed first) is simply not returned.
 _CLAIM: Final = MultiRowInsert(
-    ProcessedMessage.__table__,
+    cast(Table, ProcessedMessage.__table__),
     ("message_id", "device_id", "kind", "received_at"),
     "ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
 )

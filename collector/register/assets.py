@@ -927,11 +927,12 @@ def apply_routine_batch(session: Session, batch: Sequence[DecodedMessage]) -> li
     """
     device_ids = {decoded.message.device_id for decoded in batch}
     # Only devices whose asset exists: the others need the full path to (re)create it.
-    known = {
+    known: dict[str, tuple[str, int]] = {
         device_id: (site_id, asset_id)
         for device_id, site_id, asset_id in session.execute(
             _KNOWN_DEVICES, {"device_ids": list(device_ids)}
         )
+        if asset_id is not None  # the inner join already ensures it
     }
     routine: list[DecodedMessage] = []
     remaining: list[DecodedMessage] = []

@@ -14,18 +14,19 @@ Nothing here commits; the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Final
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Final, cast
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.orm.util import AliasedClass
 
 from campuswatch.collector.db.bulk import DriverExecutemany, MultiRowInsert
 from campuswatch.collector.db.models import Device, DeviceLatest, UtcDateTime
 from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import (
+    KIND_TYPES,
     HelloMessage,
     InventoryMessage,
     Message,
@@ -33,12 +34,12 @@ from campuswatch.wire.messages import (
     TelemetryMessage,
     kind_of,
 )
+from campuswatch.wire.topics import Topic
 
-_LATEST: Final = DeviceLatest.__table__
-
+log = logging.getLogger(__name__)
 
 _UPSERT_LATEST: Final = MultiRowInsert(
-    DeviceLatest.__table__,
+    cast(Table, DeviceLatest.__table__),
     ("device_id", "kind", "ts", "received_at", "body"),
     "ON CONFLICT (device_id, kind) DO UPDATE SET"
     " ts = excluded.ts, received_at = excluded.received_at, body = excluded.body"
@@ -154,10 +155,31 @@ def touch_devices(
     _SET_ONLINE.execute(connection, list(online_changes.values()))
 
 
-def latest_of_kind(kind: str) -> tuple[AliasedClass[DeviceLatest], ColumnElement[bool]]:
+def latest_of_kind(kind: str) -> tuple[type[DeviceLatest], ColumnElement[bool]]:
     """``device_latest`` of one kind, to outer-join to ``Device`` in a query:
 
     ``av, on = latest_of_kind("av"); select(Device.site_id, av.body).outerjoin(av, on)``
     """
     alias = aliased(DeviceLatest, name=f"latest_{kind}")
     return alias, and_(alias.device_id == Device.device_id, alias.kind == kind)
+
+
+def stored_latest_messages(session: Session) -> Iterator[DecodedMessage]:
+    """Every device's newest message of each kind, rebuilt as ingest decoded it (the rules
+    engine's warm start). A row the current wire types cannot read is skipped."""
+    rows = session.execute(
+        select(DeviceLatest.kind, DeviceLatest.received_at, DeviceLatest.body)
+    ).yield_per(1000)
+    for kind, received_at, body in rows:
+        message_type = KIND_TYPES.get(kind)
+        if message_type is None:
+            continue
+        try:
+            message = msgspec.convert(body, message_type)
+        except msgspec.ValidationError:
+            log.warning("stored latest %s message not readable any more; skipped", kind)
+            continue
+        topic = Topic(message.site, message.device_id, kind)
+        yield DecodedMessage(
+            topic, message, received_at, (message.ts - received_at).total_seconds()
+        )

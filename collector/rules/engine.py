@@ -908,6 +908,60 @@ class RuleEngine:
         record.last_any = max(record.last_any, at_s)
         return record
 
+    def restore(
+        self,
+        latest: Iterable[DecodedMessage],
+        open_alerts: Iterable[tuple[str, str, str | None]],
+        now: datetime | None = None,
+    ) -> None:
+        """Warm start after a restart, from what the register kept; emits nothing.
+
+        ``latest``: each device's newest message of each kind, as stored. They rebuild
+        what absence rules time from (when each device last sent each kind) and the last
+        values change and ratio rules compare with, so a PC silent since before the
+        restart still raises "agent silent" and an antivirus switched off just after it
+        still counts as a change. ``open_alerts``: (rule id, site, entity) of alerts open in
+        the register; those rules treat them as firing again, so the alerts resolve when
+        their condition clears instead of staying open with nothing left to clear them.
+
+        Not restored: threshold windows (they refill within their window) and ``for:``
+        timers of alerts that were pending, not yet firing.
+        """
+        replayed: list[_RuleRuntime] = [
+            runtime
+            for runtime in self._runtimes
+            if isinstance(runtime, _ChangeRuntime | _RatioRuntime)
+        ]
+        discarded: list[AlertSignal] = []
+        for decoded in sorted(latest, key=lambda item: item.received_at):
+            kind = decoded.topic.kind
+            at_s = decoded.received_at.timestamp()
+            record = self._observe(decoded.message, kind, at_s)
+            for runtime in replayed:
+                if runtime.kinds is not None and kind not in runtime.kinds:
+                    continue
+                if runtime.device_types and record.device_type not in runtime.device_types:
+                    continue
+                runtime.on_message(decoded, record, at_s, discarded)
+        now_s = (now or self._clock()).timestamp()
+        by_id = {runtime.rule.id: runtime for runtime in self._runtimes}
+        for rule_id, site, entity in open_alerts:
+            owner = by_id.get(rule_id)
+            if owner is None:
+                continue  # a rule removed while the collector was down; left to people
+            key: SubjectKey = (site, entity)
+            alert = owner.alerts.get(key)
+            if alert is None:
+                alert = _Alert()
+                owner.alerts.put(key, alert)
+            alert.firing = True
+            alert.pending_since = None
+            alert.last_active = now_s
+            owner.pending.discard(key)
+            owner.firing.add(key)
+        for each in self._runtimes:
+            each._prune_sets()  # restored alerts may have pushed older ones out of a bound
+
     def evaluate_tick(self, now: datetime | None = None) -> list[AlertSignal]:
         """Time-driven work: absence, ratio, expiring windows, ``for:`` and auto-resolve."""
         now_s = (now or self._clock()).timestamp()

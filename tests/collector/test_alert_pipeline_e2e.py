@@ -102,3 +102,30 @@ def test_forwarding_metrics_are_one_family_per_statistic_across_destinations(
             "district-soc",
             "provincial-soc",
         }
+
+
+def test_an_alert_opened_before_a_collector_restart_resolves_after_it(
+    mosquitto: MosquittoBroker, collector_factory: CollectorFactory, tmp_path: Path
+) -> None:
+    """The rules engine's state is in memory; the restarted collector warms it from the
+    register, so the open alert still resolves when the PC gets its antivirus."""
+    data_dir = tmp_path / "restarted"
+    topic = f"cw/v1/{SITE}/pc-lab1-09/av"
+    first = collector_factory(data_dir=data_dir, alert_group_wait_s=0)
+    publish(
+        mosquitto,
+        topic,
+        encode_message(AvMessage(device_id="pc-lab1-09", site=SITE, status="no_av")),
+    )
+    alert = wait_until(
+        lambda: (items := first.get("/api/v1/alerts", device_id="pc-lab1-09")["items"]) and items[0]
+    )
+    assert alert["state"] == "firing"
+    first.service.stop()
+
+    second = collector_factory(data_dir=data_dir, alert_group_wait_s=0)
+    protected = AvMessage(device_id="pc-lab1-09", site=SITE, status="protected")
+    publish(mosquitto, topic, encode_message(protected))
+    wait_until(lambda: second.get(f"/api/v1/alerts/{alert['id']}")["state"] == "resolved")
+    # And it was not opened a second time.
+    assert second.get("/api/v1/alerts", device_id="pc-lab1-09")["total"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,7 +30,7 @@ def health(device_id: str, minutes: float, cpu: float = 5.0) -> HealthMessage:
     )
 
 
-def state(device_id: str, minutes: float, status: str) -> StateMessage:
+def state(device_id: str, minutes: float, status: Literal["online", "offline"]) -> StateMessage:
     return StateMessage(
         device_id=device_id, site=SITE, ts=T0 + timedelta(minutes=minutes), status=status
     )

@@ -270,3 +270,52 @@ def test_hot_reload_keeps_state_of_unchanged_rules_and_resolves_removed_ones() -
         msg(2, kind="av", site="s1", device_id="pc", status="at_risk", products=[product])
     )
     assert [(s.status, s.rule_title) for s in out] == [("resolved", "new title")]
+
+
+def test_a_restarted_engine_warms_from_the_register_and_emits_nothing_doing_so() -> None:
+    """What ``restore`` gets after a restart: each device's newest message per kind and
+    the alerts still open. Silence, changes and clearing all carry across the restart."""
+    av_off = rule(AV_OFF)
+    silent = rule("  absence:\n    kind: health\n    for: 15m\n")
+    firmware_down = rule(
+        "  change:\n    kind: hello\n    field: firmware_version\n"
+        "    direction: decrease\n    compare: version\n"
+    )
+    before = engine_for(av_off, silent, firmware_down)
+    hello = {
+        "kind": "hello",
+        "site": "s1",
+        "device_id": "proj-1",
+        "device_type": "projector",
+        "software": "fw",
+        "software_version": "1",
+    }
+    latest = [
+        av(0, "pc-1", False),
+        msg(0, kind="health", site="s1", device_id="pc-2"),
+        msg(0, **hello, firmware_version="2.10"),
+    ]
+    opened = [s for decoded in latest for s in before.process(decoded)]
+    assert [(s.rule_id, s.status) for s in opened] == [(av_off.id, "firing")]
+
+    after = engine_for(av_off, silent, firmware_down)
+    after.restore(latest, [(av_off.id, "s1", "pc-1")], now=T0 + timedelta(minutes=1))
+    assert after.stats()["alerts_firing"] == 1
+    # Still off: no second "firing" for the alert already open.
+    assert after.process(av(120, "pc-1", False)) == []
+    # pc-2 has been silent since before the restart.
+    assert [(s.status, s.device_id) for s in tick(after, 15 * 60)] == [("firing", "pc-2")]
+    # A downgrade is judged against the firmware reported before the restart.
+    downgrade = after.process(msg(16 * 60, **hello, firmware_version="2.9"))
+    assert [(s.rule_id, s.status) for s in downgrade] == [(firmware_down.id, "firing")]
+    # The alert opened before the restart resolves when its condition clears.
+    resolved = after.process(av(17 * 60, "pc-1", True))
+    assert [(s.fingerprint, s.status) for s in resolved] == [
+        (fingerprint(av_off.id, "s1", "pc-1"), "resolved")
+    ]
+
+
+def test_restore_ignores_alerts_of_rules_no_longer_in_the_pack() -> None:
+    engine = engine_for(rule(AV_OFF))
+    engine.restore([], [(str(uuid.uuid4()), "s1", "pc-1")])
+    assert engine.stats()["alerts_firing"] == 0
