@@ -332,10 +332,23 @@ def collector_rate(
     memory = [(before, c.rss_mb()) for (before, _), c in zip(memory, collectors, strict=True)]
     for collector in collectors:
         collector.stop()
+    report_failures(work, tag)
     first, last = polls[0], polls[-1]
     taken = last.stored - first.stored
     elapsed = last.last_batch_at - first.first_batch_at
     return Drain(taken / elapsed, cpu * 1000 / taken, memory)
+
+
+def report_failures(work: Path, tag: str) -> None:
+    """Say if a collector failed to store a batch (a deadlock, say): it retries, so the
+    run still completes, but the rate then includes the back-off."""
+    for log_file in sorted(work.glob(f"{tag}-*.log")):
+        failures = [
+            line for line in log_file.read_text(errors="replace").splitlines() if "failed" in line
+        ]
+        if failures:
+            first = failures[0][:200]
+            print(f"  {log_file.stem}: {len(failures)} log lines saying 'failed', first: {first}")
 
 
 @contextmanager

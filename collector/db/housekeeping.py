@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Final, cast
 
 from sqlalchemy import Table, delete, func, select
@@ -133,7 +134,8 @@ def claim_messages(session: Session, batch: Sequence[DecodedMessage]) -> list[De
             "kind": kind_of(decoded.message),
             "received_at": decoded.received_at,
         }
-        for decoded in unique.values()
+        # Key order: concurrent claims of the same ids (two collectors) wait, never deadlock.
+        for _, decoded in sorted(unique.items(), key=itemgetter(0))
     ]
     claimed = {message_id for (message_id,) in _CLAIM.execute(session.connection(), rows)}
     return [decoded for message_id, decoded in unique.items() if message_id in claimed]

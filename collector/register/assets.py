@@ -958,10 +958,10 @@ def apply_routine_batch(session: Session, batch: Sequence[DecodedMessage]) -> li
     # One executemany, not the ORM's row-by-row UPDATE (the version counter forces that
     # on assets): a sighting is not an edit, so it leaves ``version`` alone and cannot
     # make a person's concurrent edit fail; the WHERE keeps last_seen monotonic when
-    # two collectors share the load.
+    # two collectors share the load, and key order keeps their row locks from deadlocking.
     _TOUCH_ASSET.execute(
         session.connection(),
-        [{"asset_id": key, "seen": value} for key, value in last_seen.items()],
+        [{"asset_id": key, "seen": value} for key, value in sorted(last_seen.items())],
     )
     return remaining
 

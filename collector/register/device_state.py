@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any, Final, cast
 
 import msgspec
@@ -110,7 +111,9 @@ def record_latest(session: Session, batch: Sequence[DecodedMessage]) -> set[str]
             # The struct itself: the engine's JSON serializer (msgspec) encodes it directly.
             "body": decoded.message,
         }
-        for (device_id, kind), decoded in newest_in_batch.items()
+        # In key order, as every statement here: two collectors sharing the load then lock
+        # rows in the same order and wait for each other instead of deadlocking.
+        for (device_id, kind), decoded in sorted(newest_in_batch.items(), key=itemgetter(0))
     ]
     written = _UPSERT_LATEST.execute(session.connection(), rows)
     return {newest_in_batch[(device_id, kind)].message.id for device_id, kind in written}
@@ -151,8 +154,8 @@ def touch_devices(
     if not by_device:
         return
     connection = session.connection()
-    _TOUCH_DEVICE.execute(connection, list(by_device.values()))
-    _SET_ONLINE.execute(connection, list(online_changes.values()))
+    _TOUCH_DEVICE.execute(connection, [by_device[key] for key in sorted(by_device)])
+    _SET_ONLINE.execute(connection, [online_changes[key] for key in sorted(online_changes)])
 
 
 def latest_of_kind(kind: str) -> tuple[type[DeviceLatest], ColumnElement[bool]]:
