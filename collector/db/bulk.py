@@ -1,72 +1,22 @@
-"""Executemany through the database driver, for ingest's hottest statements.
+"""Multi-row statements through the database driver, for ingest's hottest statements.
 
 SQLAlchemy's executemany builds and type-processes every row's parameters in generic
-Python. For the few statements that run for every message ingested (a device's and an
-asset's "seen at" update) that cost more than the database's own work, so they are
-compiled once per dialect here and handed to the driver's ``executemany`` with parameters
-converted by the same bind processors SQLAlchemy would use.
+Python, and on the server each row is a statement of its own. For the few statements that
+run for every message ingested (claims, devices' latest state, a device's and an asset's
+"seen at") that cost more than the database's own work, so they are written here as one
+multi-row statement per chunk of rows, built once per dialect, with parameters converted
+by the same bind processors SQLAlchemy would use.
 
-``DriverExecutemany`` is for statements without RETURNING (the driver's executemany
-returns no rows); ``MultiRowInsert`` for inserts that must say which rows they wrote.
+``MultiRowInsert`` for inserts that must say which rows they wrote (RETURNING);
+``ValuesUpdate`` for per-row updates joined to a VALUES list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import JSON, Connection, Dialect, Table
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    sql: str
-    names: tuple[str, ...]
-    """Distinct parameter names, each converted once per row."""
-    processors: tuple[Callable[[Any], Any] | None, ...]
-    order: tuple[int, ...] | None
-    """Positional dialects: index into ``names`` for each placeholder (a name used twice
-    appears twice); None for named placeholders."""
-
-
-class DriverExecutemany:
-    def __init__(self, statement: ClauseElement) -> None:
-        self.statement = statement
-        self._prepared: dict[str, _Prepared] = {}
-
-    def _prepare(self, dialect: Dialect) -> _Prepared:
-        compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
-        names = tuple(compiled.binds)
-        processors = tuple(compiled.binds[name].type.bind_processor(dialect) for name in names)
-        order = None
-        if compiled.positional:
-            order = tuple(names.index(name) for name in compiled.positiontup or ())
-        return _Prepared(compiled.string, names, processors, order)
-
-    def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
-            return
-        dialect = connection.dialect
-        key = f"{dialect.name}+{dialect.driver}"
-        prepared = self._prepared.get(key)
-        if prepared is None:
-            prepared = self._prepared[key] = self._prepare(dialect)
-        pairs = tuple(zip(prepared.names, prepared.processors, strict=True))
-        converted = [
-            [row[name] if process is None else process(row[name]) for name, process in pairs]
-            for row in rows
-        ]
-        if prepared.order is None:
-            named = [dict(zip(prepared.names, values, strict=True)) for values in converted]
-            connection.exec_driver_sql(prepared.sql, named)
-        else:
-            order = prepared.order
-            connection.exec_driver_sql(
-                prepared.sql, [tuple(values[index] for index in order) for values in converted]
-            )
 
 
 class MultiRowInsert:
@@ -131,3 +81,73 @@ class MultiRowInsert:
             sql = f"{head}{', '.join([group] * len(chunk))} {self.tail}"
             returned.extend(connection.exec_driver_sql(sql, tuple(parameters)).fetchall())
         return returned
+
+
+_Processors = tuple[Callable[[Any], Any] | None, ...]
+
+
+class ValuesUpdate:
+    """``WITH v(…) AS (VALUES (…), (…), …) UPDATE t SET … FROM v WHERE …``: a batch of
+    per-row updates as one statement per chunk.
+
+    The driver's executemany still runs one UPDATE per row on the server (parse, plan and
+    a protocol round of its own each on PostgreSQL); this joins the batch instead.
+    ``columns`` names ``v``'s columns and the table column whose type each carries (for
+    the bind processor, and PostgreSQL's cast: VALUES of bare parameters are untyped
+    there). ``assignments`` and ``where`` are SQL that SQLite (3.33+) and PostgreSQL both
+    accept, naming the table's columns qualified and ``v.<column>``.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        columns: Mapping[str, str],
+        assignments: str,
+        where: str,
+        chunk_rows: int = 500,
+    ) -> None:
+        self.table = table
+        self.columns = dict(columns)
+        self.assignments = assignments
+        self.where = where
+        self.chunk_rows = chunk_rows
+        self._prepared: dict[
+            str, tuple[str, str, str, tuple[Callable[[Any], Any] | None, ...]]
+        ] = {}
+
+    def _prepare(
+        self, dialect: Dialect
+    ) -> tuple[str, str, str, tuple[Callable[[Any], Any] | None, ...]]:
+        quote = dialect.identifier_preparer.quote
+        slots = []
+        processors = []
+        for table_column in self.columns.values():
+            column_type = self.table.c[table_column].type
+            if dialect.name == "postgresql":
+                slots.append(f"%s::{column_type.compile(dialect=dialect)}")
+            else:
+                slots.append("?")
+            processors.append(column_type.bind_processor(dialect))
+        head = f"WITH v ({', '.join(map(quote, self.columns))}) AS (VALUES "
+        tail = f") UPDATE {quote(self.table.name)} SET {self.assignments} FROM v WHERE {self.where}"
+        return head, f"({', '.join(slots)})", tail, tuple(processors)
+
+    def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        dialect = connection.dialect
+        key = f"{dialect.name}+{dialect.driver}"
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepared[key] = self._prepare(dialect)
+        head, group, tail, processors = prepared
+        pairs = tuple(zip(self.columns, processors, strict=True))
+        for start in range(0, len(rows), self.chunk_rows):
+            chunk = rows[start : start + self.chunk_rows]
+            parameters = [
+                row[name] if process is None else process(row[name])
+                for row in chunk
+                for name, process in pairs
+            ]
+            sql = f"{head}{', '.join([group] * len(chunk))}{tail}"
+            connection.exec_driver_sql(sql, tuple(parameters))

@@ -12,12 +12,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
-from sqlalchemy import Select, bindparam, func, or_, select, update
+from sqlalchemy import Select, Table, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from campuswatch.collector.db.bulk import DriverExecutemany
+from campuswatch.collector.db.bulk import ValuesUpdate
 from campuswatch.collector.db.models import (
     ASSET_KINDS,
     ASSET_STATUSES,
@@ -972,13 +972,10 @@ _KNOWN_DEVICES: Final = (
     .where(Device.device_id.in_(bindparam("device_ids", expanding=True)))
 )
 
-_TOUCH_ASSET: Final = DriverExecutemany(
-    update(Asset)
-    .where(
-        Asset.id == bindparam("asset_id"),
-        or_(Asset.last_seen.is_(None), Asset.last_seen < bindparam("seen")),
-    )
-    # updated_at kept as it is: a sighting is not an edit (and its Python-side onupdate
-    # default would be computed and bound once per row of the executemany).
-    .values(last_seen=bindparam("seen"), updated_at=Asset.updated_at)
+_TOUCH_ASSET: Final = ValuesUpdate(
+    cast(Table, Asset.__table__),
+    {"asset_id": "id", "seen": "last_seen"},
+    # Only last_seen: not version, not updated_at (a sighting is not an edit).
+    "last_seen = v.seen",
+    "assets.id = v.asset_id AND (assets.last_seen IS NULL OR assets.last_seen < v.seen)",
 )

@@ -20,11 +20,11 @@ from operator import itemgetter
 from typing import Any, Final, cast
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, select
 from sqlalchemy.orm import Session, aliased
 
-from campuswatch.collector.db.bulk import DriverExecutemany, MultiRowInsert
-from campuswatch.collector.db.models import Device, DeviceLatest, UtcDateTime
+from campuswatch.collector.db.bulk import MultiRowInsert, ValuesUpdate
+from campuswatch.collector.db.models import Device, DeviceLatest
 from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import (
     KIND_TYPES,
@@ -49,33 +49,23 @@ _UPSERT_LATEST: Final = MultiRowInsert(
     " RETURNING device_id, kind",
 )
 
-_SEEN: Final = bindparam("seen", type_=UtcDateTime())
-_TOUCH_DEVICE: Final = DriverExecutemany(
-    update(Device)
-    .where(Device.device_id == bindparam("id"))
-    .values(
-        last_seen=case(
-            (or_(Device.last_seen.is_(None), Device.last_seen < _SEEN), _SEEN),
-            else_=Device.last_seen,
-        ),
-        clock_skew_s=func.coalesce(
-            bindparam("skew", type_=Device.clock_skew_s.type), Device.clock_skew_s
-        ),
-        device_type=func.coalesce(
-            bindparam("device_type", type_=Device.device_type.type), Device.device_type
-        ),
-    )
+_DEVICES: Final = cast(Table, Device.__table__)
+_TOUCH_DEVICE: Final = ValuesUpdate(
+    _DEVICES,
+    {"id": "device_id", "seen": "last_seen", "skew": "clock_skew_s", "device_type": "device_type"},
+    # Last seen only moves forward; skew and type from the device's newest message in the
+    # batch (NULL keeps what is there).
+    "last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.seen"
+    " THEN v.seen ELSE devices.last_seen END,"
+    " clock_skew_s = COALESCE(v.skew, devices.clock_skew_s),"
+    " device_type = COALESCE(v.device_type, devices.device_type)",
+    "devices.device_id = v.id",
 )
-"""One row per device in the batch: last seen only moves forward, skew and type from its
-newest message (NULL keeps what is there)."""
-
-_SET_ONLINE: Final = DriverExecutemany(
-    update(Device)
-    .where(
-        Device.device_id == bindparam("id"),
-        or_(Device.online.is_(None), Device.online != bindparam("online")),
-    )
-    .values(online=bindparam("online"), status_changed_at=bindparam("changed_at"))
+_SET_ONLINE: Final = ValuesUpdate(
+    _DEVICES,
+    {"id": "device_id", "online": "online", "changed_at": "status_changed_at"},
+    "online = v.online, status_changed_at = v.changed_at",
+    "devices.device_id = v.id AND (devices.online IS NULL OR devices.online <> v.online)",
 )
 
 
