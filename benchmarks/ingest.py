@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import psutil
 
@@ -128,6 +128,9 @@ class Drain:
     unlike the rate, barely moved by what else the machine is running."""
     rss_mb: list[tuple[float, float]] = field(default_factory=list)
     """Per collector: RSS when started and when the backlog was stored."""
+    machine_busy: float | None = None
+    """Share of the whole machine's CPU (all cores) busy during the drain: near 1.0 the
+    cores, not the consumer, are the limit."""
 
 
 def bare_subscriber_rate(broker: BrokerAddress, messages: int, devices: int) -> Drain:
@@ -322,6 +325,7 @@ def collector_rate(
     # stored before the first poll are left out, as the bare subscriber's first message is.
     wait_for(lambda: poll() is not None, 120, "first batches", SCRAPE_S)
     cpu_started = sum(c.cpu_s() for c in collectors)
+    machine_started = psutil.cpu_times()
     wait_for(
         lambda: (seen := poll()) is not None and seen.stored >= args.messages,
         1800,
@@ -329,6 +333,7 @@ def collector_rate(
         SCRAPE_S,
     )
     cpu = sum(c.cpu_s() for c in collectors) - cpu_started
+    busy = machine_busy(machine_started, psutil.cpu_times())
     memory = [(before, c.rss_mb()) for (before, _), c in zip(memory, collectors, strict=True)]
     for collector in collectors:
         collector.stop()
@@ -336,7 +341,16 @@ def collector_rate(
     first, last = polls[0], polls[-1]
     taken = last.stored - first.stored
     elapsed = last.last_batch_at - first.first_batch_at
-    return Drain(taken / elapsed, cpu * 1000 / taken, memory)
+    return Drain(taken / elapsed, cpu * 1000 / taken, memory, busy)
+
+
+def machine_busy(before: Any, after: Any) -> float:
+    """Busy share of all cores between two ``psutil.cpu_times()`` readings."""
+    idle = (after.idle + getattr(after, "iowait", 0.0)) - (
+        before.idle + getattr(before, "iowait", 0.0)
+    )
+    total = sum(after) - sum(before)
+    return 1.0 - idle / total if total > 0 else 0.0
 
 
 def report_failures(work: Path, tag: str) -> None:
@@ -513,7 +527,8 @@ def main() -> None:
                 two = collector_rate(work, broker, args, 2, db, "pg2")
             print(
                 f"2 collectors, $share, PostgreSQL {two.rate:6.0f} msg/s, {two.cpu_ms:.3f} ms "
-                f"CPU/msg; {two.rate / one.rate:.2f}x one (target >= 1.6x)"
+                f"CPU/msg; {two.rate / one.rate:.2f}x one (target >= 1.6x); machine CPU busy "
+                f"{one.machine_busy:.0%} with one, {two.machine_busy:.0%} with two"
             )
     finally:
         for collector in list(Collector.running):

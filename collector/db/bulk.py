@@ -4,98 +4,134 @@ SQLAlchemy's executemany builds and type-processes every row's parameters in gen
 Python, and on the server each row is a statement of its own. For the few statements that
 run for every message ingested (claims, devices' latest state, a device's and an asset's
 "seen at") that cost more than the database's own work, so they are written here as one
-multi-row statement per chunk of rows, built once per dialect, with parameters converted
-by the same bind processors SQLAlchemy would use.
+statement per chunk of rows, built once per dialect, with parameters converted by the same
+bind processors SQLAlchemy would use (values are stored exactly as the ORM stores them).
+
+How the rows travel depends on the driver:
+- SQLite: ``VALUES (?, ?), (?, ?), …``; sqlite3 binds natively, so a long list is cheap.
+- PostgreSQL: one array parameter per column, ``unnest``-ed on the server. The statement
+  stays short and the same whatever the batch size, so psycopg parses it once and caches
+  it (a ``VALUES`` list of thousands of ``%s`` is re-parsed in Python on every call).
 
 ``MultiRowInsert`` for inserts that must say which rows they wrote (RETURNING);
-``ValuesUpdate`` for per-row updates joined to a VALUES list.
+``ValuesUpdate`` for per-row updates joined to the rows.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Dialect, Table
+from sqlalchemy import Connection, Dialect, Table
+
+_Processor = Callable[[Any], Any] | None
 
 
-class MultiRowInsert:
-    """``INSERT INTO t (…) VALUES (…), (…), … <tail>`` as one statement per chunk of rows,
-    returning what the tail's RETURNING names.
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """A batch of rows as ``v(<columns>)``: how to write the source and bind its values."""
 
-    What SQLAlchemy's "insertmanyvalues" does for an executemany with RETURNING, minus its
-    per-row parameter processing, which for ingest's claims and latest-state upserts cost
-    more than the database's own work. ``tail`` (``ON CONFLICT …``, ``RETURNING …``) is
-    SQL that SQLite and PostgreSQL both accept; values go through the columns' own bind
-    processors, so they are stored exactly as the ORM would store them.
+    names: tuple[str, ...]
+    processors: tuple[_Processor, ...]
+    group: str | None
+    """SQLite: one row's ``(?, ?, …)``; None on PostgreSQL (``source`` takes arrays)."""
+    source: str
+    """PostgreSQL: ``SELECT * FROM unnest(%b::type[], …)``; SQLite: ``VALUES `` (rows follow)."""
+
+    @staticmethod
+    def prepare(table: Table, columns: Mapping[str, str], dialect: Dialect) -> _Rows:
+        """``columns``: name in ``v`` → the table column whose type the values have."""
+        processors = tuple(
+            table.c[column].type.bind_processor(dialect) for column in columns.values()
+        )
+        if dialect.name == "postgresql":
+            arrays = ", ".join(
+                # %b: binary arrays; psycopg's text arrays quote each element by regex.
+                f"%b::{table.c[column].type.compile(dialect=dialect)}[]"
+                for column in columns.values()
+            )
+            return _Rows(tuple(columns), processors, None, f"SELECT * FROM unnest({arrays})")
+        group = f"({', '.join('?' for _ in columns)})"
+        return _Rows(tuple(columns), processors, group, "VALUES ")
+
+    def bind(self, chunk: Sequence[Mapping[str, Any]]) -> tuple[str, tuple[Any, ...]]:
+        """The row source SQL for ``chunk`` and its parameters."""
+        pairs = tuple(zip(self.names, self.processors, strict=True))
+        if self.group is None:
+            arrays = tuple(
+                [row[name] if process is None else process(row[name]) for row in chunk]
+                for name, process in pairs
+            )
+            return self.source, arrays
+        values = tuple(
+            row[name] if process is None else process(row[name])
+            for row in chunk
+            for name, process in pairs
+        )
+        return self.source + ", ".join([self.group] * len(chunk)), values
+
+
+class _Chunked(ABC):
+    # SQLite allows 32,766 bound values per statement; 500 rows of a few columns is far below.
+    def __init__(self, table: Table, columns: Mapping[str, str], chunk_rows: int) -> None:
+        self.table = table
+        self.columns = dict(columns)
+        self.chunk_rows = chunk_rows
+        self._prepared: dict[str, tuple[_Rows, str, str]] = {}
+
+    @abstractmethod
+    def _statement(self, dialect: Dialect, quote: Callable[[str], str]) -> tuple[str, str]:
+        """SQL before and after the row source."""
+
+    def _run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        dialect = connection.dialect
+        key = f"{dialect.name}+{dialect.driver}"
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            source = _Rows.prepare(self.table, self.columns, dialect)
+            before, after = self._statement(dialect, dialect.identifier_preparer.quote)
+            prepared = self._prepared[key] = (source, before, after)
+        source, before, after = prepared
+        returned: list[Any] = []
+        for start in range(0, len(rows), self.chunk_rows):
+            rows_sql, parameters = source.bind(rows[start : start + self.chunk_rows])
+            result = connection.exec_driver_sql(f"{before}{rows_sql}{after}", parameters)
+            if result.returns_rows:
+                returned.extend(result.fetchall())
+        return returned
+
+
+class MultiRowInsert(_Chunked):
+    """``INSERT INTO t (…) <rows> <tail>`` per chunk, returning what ``tail``'s RETURNING
+    names (what SQLAlchemy's "insertmanyvalues" does, without its per-row processing).
+
+    ``tail`` (``ON CONFLICT …``, ``RETURNING …``) is SQL SQLite and PostgreSQL both accept.
     """
 
     def __init__(
         self, table: Table, columns: Sequence[str], tail: str, chunk_rows: int = 500
     ) -> None:
-        self.table = table
-        self.columns = tuple(columns)
+        super().__init__(table, {name: name for name in columns}, chunk_rows)
         self.tail = tail
-        # SQLite allows 32,766 bound values per statement; PostgreSQL 65,535.
-        self.chunk_rows = chunk_rows
-        self._prepared: dict[str, tuple[str, str, tuple[Callable[[Any], Any] | None, ...]]] = {}
 
-    def _prepare(
-        self, dialect: Dialect
-    ) -> tuple[str, str, tuple[Callable[[Any], Any] | None, ...]]:
-        quote = dialect.identifier_preparer.quote
-        placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
-        slots = []
-        processors = []
-        for name in self.columns:
-            column = self.table.c[name]
-            # psycopg sends text; PostgreSQL needs to be told it is JSON.
-            cast = (
-                "::json" if dialect.name == "postgresql" and isinstance(column.type, JSON) else ""
-            )
-            slots.append(placeholder + cast)
-            processors.append(column.type.bind_processor(dialect))
-        head = (
-            f"INSERT INTO {quote(self.table.name)} ({', '.join(map(quote, self.columns))}) VALUES "
-        )
-        return head, f"({', '.join(slots)})", tuple(processors)
+    def _statement(self, dialect: Dialect, quote: Callable[[str], str]) -> tuple[str, str]:
+        names = ", ".join(map(quote, self.columns))
+        return f"INSERT INTO {quote(self.table.name)} ({names}) ", f" {self.tail}"
 
-    def execute(
-        self, connection: Connection, rows: Sequence[Mapping[str, Any]]
-    ) -> list[tuple[Any, ...]]:
-        dialect = connection.dialect
-        key = f"{dialect.name}+{dialect.driver}"
-        prepared = self._prepared.get(key)
-        if prepared is None:
-            prepared = self._prepared[key] = self._prepare(dialect)
-        head, group, processors = prepared
-        pairs = tuple(zip(self.columns, processors, strict=True))
-        returned: list[Any] = []
-        for start in range(0, len(rows), self.chunk_rows):
-            chunk = rows[start : start + self.chunk_rows]
-            parameters = [
-                row[name] if process is None else process(row[name])
-                for row in chunk
-                for name, process in pairs
-            ]
-            sql = f"{head}{', '.join([group] * len(chunk))} {self.tail}"
-            returned.extend(connection.exec_driver_sql(sql, tuple(parameters)).fetchall())
-        return returned
+    def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        return self._run(connection, rows)
 
 
-_Processors = tuple[Callable[[Any], Any] | None, ...]
+class ValuesUpdate(_Chunked):
+    """``WITH v(…) AS (<rows>) UPDATE t SET … FROM v WHERE …`` per chunk: a batch of
+    per-row updates as one statement (the driver's executemany would still run one UPDATE
+    per row on the server).
 
-
-class ValuesUpdate:
-    """``WITH v(…) AS (VALUES (…), (…), …) UPDATE t SET … FROM v WHERE …``: a batch of
-    per-row updates as one statement per chunk.
-
-    The driver's executemany still runs one UPDATE per row on the server (parse, plan and
-    a protocol round of its own each on PostgreSQL); this joins the batch instead.
-    ``columns`` names ``v``'s columns and the table column whose type each carries (for
-    the bind processor, and PostgreSQL's cast: VALUES of bare parameters are untyped
-    there). ``assignments`` and ``where`` are SQL that SQLite (3.33+) and PostgreSQL both
-    accept, naming the table's columns qualified and ``v.<column>``.
+    ``columns`` names ``v``'s columns and the table column whose type each carries.
+    ``assignments`` and ``where`` are SQL that SQLite (3.33+) and PostgreSQL both accept,
+    naming the table's columns qualified and ``v.<column>``.
     """
 
     def __init__(
@@ -106,48 +142,16 @@ class ValuesUpdate:
         where: str,
         chunk_rows: int = 500,
     ) -> None:
-        self.table = table
-        self.columns = dict(columns)
+        super().__init__(table, columns, chunk_rows)
         self.assignments = assignments
         self.where = where
-        self.chunk_rows = chunk_rows
-        self._prepared: dict[
-            str, tuple[str, str, str, tuple[Callable[[Any], Any] | None, ...]]
-        ] = {}
 
-    def _prepare(
-        self, dialect: Dialect
-    ) -> tuple[str, str, str, tuple[Callable[[Any], Any] | None, ...]]:
-        quote = dialect.identifier_preparer.quote
-        slots = []
-        processors = []
-        for table_column in self.columns.values():
-            column_type = self.table.c[table_column].type
-            if dialect.name == "postgresql":
-                slots.append(f"%s::{column_type.compile(dialect=dialect)}")
-            else:
-                slots.append("?")
-            processors.append(column_type.bind_processor(dialect))
-        head = f"WITH v ({', '.join(map(quote, self.columns))}) AS (VALUES "
-        tail = f") UPDATE {quote(self.table.name)} SET {self.assignments} FROM v WHERE {self.where}"
-        return head, f"({', '.join(slots)})", tail, tuple(processors)
+    def _statement(self, dialect: Dialect, quote: Callable[[str], str]) -> tuple[str, str]:
+        names = ", ".join(map(quote, self.columns))
+        return (
+            f"WITH v ({names}) AS (",
+            f") UPDATE {quote(self.table.name)} SET {self.assignments} FROM v WHERE {self.where}",
+        )
 
     def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
-            return
-        dialect = connection.dialect
-        key = f"{dialect.name}+{dialect.driver}"
-        prepared = self._prepared.get(key)
-        if prepared is None:
-            prepared = self._prepared[key] = self._prepare(dialect)
-        head, group, tail, processors = prepared
-        pairs = tuple(zip(self.columns, processors, strict=True))
-        for start in range(0, len(rows), self.chunk_rows):
-            chunk = rows[start : start + self.chunk_rows]
-            parameters = [
-                row[name] if process is None else process(row[name])
-                for row in chunk
-                for name, process in pairs
-            ]
-            sql = f"{head}{', '.join([group] * len(chunk))}{tail}"
-            connection.exec_driver_sql(sql, tuple(parameters))
+        self._run(connection, rows)
