@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from campuswatch.collector.db.models import Device, DeviceLatest, Site
 from campuswatch.collector.register.device_state import record_latest, touch_devices
+from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import AvMessage, HealthMessage, StateMessage
 from tests.collector.register.conftest import T0, decoded
 
@@ -73,29 +74,26 @@ def test_the_newest_message_of_each_kind_wins_whatever_the_arrival_order(
     assert set(device.last_message_at) == {"av", "health"}
 
 
-def test_last_seen_only_moves_forward_and_state_sets_online(session: Session) -> None:
-    _devices(session, "pc-1")
-    online = decoded(state("pc-1", 1, "online"))
-    touch_devices(session, [online], record_latest(session, [online]))
+def _store(session: Session, message: StateMessage) -> tuple[DecodedMessage, Device]:
+    """Ingest's routine path for one message; the device row as then committed."""
+    item = decoded(message)
+    touch_devices(session, [item], record_latest(session, [item]))
     session.commit()
     session.expire_all()
-    device = session.get_one(Device, "pc-1")
+    return item, session.get_one(Device, message.device_id)
+
+
+def test_last_seen_only_moves_forward_and_state_sets_online(session: Session) -> None:
+    _devices(session, "pc-1")
+    online, device = _store(session, state("pc-1", 1, "online"))
     assert (device.online, device.status_changed_at) == (True, online.message.ts)
     assert device.last_seen == online.received_at
 
     # An older "offline" (a backlog) neither flips the state nor moves last seen back.
-    stale = decoded(state("pc-1", 0, "offline"))
-    touch_devices(session, [stale], record_latest(session, [stale]))
-    session.commit()
-    session.expire_all()
-    device = session.get_one(Device, "pc-1")
+    _, device = _store(session, state("pc-1", 0, "offline"))
     assert (device.online, device.last_seen) == (True, online.received_at)
 
-    offline = decoded(state("pc-1", 4, "offline"))
-    touch_devices(session, [offline], record_latest(session, [offline]))
-    session.commit()
-    session.expire_all()
-    device = session.get_one(Device, "pc-1")
+    offline, device = _store(session, state("pc-1", 4, "offline"))
     assert (device.online, device.status_changed_at) == (False, offline.message.ts)
     assert device.last_seen == offline.received_at
     assert device.clock_skew_s == offline.clock_skew_s
