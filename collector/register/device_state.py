@@ -2,9 +2,9 @@
 message of each kind it sent (``device_latest``).
 
 Written set-based. A district sends thousands of routine messages a second and each one
-changes its device's state, so a batch is stored in a few executemany statements with
-statements built once, not through the ORM's unit of work (which loads every row, diffs it
-and compiles per batch: most of the collector's CPU before this module existed). The
+changes its device's state, so a batch is stored in a few multi-row statements built once
+(``collector/db/bulk.py``), not through the ORM's unit of work (which loads every row,
+diffs it and compiles per batch: most of the collector's CPU before this module existed). The
 database decides which message is the newest of its kind (``ts`` of the stored row
 against the incoming one), so a store-and-forward backlog, a retained message arriving
 late, or two collectors sharing the load never put an older state over a newer one.
@@ -70,7 +70,9 @@ _SET_ONLINE: Final = ValuesUpdate(
 
 
 def message_body(message: Message) -> dict[str, Any]:
-    """A message as stored in ``device_latest.body``: its wire form, datetimes as ISO text."""
+    """A message as JSON-ready builtins, datetimes as ISO text (the ``hello`` column);
+    ``device_latest.body`` gets the struct itself, which the engine's JSON serializer
+    encodes to the same text."""
     body = msgspec.to_builtins(message)
     assert isinstance(body, dict)
     return body
