@@ -150,16 +150,21 @@ class Alerting:
         ``RuleEngine.restore``): the engine's own state lives in memory only."""
         if self.engine is None:
             return
-        with self.sessions() as session:
-            open_alerts = [
-                (rule_id, site_id, _entity_of(labels))
-                for rule_id, site_id, labels in session.execute(
-                    select(Alert.rule_id, Alert.site_id, Alert.labels).where(
-                        Alert.state.in_(OPEN_STATES)
+        try:
+            with self.sessions() as session:
+                open_alerts = [
+                    (rule_id, site_id, _entity_of(labels))
+                    for rule_id, site_id, labels in session.execute(
+                        select(Alert.rule_id, Alert.site_id, Alert.labels).where(
+                            Alert.state.in_(OPEN_STATES)
+                        )
                     )
-                )
-            ]
-            latest = list(stored_latest_messages(session))
+                ]
+                latest = list(stored_latest_messages(session))
+        except Exception:
+            # Ingest matters more than warm rules: start cold rather than not at all.
+            log.exception("could not read the register to warm the rules engine; starting cold")
+            return
         with self._lock:
             self.engine.restore(latest, open_alerts)
         log.info(
