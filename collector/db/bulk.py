@@ -22,9 +22,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Dialect, Table
+
+from campuswatch.collector.db.models import Base
 
 _Processor = Callable[[Any], Any] | None
 
@@ -75,14 +77,14 @@ class _Rows:
 
 class _Chunked(ABC):
     # SQLite allows 32,766 bound values per statement; 500 rows of a few columns is far below.
-    def __init__(self, table: Table, columns: Mapping[str, str], chunk_rows: int) -> None:
-        self.table = table
+    def __init__(self, model: type[Base], columns: Mapping[str, str], chunk_rows: int) -> None:
+        self.table = cast(Table, model.__table__)
         self.columns = dict(columns)
         self.chunk_rows = chunk_rows
         self._prepared: dict[str, tuple[_Rows, str, str]] = {}
 
     @abstractmethod
-    def _statement(self, dialect: Dialect, quote: Callable[[str], str]) -> tuple[str, str]:
+    def _statement(self, quote: Callable[[str], str]) -> tuple[str, str]:
         """SQL before and after the row source."""
 
     def _run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -91,7 +93,7 @@ class _Chunked(ABC):
         prepared = self._prepared.get(key)
         if prepared is None:
             source = _Rows.prepare(self.table, self.columns, dialect)
-            before, after = self._statement(dialect, dialect.identifier_preparer.quote)
+            before, after = self._statement(dialect.identifier_preparer.quote)
             prepared = self._prepared[key] = (source, before, after)
         source, before, after = prepared
         returned: list[Any] = []
@@ -111,12 +113,12 @@ class MultiRowInsert(_Chunked):
     """
 
     def __init__(
-        self, table: Table, columns: Sequence[str], tail: str, chunk_rows: int = 500
+        self, model: type[Base], columns: Sequence[str], tail: str, chunk_rows: int = 500
     ) -> None:
-        super().__init__(table, {name: name for name in columns}, chunk_rows)
+        super().__init__(model, {name: name for name in columns}, chunk_rows)
         self.tail = tail
 
-    def _statement(self, dialect: Dialect, quote: Callable[[str], str]) -> tuple[str, str]:
+    def _statement(self, quote: Callable[[str], str]) -> tuple[str, str]:
         names = ", ".join(map(quote, self.columns))
         return f"INSERT INTO {quote(self.table.name)} ({names}) ", f" {self.tail}"
 
@@ -136,17 +138,17 @@ class ValuesUpdate(_Chunked):
 
     def __init__(
         self,
-        table: Table,
+        model: type[Base],
         columns: Mapping[str, str],
         assignments: str,
         where: str,
         chunk_rows: int = 500,
     ) -> None:
-        super().__init__(table, columns, chunk_rows)
+        super().__init__(model, columns, chunk_rows)
         self.assignments = assignments
         self.where = where
 
-    def _statement(self, dialect: Dialect, quote: Callable[[str], str]) -> tuple[str, str]:
+    def _statement(self, quote: Callable[[str], str]) -> tuple[str, str]:
         names = ", ".join(map(quote, self.columns))
         return (
             f"WITH v ({names}) AS (",

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import Final, cast
+from typing import Final
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -110,7 +110,7 @@ def dead_letter_count(session: Session) -> int:
 # One multi-row statement per chunk that still reports which rows it inserted: a duplicate
 # (redelivery, or an id another collector claimed first) is simply not returned.
 _CLAIM: Final = MultiRowInsert(
-    cast(Table, ProcessedMessage.__table__),
+    ProcessedMessage,
     ("message_id", "device_id", "kind", "received_at"),
     "ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
 )

@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 
-from sqlalchemy import Select, Table, bindparam, func, or_, select
+from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.db.bulk import ValuesUpdate
@@ -955,9 +955,9 @@ def apply_routine_batch(session: Session, batch: Sequence[DecodedMessage]) -> li
     if not routine:
         return remaining
     touch_devices(session, routine, record_latest(session, routine))
-    # One executemany, not the ORM's row-by-row UPDATE (the version counter forces that
-    # on assets): a sighting is not an edit, so it leaves ``version`` alone and cannot
-    # make a person's concurrent edit fail; the WHERE keeps last_seen monotonic when
+    # One UPDATE … FROM for the batch, not the ORM's row-by-row UPDATE (the version counter
+    # forces that on assets): a sighting is not an edit, so it leaves ``version`` alone and
+    # cannot make a person's concurrent edit fail; the WHERE keeps last_seen monotonic when
     # two collectors share the load, and key order keeps their row locks from deadlocking.
     _TOUCH_ASSET.execute(
         session.connection(),
@@ -973,7 +973,7 @@ _KNOWN_DEVICES: Final = (
 )
 
 _TOUCH_ASSET: Final = ValuesUpdate(
-    cast(Table, Asset.__table__),
+    Asset,
     {"asset_id": "id", "seen": "last_seen"},
     # Only last_seen: not version, not updated_at (a sighting is not an edit).
     "last_seen = v.seen",

@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, and_, select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Session, aliased
 
 from campuswatch.collector.db.bulk import MultiRowInsert, ValuesUpdate
@@ -40,7 +40,7 @@ from campuswatch.wire.topics import Topic
 log = logging.getLogger(__name__)
 
 _UPSERT_LATEST: Final = MultiRowInsert(
-    cast(Table, DeviceLatest.__table__),
+    DeviceLatest,
     ("device_id", "kind", "ts", "received_at", "body"),
     "ON CONFLICT (device_id, kind) DO UPDATE SET"
     " ts = excluded.ts, received_at = excluded.received_at, body = excluded.body"
@@ -49,9 +49,8 @@ _UPSERT_LATEST: Final = MultiRowInsert(
     " RETURNING device_id, kind",
 )
 
-_DEVICES: Final = cast(Table, Device.__table__)
 _TOUCH_DEVICE: Final = ValuesUpdate(
-    _DEVICES,
+    Device,
     {"id": "device_id", "seen": "last_seen", "skew": "clock_skew_s", "device_type": "device_type"},
     # Last seen only moves forward; skew and type from the device's newest message in the
     # batch (NULL keeps what is there).
@@ -62,7 +61,7 @@ _TOUCH_DEVICE: Final = ValuesUpdate(
     "devices.device_id = v.id",
 )
 _SET_ONLINE: Final = ValuesUpdate(
-    _DEVICES,
+    Device,
     {"id": "device_id", "online": "online", "changed_at": "status_changed_at"},
     "online = v.online, status_changed_at = v.changed_at",
     "devices.device_id = v.id AND (devices.online IS NULL OR devices.online <> v.online)",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from campuswatch.collector.db.bulk import MultiRowInsert, ValuesUpdate
 from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
@@ -18,7 +17,7 @@ def test_rows_are_written_in_chunks_and_only_new_rows_come_back(db_url: str) -> 
     upgrade(db_url)
     engine = make_engine(db_url)
     claim = MultiRowInsert(
-        cast(Table, ProcessedMessage.__table__),
+        ProcessedMessage,
         ("message_id", "device_id", "kind", "received_at"),
         "ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
         chunk_rows=2,
@@ -47,7 +46,7 @@ def test_values_update_changes_only_the_rows_its_where_allows(db_url: str) -> No
     upgrade(db_url)
     engine = make_engine(db_url)
     touch = ValuesUpdate(
-        cast(Table, Device.__table__),
+        Device,
         {"id": "device_id", "seen": "last_seen"},
         "last_seen = v.seen",
         "devices.device_id = v.id AND (devices.last_seen IS NULL OR devices.last_seen < v.seen)",
