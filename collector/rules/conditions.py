@@ -54,10 +54,11 @@ def compile_clause(clause: Clause) -> Predicate:
     assert operator is not None
     name, expected = operator
     get = compile_getter(clause.field)
-    test = _value_test(name, expected)
     if name == "exists":
+        # Tests presence, not a value: there is no value test to build for it.
         wanted = bool(expected)
         return lambda message: bool(get(message)) is wanted
+    test = _value_test(name, expected)
     return lambda message: any(test(value) for value in get(message))
 
 

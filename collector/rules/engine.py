@@ -833,6 +833,15 @@ def _runtime_for(
     return _RatioRuntime(rule, condition.ratio, limits)
 
 
+def compile_rule(rule: Rule) -> None:
+    """Build ``rule``'s runtime exactly as the engine will; raises what the engine would.
+
+    ``rules check`` calls this, so a rule the collector would refuse at start fails the
+    check instead of passing it.
+    """
+    _runtime_for(rule, EngineLimits(), None)
+
+
 class RuleEngine:
     """Evaluates a validated rule pack; not thread-safe (one ingest loop owns it)."""
 

@@ -15,6 +15,7 @@ import types
 import typing
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -502,17 +503,46 @@ def read_located(path: Path, display: str) -> tuple[LocatedDocument | None, list
     return document, problems
 
 
-def check_rule_file(path: Path, display: str) -> tuple[Rule | None, int, list[Problem]]:
-    """(the rule if it has no problem, the line of its id, the problems)."""
+def _check_compiles(rule: Rule, check: FileCheck) -> None:
+    """Compile the rule through the engine's own path (a rule it refuses is a problem)."""
+    from campuswatch.collector.rules.engine import compile_rule
+
+    try:
+        compile_rule(rule)
+    except Exception as exc:  # anything the engine raises would stop the collector
+        check.add(
+            ("condition",),
+            "bad-condition",
+            f"the collector cannot compile this rule: {type(exc).__name__}: {exc}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFileCheck:
+    rule: Rule | None
+    """The rule, only when the file has no problem at all."""
+    rule_id: str | None
+    """The file's id when it is a valid UUID, even when something else is wrong."""
+    id_line: int
+    problems: list[Problem]
+
+
+def check_rule_file(path: Path, display: str) -> RuleFileCheck:
+    """Every problem of one rule file, its id (for duplicate checks) and the rule if clean."""
     document, problems = read_located(path, display)
     if document is None:
-        return None, 1, problems
+        return RuleFileCheck(None, None, 1, problems)
     check = FileCheck(path, display, document)
     rule = convert_struct(Rule, document.data, (), check)
     if isinstance(rule, Rule):
         _check_rule(rule, check)
+        if not check.problems and not problems:
+            _check_compiles(rule, check)
     problems.extend(check.problems)
-    return (rule if not problems else None), document.line_of(("id",)), problems
+    rule_id = rule.id if isinstance(rule, Rule) and isinstance(rule.id, str) else None
+    return RuleFileCheck(
+        rule if not problems else None, rule_id, document.line_of(("id",)), problems
+    )
 
 
 def check_rule_pack(
@@ -531,28 +561,32 @@ def check_rule_pack(
     rule_files = [path for path in files if not is_test_file(path)]
     for path in rule_files:
         display = _display(path, root)
-        rule, id_line, file_problems = check_rule_file(path, display)
-        problems.extend(file_problems)
+        checked = check_rule_file(path, display)
+        problems.extend(checked.problems)
         test_path = test_path_for(path)
         has_test = test_path.is_file()
         if require_tests and not has_test:
             problems.append(
                 Problem(display, 1, "missing-test", f"no test case: create {test_path.name}")
             )
+        # Ids are compared for every file with a readable id, clean or not: a duplicate must
+        # not hide behind an unrelated problem in either file.
+        if checked.rule_id is not None:
+            earlier = first_seen.get(checked.rule_id)
+            if earlier is not None:
+                problems.append(
+                    Problem(
+                        display,
+                        checked.id_line,
+                        "duplicate-id",
+                        f"id {checked.rule_id} is also used by {earlier[0]}:{earlier[1]}",
+                    )
+                )
+                continue
+            first_seen[checked.rule_id] = (display, checked.id_line)
+        rule = checked.rule
         if rule is None:
             continue
-        earlier = first_seen.get(rule.id)
-        if earlier is not None:
-            problems.append(
-                Problem(
-                    display,
-                    id_line,
-                    "duplicate-id",
-                    f"id {rule.id} is also used by {earlier[0]}:{earlier[1]}",
-                )
-            )
-            continue
-        first_seen[rule.id] = (display, id_line)
         if has_test:
             test_problems = check_test_case(test_path, _display(test_path, root), rule)
             problems.extend(test_problems)
@@ -587,6 +621,8 @@ def parse_rule_text(text: str, name: str = "<rule>") -> Rule:
     rule = convert_struct(Rule, document.data, (), check)
     if isinstance(rule, Rule):
         _check_rule(rule, check)
+        if not check.problems:
+            _check_compiles(rule, check)
     if check.problems or not isinstance(rule, Rule):
         raise RulePackError(check.problems)
     return rule

@@ -183,3 +183,90 @@ def test_orphan_test_case_is_reported(tmp_path: Path) -> None:
     (tmp_path / "gone.test.yaml").write_text(GOOD_TEST, encoding="utf-8")
     _, problems = check_rule_pack(tmp_path)
     assert [p.code for p in problems] == ["orphan-test"]
+
+
+EXISTS_RULE = """\
+id: 31111111-2222-4333-8444-555555555555
+title: Signature age unknown
+level: medium
+status: test
+subject: device
+condition:
+  match:
+    kind: av
+    where:
+      - field: products[*].name
+        exists: true
+      - field: products[*].signature_age_hours
+        exists: false
+summary: "signature age of {device_id} unknown"
+runbook:
+  en: Do this.
+  vi: Làm việc này.
+"""
+EXISTS_TEST = """\
+steps:
+  - at: 0s
+    message:
+      kind: av
+      site: s1
+      device_id: pc-1
+      status: at_risk
+      products: [{name: Defender, source: defender}]
+  - at: 1m
+    message:
+      kind: av
+      site: s1
+      device_id: pc-1
+      status: protected
+      products: [{name: Defender, source: defender, signature_age_hours: 2.5}]
+  - at: 2m
+    message: {kind: av, site: s1, device_id: pc-2, status: no_av}
+expect:
+  - subject: {site: s1, device: pc-1}
+    statuses: [firing, resolved]
+"""
+
+
+def test_exists_operator_works_in_check_test_and_the_engine(tmp_path: Path) -> None:
+    """`exists:` is documented: it must pass check, run in `rules test` and in the engine."""
+    write(tmp_path, "exists.yaml", EXISTS_RULE, test=EXISTS_TEST)
+    checked = CliRunner().invoke(app, ["check", str(tmp_path)])
+    assert checked.exit_code == 0, checked.output
+    tested = CliRunner().invoke(app, ["test", str(tmp_path)])
+    assert tested.exit_code == 0, tested.output
+    assert "PASS" in tested.output and "Traceback" not in tested.output
+    from campuswatch.collector.rules.engine import RuleEngine
+
+    RuleEngine(load_rule_pack(tmp_path))  # the collector's start-up path
+
+
+def test_duplicate_id_is_reported_even_when_a_file_has_other_problems(tmp_path: Path) -> None:
+    broken = GOOD.replace("level: high\n", "level: high\ntags: [attack.x1562]\n")
+    write(tmp_path, "a_first.yaml", broken)
+    write(tmp_path, "b_second.yaml", GOOD)
+    _, problems = check_rule_pack(tmp_path)
+    codes = {(p.file.rsplit("/", 1)[-1], p.code) for p in problems}
+    assert ("a_first.yaml", "bad-tag") in codes, problems
+    assert ("b_second.yaml", "duplicate-id") in codes, problems
+
+
+def test_check_compiles_every_rule_the_way_the_collector_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rule the engine cannot compile fails `rules check` at the rule's condition."""
+    from campuswatch.collector.rules import conditions
+
+    original = conditions._value_test
+
+    def refuse_equals(name: str, expected: object) -> object:
+        if name == "equals":
+            raise ValueError("the engine refuses this clause")
+        return original(name, expected)
+
+    monkeypatch.setattr(conditions, "_value_test", refuse_equals)
+    write(tmp_path, "good.yaml", GOOD)
+    result = CliRunner().invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "good.yaml:6: bad-condition" in result.output
+    assert "the engine refuses this clause" in result.output
