@@ -18,12 +18,14 @@ import msgspec
 from msgspec import Meta
 
 from campuswatch.wire.messages import Identifier
+from campuswatch.wire.schema import ecma_patterns
 
 ENROL_PATH: Final = "/api/v1/enrol"
 MAX_REQUEST_BYTES: Final = 16 * 1024
 
-NO_CONTROL_CHARACTERS: Final = r"^[^\x00-\x1f\x7f]*$"
-Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+# ``\Z``: ``$`` would let one trailing newline through (it matches before it).
+NO_CONTROL_CHARACTERS: Final = r"^[^\x00-\x1f\x7f]*\Z"
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
 RefusalReason = Literal[
     "token_unknown",
     "token_expired",
@@ -179,7 +181,8 @@ def response_schema(kind: type[EnrolResponse] | type[EnrolRefusal]) -> dict[str,
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    """msgspec puts structs under ``$defs``; OpenAPI wants them inline here."""
+    """msgspec puts structs under ``$defs``; OpenAPI wants them inline here, ECMA patterns."""
+    schema = ecma_patterns(schema)
     definitions = schema.pop("$defs", {})
     reference = schema.pop("$ref", None)
     if reference is None:

@@ -24,7 +24,7 @@ Identifier = Annotated[str, Meta(pattern=IDENTIFIER_PATTERN, description="site o
 MessageId = Annotated[
     str,
     Meta(
-        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z",
         description="UUID (v7 from CampusWatch senders), unique per message",
     ),
 ]
@@ -36,7 +36,7 @@ NonNegative = Annotated[float, Meta(ge=0)]
 Count = Annotated[int, Meta(ge=0)]
 Bytes = Annotated[int, Meta(ge=0)]
 MacAddress = Annotated[
-    str, Meta(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", description="lower-case, colon form")
+    str, Meta(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z", description="lower-case, colon form")
 ]
 
 DeviceType = Literal[
@@ -85,7 +85,7 @@ class StateMessage(_Envelope, tag="state"):
 class IdentityInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """How the device id came about; the collector uses it to spot cloned disk images."""
 
-    fingerprint: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+    fingerprint: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
     origin: Literal["new", "stable", "reidentified", "configured"]
     previous_device_id: Identifier | None = None
     note: ShortText = ""
@@ -163,7 +163,7 @@ class SoftwareItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 class InventoryMessage(_Envelope, tag="inventory"):
     """Full hardware/software inventory; sent at start and whenever ``digest`` changes."""
 
-    digest: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$", description="sha256 of the body")]
+    digest: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z", description="sha256 of the body")]
     hostname: ShortText | None = None
     device_type: DeviceType = "pc"
     os: OsInfo | None = None
@@ -292,7 +292,7 @@ class TelemetryMessage(_Envelope, tag="telemetry"):
 class EventMessage(_Envelope, tag="event"):
     """Something that happened once: door forced, tamper, threat found, probe failed."""
 
-    event_type: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
+    event_type: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_.]{0,63}\Z")]
     severity: Severity = "info"
     message: LongText = ""
     attributes: dict[Annotated[str, Meta(max_length=64)], ShortText] = msgspec.field(

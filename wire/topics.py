@@ -25,7 +25,21 @@ KINDS: Final = (
     "discovery",
     "cmd",
 )
-IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+def json_schema_pattern(pattern: str) -> str:
+    """``pattern`` for JSON Schema (ECMA-262) and pydantic (Rust regex): a final ``\\Z`` → ``$``.
+
+    Neither dialect has ``\\Z`` (ECMA reads it as a plain "Z"), and in both ``$`` without
+    multi-line mode already means the end of the text, as ``\\Z`` does in Python.
+    """
+    return pattern.removesuffix("\\Z") + "$" if pattern.endswith("\\Z") else pattern
+
+
+# ``\Z``, never ``$``: Python's ``$`` also matches before a final newline, and an id such as
+# "evil\n" would split a line of Mosquitto's password or ACL file in two.
+IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z"
+IDENTIFIER_JSON_PATTERN: Final = json_schema_pattern(IDENTIFIER_PATTERN)
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 
 
@@ -44,7 +58,7 @@ class Topic:
 
 
 def is_identifier(value: str) -> bool:
-    return bool(_IDENTIFIER.match(value))
+    return _IDENTIFIER.fullmatch(value) is not None
 
 
 def build_topic(site: str, device_id: str, kind: str) -> str:

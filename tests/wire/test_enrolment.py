@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
 
@@ -74,3 +76,25 @@ def test_request_schema_is_inline_for_openapi() -> None:
     schema = request_schema()
     assert "$ref" not in str(schema)
     assert set(schema["required"]) == {"token", "device_id"}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"device_id": "evil\n"},
+        {"device_id": "pc-1\n"},
+        {"token": "cwe_xxxxxxxxxx\n"},
+        {"hostname": "LAB1\n"},
+        {"mac_sha256": ["a" * 64 + "\n"]},
+        {"product_uuid_sha256": "b" * 64 + "\n"},
+    ],
+)
+def test_decode_matches_every_field_whole(changes: dict[str, object]) -> None:
+    body = {"token": "cwe_xxxxxxxxxx", "device_id": "pc-1", **changes}
+    with pytest.raises(ValueError):
+        decode_request(msgspec.json.encode(body))
+
+
+def test_request_schema_patterns_are_ecma() -> None:
+    patterns = re.findall(r"'pattern': '([^']*)'", str(request_schema()))
+    assert patterns and all("\\Z" not in pattern for pattern in patterns)

@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from campuswatch.wire.ids import message_id_time, new_message_id
-from campuswatch.wire.topics import TopicError, build_topic, parse_topic, subscription
+from campuswatch.wire.messages import Identifier, MacAddress, MessageId
+from campuswatch.wire.schema import render_schemas
+from campuswatch.wire.topics import (
+    IDENTIFIER_JSON_PATTERN,
+    TopicError,
+    build_topic,
+    is_identifier,
+    parse_topic,
+    subscription,
+)
 
 
 def test_message_ids_are_uuid7_unique_and_sorted() -> None:
@@ -45,3 +56,50 @@ def test_build_topic_refuses_ids_that_would_break_topic_levels(
 def test_subscription_defaults_to_wildcards() -> None:
     assert subscription() == "cw/v1/+/+/+"
     assert subscription(site="s1", kind="av") == "cw/v1/s1/+/av"
+
+
+# Python's ``$`` also matches before a final newline: "evil\n" once passed every identifier
+# check and broke Mosquitto's password and ACL files (one line per account).
+NEWLINE_TAILED = ("evil\n", "school-a\n", "pc-1\r", "pc-1\n\n", "\npc-1")
+
+
+@pytest.mark.parametrize("value", NEWLINE_TAILED)
+def test_identifiers_are_matched_whole(value: str) -> None:
+    assert not is_identifier(value)
+    with pytest.raises(TopicError):
+        build_topic(value, "pc-1", "av")
+    with pytest.raises(TopicError):
+        build_topic("school-a", value, "av")
+    with pytest.raises(TopicError):
+        parse_topic(f"cw/v1/school-a/{value}/av")
+    with pytest.raises(TopicError):
+        parse_topic(f"cw/v1/{value}/pc-1/av")
+
+
+@pytest.mark.parametrize("value", NEWLINE_TAILED)
+def test_wire_types_refuse_a_trailing_newline_in_an_identifier(value: str) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(msgspec.json.encode(value), type=Identifier)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "good"),
+    [
+        (MessageId, "0190f5a2-1c2b-7d3e-8f40-123456789abc"),
+        (MacAddress, "3c:52:82:00:00:01"),
+    ],
+)
+def test_every_wire_pattern_is_matched_whole(annotation: object, good: str) -> None:
+    assert msgspec.json.decode(msgspec.json.encode(good), type=annotation) == good
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(msgspec.json.encode(good + "\n"), type=annotation)
+
+
+def test_every_published_pattern_is_ecma_and_still_whole() -> None:
+    # JSON Schema patterns are ECMA-262, which has no \Z; its $ is the end of the text.
+    for name, text in render_schemas().items():
+        for pattern in re.findall(r'"pattern": "([^"]*)"', text):
+            assert "\\\\Z" not in pattern, (name, pattern)
+            if pattern.startswith("^"):
+                assert pattern.endswith("$"), (name, pattern)
+    assert IDENTIFIER_JSON_PATTERN.endswith("$") and "\\Z" not in IDENTIFIER_JSON_PATTERN
