@@ -76,7 +76,16 @@ def serve(settings: object) -> None:
     host, _, port = settings.listen.rpartition(":")
     app = create_app(service.api_context)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning")
+        uvicorn.Config(
+            app,
+            host=host or "127.0.0.1",
+            port=int(port),
+            log_level="warning",
+            # X-Forwarded-For is believed only from the proxies the settings list (uvicorn
+            # would otherwise believe any local process): the login limits key on it.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        )
     )
     stop = threading.Event()
 

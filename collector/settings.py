@@ -61,6 +61,27 @@ class CollectorSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("CW_ADMIN_TOKEN", "admin_token")
     )
     display_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+    """When set, ``/metrics`` answers only ``Authorization: Bearer <this>`` (it shows
+    antivirus coverage per school); unset, anyone who reaches the port may scrape it."""
+    public_url: str | None = None
+    """The address staff open the UI at (``https://campuswatch.school.vn``). A cookie-
+    authenticated write must come from a page of this origin or of the request's own Host;
+    set it when a reverse proxy rewrites the Host header."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses of reverse proxies whose ``X-Forwarded-For`` names the real client (for the
+    per-address login limit). Empty: the connecting address is the client, always."""
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=16 * 1024, le=1024**3)
+    """Largest request body accepted, checked before authentication; the register imports
+    (CSV/XLSX uploads) have their own, larger limit."""
+    login_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    """Failed UI logins for one user name within ``login_window_s`` before it is locked."""
+    login_failures_per_address: int = Field(default=20, ge=1, le=100_000)
+    """Failed UI logins from one client address within ``login_window_s`` before it is locked
+    (higher than per account: a school's staff share one NAT address)."""
+    login_window_s: float = Field(default=900.0, gt=0, le=86_400)
+    login_lockout_s: float = Field(default=900.0, gt=0, le=86_400)
+    """How long a locked user name or address is refused without its password being tried."""
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_wait_s: float = Field(default=0.05, gt=0, le=5)
     max_pending_messages: int = Field(default=50_000, ge=100)
@@ -77,7 +98,7 @@ class CollectorSettings(BaseSettings):
     timers (group_wait, repeats, escalations) are evaluated."""
     liveness: LivenessSettings = Field(default_factory=LivenessSettings)
 
-    @field_validator("admin_token", "display_token")
+    @field_validator("admin_token", "display_token", "metrics_token")
     @classmethod
     def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:

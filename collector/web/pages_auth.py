@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from campuswatch.collector.api.deps import DbSession
+from campuswatch.collector.api.deps import DbSession, get_context
 from campuswatch.collector.web.auth import (
     LANGUAGE_COOKIE,
     SESSION_COOKIE,
@@ -24,10 +25,12 @@ from campuswatch.collector.web.auth import (
 )
 from campuswatch.collector.web.i18n import LANGUAGES
 from campuswatch.collector.web.labels import N_
+from campuswatch.collector.web.login_limits import login_limiter
 from campuswatch.collector.web.rendering import render
 
 router = APIRouter(prefix="/ui")
 LOGIN_FAILED = N_("Wrong user name, password or token.")
+LOGIN_LOCKED = N_("Too many failed logins. Try again in %(minutes)s minutes.")
 
 
 def _set_session_cookie(request: Request, response: Response, token: str) -> None:
@@ -57,19 +60,41 @@ def login(
     next: Annotated[str, Form(max_length=2048)] = "/ui/",
 ) -> Response:
     check_same_origin(request)
+    limiter = login_limiter(get_context(request))
+    # The ASGI client address: behind a reverse proxy it is the proxy's unless the proxy is
+    # listed in ``trusted_proxies`` (the HTTP server then puts X-Forwarded-For's here).
+    address = request.client.host if request.client else "unknown"
+    account = None if token.strip() else username.strip() or None
+    refusal = limiter.refusal(account, address)
+    if refusal is not None:
+        values = {
+            "next": safe_next(next),
+            "error": LOGIN_LOCKED,
+            "error_values": {"minutes": refusal.minutes},
+            "username": username,
+        }
+        response = render(request, "login.html", values, user=None, status_code=429)
+        response.headers["Retry-After"] = str(math.ceil(refusal.retry_after_s))
+        return response
     plain: str | None = None
     language: str | None = None
     if token.strip():
         if valid_api_token(session, token) is not None:
             plain = token.strip()
-    elif username.strip():
-        user = authenticate_user(session, username, password)
+    elif account is not None:
+        user = authenticate_user(session, account, password)
         if user is not None:
             plain = start_session(session, user)
             language = user.language
     if plain is None:
+        if token.strip():
+            limiter.failed(None, address, reason="bad_token")
+        elif account is not None:
+            limiter.failed(account, address, reason="bad_password")
         values = {"next": safe_next(next), "error": LOGIN_FAILED, "username": username}
         return render(request, "login.html", values, user=None, status_code=401)
+    if account is not None:
+        limiter.succeeded(account)
     response = RedirectResponse(safe_next(next), status_code=303)
     _set_session_cookie(request, response, plain)
     if language in LANGUAGES and LANGUAGE_COOKIE not in request.cookies:
