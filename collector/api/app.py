@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError
 
 from campuswatch import __version__
@@ -13,7 +14,9 @@ from campuswatch.collector.web import mount as mount_ui
 
 
 def create_app(context: ApiContext) -> FastAPI:
-    app = FastAPI(
+    # Swagger UI and ReDoc served from the package, not a CDN: many schools have no
+    # Internet, and a security tool should not pull scripts from a third party anyway.
+    app = FastAPIOffline(
         title="CampusWatch collector API",
         version=__version__,
         description="Sites, devices, the asset register, alerts and reports. "
