@@ -349,7 +349,7 @@ def _update_device(session: Session, decoded: DecodedMessage) -> tuple[Device, b
         online = message.status == "online"
         if device.online != online:
             device.online = online
-            device.status_changed_at = message.ts
+            device.status_changed_at = decoded.received_at  # a will's ts is its connect time
     elif isinstance(message, HelloMessage):
         device.hello = message_body(message)
         device.software_version = message.software_version

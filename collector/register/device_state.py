@@ -9,6 +9,13 @@ database decides which message is the newest of its kind (``ts`` of the stored r
 against the incoming one), so a store-and-forward backlog, a retained message arriving
 late, or two collectors sharing the load never put an older state over a newer one.
 
+``state`` is the exception: it is ordered by arrival (``received_at``). A Last Will is
+composed when its connection is attempted, so it carries a time a few ms *before* the
+"online" that connection then publishes, yet it always means "that connection is gone".
+Both travel on one retained topic, which the broker delivers in the order it accepted
+them, and the retained message a (re)subscribing collector gets is the broker's current
+one, so arrival order is the truth for availability.
+
 Nothing here commits; the caller owns the transaction.
 """
 
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from operator import itemgetter
 from typing import Any, Final
 
@@ -45,7 +53,10 @@ _UPSERT_LATEST: Final = MultiRowInsert(
     "ON CONFLICT (device_id, kind) DO UPDATE SET"
     " ts = excluded.ts, received_at = excluded.received_at, body = excluded.body"
     # Equal times: the later arrival wins, as a redelivery of the same state is harmless.
-    " WHERE excluded.ts >= device_latest.ts"
+    # State by arrival (see the module docstring); every other kind by its own time.
+    " WHERE CASE WHEN device_latest.kind = 'state'"
+    " THEN excluded.received_at >= device_latest.received_at"
+    " ELSE excluded.ts >= device_latest.ts END"
     " RETURNING device_id, kind",
 )
 
@@ -77,6 +88,13 @@ def message_body(message: Message) -> dict[str, Any]:
     return body
 
 
+def _order(decoded: DecodedMessage) -> datetime:
+    """What decides the newest message of a kind: arrival for ``state``, else its own time."""
+    if isinstance(decoded.message, StateMessage):
+        return decoded.received_at
+    return decoded.message.ts
+
+
 def record_latest(session: Session, batch: Sequence[DecodedMessage]) -> set[str]:
     """Store each message as its device's latest of its kind unless a newer one is stored.
 
@@ -89,7 +107,7 @@ def record_latest(session: Session, batch: Sequence[DecodedMessage]) -> set[str]
         key = (message.device_id, kind_of(message))
         known = newest_in_batch.get(key)
         # One row per key per statement (PostgreSQL refuses to update a row twice in one).
-        if known is None or message.ts >= known.message.ts:
+        if known is None or _order(decoded) >= _order(known):
             newest_in_batch[key] = decoded
     if not newest_in_batch:
         return set()
@@ -140,7 +158,9 @@ def touch_devices(
             online_changes[message.device_id] = {
                 "id": message.device_id,
                 "online": message.status == "online",
-                "changed_at": message.ts,
+                # Arrival, not the message's time: a will's ``ts`` is when its connection
+                # began, possibly days before the connection died.
+                "changed_at": decoded.received_at,
             }
     if not by_device:
         return

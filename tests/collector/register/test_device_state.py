@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import select
@@ -86,7 +86,7 @@ def _store(session: Session, message: StateMessage) -> tuple[DecodedMessage, Dev
 def test_last_seen_only_moves_forward_and_state_sets_online(session: Session) -> None:
     _devices(session, "pc-1")
     online, device = _store(session, state("pc-1", 1, "online"))
-    assert (device.online, device.status_changed_at) == (True, online.message.ts)
+    assert (device.online, device.status_changed_at) == (True, online.received_at)
     assert device.last_seen == online.received_at
 
     # An older "offline" (a backlog) neither flips the state nor moves last seen back.
@@ -94,7 +94,7 @@ def test_last_seen_only_moves_forward_and_state_sets_online(session: Session) ->
     assert (device.online, device.last_seen) == (True, online.received_at)
 
     offline, device = _store(session, state("pc-1", 4, "offline"))
-    assert (device.online, device.status_changed_at) == (False, offline.message.ts)
+    assert (device.online, device.status_changed_at) == (False, offline.received_at)
     assert device.last_seen == offline.received_at
     assert device.clock_skew_s == offline.clock_skew_s
 
@@ -111,3 +111,46 @@ def test_a_redelivered_message_changes_nothing(session: Session) -> None:
     session.commit()
     after = latest_rows(session)[("pc-1", "health")]
     assert (after.ts, after.received_at, after.body) == snapshot
+
+
+def test_a_will_arriving_after_the_online_it_ends_takes_effect(session: Session) -> None:
+    """The broker stamps nothing: a Last Will carries the time its connection was attempted,
+    a few ms before the "online" that connection then published. Arrival order is the truth
+    for ``state`` (one retained topic, delivered in the broker's order)."""
+    _devices(session, "pc-1")
+    connected = T0 + timedelta(minutes=1)
+    will = StateMessage(
+        device_id="pc-1", site=SITE, ts=connected - timedelta(milliseconds=5),
+        status="offline", reason="will",
+    )  # fmt: skip
+    online = StateMessage(device_id="pc-1", site=SITE, ts=connected, status="online")
+    _store_at(session, online, connected + timedelta(milliseconds=20))
+    killed = connected + timedelta(hours=3)
+    device = _store_at(session, will, killed)
+    assert (device.online, device.status_changed_at) == (False, killed)
+    assert latest_rows(session)[("pc-1", "state")].body["reason"] == "will"
+
+    # The device reconnects: its new "online" (newer in both time and arrival) wins again.
+    back = StateMessage(device_id="pc-1", site=SITE, ts=killed, status="online")
+    device = _store_at(session, back, killed + timedelta(seconds=30))
+    assert device.online is True
+
+    # Both in one batch, will last: the will still wins.
+    items = [
+        decoded(StateMessage(device_id="pc-1", site=SITE, ts=killed + timedelta(minutes=1),
+                             status="online"), killed + timedelta(minutes=1)),
+        decoded(StateMessage(device_id="pc-1", site=SITE, ts=killed, status="offline",
+                             reason="will"), killed + timedelta(minutes=2)),
+    ]  # fmt: skip
+    touch_devices(session, items, record_latest(session, items))
+    session.commit()
+    session.expire_all()
+    assert session.get_one(Device, "pc-1").online is False
+
+
+def _store_at(session: Session, message: StateMessage, received_at: datetime) -> Device:
+    item = decoded(message, received_at)
+    touch_devices(session, [item], record_latest(session, [item]))
+    session.commit()
+    session.expire_all()
+    return session.get_one(Device, message.device_id)
