@@ -20,20 +20,37 @@ from campuswatch.wire.topics import Topic, TopicError, parse_topic
 MAX_PAYLOAD_BYTES: Final = 512 * 1024
 # A device clock this far ahead is treated as broken, not as "the future".
 MAX_FUTURE_SKEW: Final = timedelta(minutes=10)
+# Arrays and objects nested deeper than this are refused before msgspec sees them: its
+# decoder recurses, so ~1,000 levels (2 kB of brackets) raise RecursionError. Real messages
+# nest 4 deep (inventory → interfaces → item → ipv4); unknown fields get the same bound.
+MAX_DEPTH: Final = 32
 
 RejectReason = Literal[
-    "topic", "oversize", "json", "schema", "kind_mismatch", "version", "identity", "future"
-]
-REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
     "topic",
     "oversize",
+    "depth",
     "json",
     "schema",
     "kind_mismatch",
     "version",
     "identity",
     "future",
+    "invalid",
+]
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
+    "topic",
+    "oversize",
+    "depth",
+    "json",
+    "schema",
+    "kind_mismatch",
+    "version",
+    "identity",
+    "future",
+    "invalid",
 )
+"""``invalid``: the decoder failed in a way none of the others names (a bug, or an input
+nobody foresaw); the message is refused all the same, never passed on as an exception."""
 
 
 class WireRejection(ValueError):
@@ -67,6 +84,44 @@ def encode_message(message: Message) -> bytes:
     return _encoder.encode(message)
 
 
+# Only quotes and brackets matter for depth, and only how many brackets are open, not which
+# kind (a mismatch is malformed JSON, refused by msgspec before it recurses any further).
+_NOT_STRUCTURE: Final = bytes(byte for byte in range(256) if byte not in b'"[]{}')
+_AS_SQUARE: Final = bytes.maketrans(b"{}", b"[]")
+
+
+def nesting_depth_exceeds(payload: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True if arrays/objects in ``payload`` nest deeper than ``limit`` (brackets inside
+    strings do not count). Runs before msgspec on every message, so it uses only C-speed
+    byte operations; a Python loop runs only over what is left of a malformed document."""
+    structure = payload
+    if b'\\"' in structure:
+        # Only a backslash before a quote can hide one. Escaped backslashes first (left to
+        # right, as a JSON reader pairs them), then escaped quotes.
+        structure = structure.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = structure.translate(_AS_SQUARE, _NOT_STRUCTURE)
+    if structure.count(b"[") <= limit:
+        return False  # too few brackets to be that deep: most messages stop here
+    # Strings: drop every pair of adjacent quotes (an empty string, or one string's end and
+    # the next one's start: either way string content stays between the remaining pairs),
+    # then whatever lies between the quotes left, the few strings that contain brackets.
+    structure = structure.replace(b'""', b"")
+    if b'"' in structure:
+        structure = b"".join(structure.split(b'"')[::2])
+    # Each pass removes the innermost level: adjacent "[]" pairs cannot overlap.
+    removed_levels = 0
+    while removed_levels < limit:
+        reduced = structure.replace(b"[]", b"")
+        if not reduced:
+            return False
+        if len(reduced) == len(structure):
+            break  # malformed (unbalanced): measure what is left before msgspec recurses
+        structure = reduced
+        removed_levels += 1
+    # Left: nothing, nesting deeper than ``limit``, or (malformed) closers then openers.
+    return removed_levels + structure.count(b"[") > limit
+
+
 def decode_message(
     topic: str,
     payload: bytes,
@@ -74,14 +129,31 @@ def decode_message(
     received_at: datetime | None = None,
     max_future_skew: timedelta = MAX_FUTURE_SKEW,
 ) -> DecodedMessage:
-    """Parse and validate one MQTT message; raise ``WireRejection`` on any problem."""
-    received_at = received_at or utc_now()
+    """Parse and validate one MQTT message; raise ``WireRejection`` on any problem.
+
+    Nothing else ever escapes: a caller must be able to take any other exception as its
+    own (the store's) fault, not the message's."""
+    try:
+        return _decode(topic, payload, received_at or utc_now(), max_future_skew)
+    except WireRejection:
+        raise
+    except RecursionError:
+        raise WireRejection("depth", "nesting too deep for the decoder") from None
+    except Exception as exc:
+        raise WireRejection("invalid", f"{type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _decode(
+    topic: str, payload: bytes, received_at: datetime, max_future_skew: timedelta
+) -> DecodedMessage:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise WireRejection("oversize", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
         parsed_topic = parse_topic(topic)
     except TopicError as exc:
         raise WireRejection("topic", str(exc)) from None
+    if nesting_depth_exceeds(payload):
+        raise WireRejection("depth", f"arrays/objects nested deeper than {MAX_DEPTH} levels")
     try:
         version = _version_decoder.decode(payload).v
     except msgspec.ValidationError as exc:

@@ -32,9 +32,17 @@ UtcTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 time with a zo
 ShortText = Annotated[str, Meta(max_length=256)]
 LongText = Annotated[str, Meta(max_length=4096)]
 Percent = Annotated[float, Meta(ge=0, le=100)]
-NonNegative = Annotated[float, Meta(ge=0)]
-Count = Annotated[int, Meta(ge=0)]
-Bytes = Annotated[int, Meta(ge=0)]
+# Upper bounds far above anything real, so an absurd value (``uptime_s: 1e30``) is refused
+# here instead of breaking a page, a report or a time-series write downstream; 2**53 keeps
+# integers exact as the floats the time-series store and JSON readers turn them into.
+NonNegative = Annotated[float, Meta(ge=0, le=1e12)]
+Count = Annotated[int, Meta(ge=0, le=2**53)]
+Bytes = Annotated[int, Meta(ge=0, le=2**53, description="at most 2**53 (8 PiB)")]
+Seconds = Annotated[float, Meta(ge=0, le=100 * 366 * 86400, description="at most 100 years")]
+Reading = Annotated[float, Meta(ge=-1e15, le=1e15)]
+# Collections bounded too: the payload limit bounds memory, these bound the work (rows,
+# points) one message can cause.
+MAX_ITEMS: Final = 64
 MacAddress = Annotated[
     str, Meta(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z", description="lower-case, colon form")
 ]
@@ -103,8 +111,12 @@ class HelloMessage(_Envelope, tag="hello"):
     mac: MacAddress | None = None
     firmware_version: ShortText | None = None
     platform: ShortText | None = None
-    capabilities: list[ShortText] = msgspec.field(default_factory=list)
-    intervals_s: dict[ShortText, NonNegative] = msgspec.field(default_factory=dict)
+    capabilities: Annotated[list[ShortText], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
+    intervals_s: Annotated[dict[ShortText, NonNegative], Meta(max_length=MAX_ITEMS)] = (
+        msgspec.field(default_factory=dict)
+    )
     identity: IdentityInfo | None = None
 
 
@@ -148,8 +160,12 @@ class DiskInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 class InterfaceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     name: ShortText
     mac: MacAddress | None = None
-    ipv4: list[ShortText] = msgspec.field(default_factory=list)
-    ipv6: list[ShortText] = msgspec.field(default_factory=list)
+    ipv4: Annotated[list[ShortText], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
+    ipv6: Annotated[list[ShortText], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
     speed_mbps: NonNegative | None = None
     up: bool | None = None
 
@@ -171,11 +187,17 @@ class InventoryMessage(_Envelope, tag="inventory"):
     memory_bytes: Bytes | None = None
     hardware: HardwareInfo | None = None
     firmware_version: ShortText | None = None
-    disks: list[DiskInfo] = msgspec.field(default_factory=list)
-    interfaces: list[InterfaceInfo] = msgspec.field(default_factory=list)
+    disks: Annotated[list[DiskInfo], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
+    interfaces: Annotated[list[InterfaceInfo], Meta(max_length=256)] = msgspec.field(
+        default_factory=list
+    )
     boot_time: UtcTime | None = None
-    software: list[SoftwareItem] | None = None
-    errors: list[ProbeError] = msgspec.field(default_factory=list)
+    software: Annotated[list[SoftwareItem], Meta(max_length=20_000)] | None = None
+    errors: Annotated[list[ProbeError], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
 
 
 # --- antivirus -----------------------------------------------------------------------------
@@ -209,8 +231,12 @@ class AvMessage(_Envelope, tag="av"):
     """Antivirus status. ``status`` is the one-word answer the coverage KPI counts."""
 
     status: Literal["protected", "at_risk", "no_av", "error"]
-    products: list[AvProduct] = msgspec.field(default_factory=list)
-    errors: list[ProbeError] = msgspec.field(default_factory=list)
+    products: Annotated[list[AvProduct], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
+    errors: Annotated[list[ProbeError], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
 
 
 # --- connectivity --------------------------------------------------------------------------
@@ -243,14 +269,18 @@ class NetMessage(_Envelope, tag="net"):
 
     uplink_type: UplinkType = "unknown"
     gateway: GatewayCheck | None = None
-    dns: list[DnsCheck] = msgspec.field(default_factory=list)
-    targets: list[TargetCheck] = msgspec.field(default_factory=list)
+    dns: Annotated[list[DnsCheck], Meta(max_length=MAX_ITEMS)] = msgspec.field(default_factory=list)
+    targets: Annotated[list[TargetCheck], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
     internet_ok: bool | None = None
     loss_pct: Percent | None = None
     latency_ms: NonNegative | None = None
     link_speed_mbps: NonNegative | None = None
     throughput_mbps: NonNegative | None = None
-    errors: list[ProbeError] = msgspec.field(default_factory=list)
+    errors: Annotated[list[ProbeError], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
 
 
 # --- health --------------------------------------------------------------------------------
@@ -266,14 +296,18 @@ class HealthMessage(_Envelope, tag="health"):
     cpu_pct: Percent | None = None
     memory_pct: Percent | None = None
     memory_used_bytes: Bytes | None = None
-    disks: list[DiskUse] = msgspec.field(default_factory=list)
-    uptime_s: NonNegative | None = None
+    disks: Annotated[list[DiskUse], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
+    uptime_s: Seconds | None = None
     load1: NonNegative | None = None
     agent_rss_bytes: Bytes | None = None
     agent_cpu_pct: NonNegative | None = None
     queue_depth: Count | None = None
     queue_dropped_total: Count | None = None
-    errors: list[ProbeError] = msgspec.field(default_factory=list)
+    errors: Annotated[list[ProbeError], Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
 
 
 # --- smart devices -------------------------------------------------------------------------
@@ -283,10 +317,12 @@ class TelemetryMessage(_Envelope, tag="telemetry"):
     """Sensor and device readings: numbers in ``values``, enumerations in ``states``."""
 
     device_type: DeviceType
-    values: dict[Annotated[str, Meta(max_length=64)], float] = msgspec.field(default_factory=dict)
-    states: dict[Annotated[str, Meta(max_length=64)], ShortText] = msgspec.field(
-        default_factory=dict
+    values: Annotated[dict[Annotated[str, Meta(max_length=64)], Reading], Meta(max_length=256)] = (
+        msgspec.field(default_factory=dict)
     )
+    states: Annotated[
+        dict[Annotated[str, Meta(max_length=64)], ShortText], Meta(max_length=256)
+    ] = msgspec.field(default_factory=dict)
 
 
 class EventMessage(_Envelope, tag="event"):
@@ -295,9 +331,9 @@ class EventMessage(_Envelope, tag="event"):
     event_type: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_.]{0,63}\Z")]
     severity: Severity = "info"
     message: LongText = ""
-    attributes: dict[Annotated[str, Meta(max_length=64)], ShortText] = msgspec.field(
-        default_factory=dict
-    )
+    attributes: Annotated[
+        dict[Annotated[str, Meta(max_length=64)], ShortText], Meta(max_length=MAX_ITEMS)
+    ] = msgspec.field(default_factory=dict)
 
 
 class DiscoveredHost(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -305,7 +341,9 @@ class DiscoveredHost(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     mac: MacAddress | None = None
     vendor: ShortText | None = None
     hostname: ShortText | None = None
-    open_ports: list[Annotated[int, Meta(ge=1, le=65535)]] = msgspec.field(default_factory=list)
+    open_ports: Annotated[list[Annotated[int, Meta(ge=1, le=65535)]], Meta(max_length=1024)] = (
+        msgspec.field(default_factory=list)
+    )
     guessed_type: DeviceType | None = None
     method: Literal["arp_sweep", "arp_passive", "dhcp_passive", "other"] = "arp_sweep"
 
@@ -314,7 +352,10 @@ class DiscoveryMessage(_Envelope, tag="discovery"):
     """What a network scanner saw on one subnet in one sweep."""
 
     subnet: ShortText
-    hosts: list[DiscoveredHost] = msgspec.field(default_factory=list)
+    # A /20, the largest subnet the scanner sweeps (docs/discovery.md).
+    hosts: Annotated[list[DiscoveredHost], Meta(max_length=4096)] = msgspec.field(
+        default_factory=list
+    )
     complete: bool = True
 
 
@@ -322,7 +363,9 @@ class CommandMessage(_Envelope, tag="cmd"):
     """A command down to a device on ``cw/v1/{site}/{device_id}/cmd``."""
 
     command: Literal["refresh_inventory", "run_probes", "rescan", "reboot", "identify"]
-    args: dict[Annotated[str, Meta(max_length=64)], ShortText] = msgspec.field(default_factory=dict)
+    args: Annotated[
+        dict[Annotated[str, Meta(max_length=64)], ShortText], Meta(max_length=MAX_ITEMS)
+    ] = msgspec.field(default_factory=dict)
     issued_by: ShortText | None = None
 
 

@@ -145,3 +145,49 @@ def test_every_kind_round_trips_a_minimal_message() -> None:
         )
         decoded = decode_message(f"cw/v1/school-a/dev-1/{kind}", encode_message(message))
         assert decoded.message == message
+
+
+def nested(depth: int, inside: bytes = b"") -> bytes:
+    return b"[" * depth + inside + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [33, 1_000, 100_000])
+@pytest.mark.parametrize("field", ["new_optional_field", "products"])
+def test_deep_nesting_is_rejected_as_depth_not_a_recursion_error(depth: int, field: str) -> None:
+    # 1,000 levels fit in 2 kB; msgspec's recursive decoder raised RecursionError on them,
+    # which the ingest loop took for a storage failure and retried forever.
+    document = av_payload()[:-1] + f', "{field}": '.encode() + nested(depth) + b"}"
+    with pytest.raises(WireRejection) as info:
+        decode_message(TOPIC, document)
+    assert info.value.reason == "depth"
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = '[{"\\"' * 5_000
+    decoded = decode_message(TOPIC, av_payload(note=text, deep={"a": [{"b": [1]}]}))
+    assert isinstance(decoded.message, AvMessage)
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    from campuswatch.wire.codec import MAX_DEPTH
+
+    # The document itself is one level, so MAX_DEPTH - 1 more levels still fit.
+    document = av_payload()[:-1] + b', "extra": ' + nested(MAX_DEPTH - 1) + b"}"
+    assert isinstance(decode_message(TOPIC, document).message, AvMessage)
+
+
+def test_schema_valid_but_absurd_numbers_are_rejected() -> None:
+    topic = "cw/v1/school-a/pc-1/health"
+    base = {"device_id": "pc-1", "site": "school-a", "kind": "health", "v": 1}
+    for field, value in [
+        ("uptime_s", 1e30),
+        ("load1", 1e300),
+        ("memory_used_bytes", 2**63),
+        ("agent_cpu_pct", 1e13),
+        ("memory_used_bytes", -1),
+    ]:
+        payload = json.dumps({**base, "id": "0190a0b0-0000-7000-8000-000000000001",
+                              "ts": "2026-12-03T08:00:00Z", field: value}).encode()  # fmt: skip
+        with pytest.raises(WireRejection) as info:
+            decode_message(topic, payload, received_at=datetime(2026, 12, 3, 8, tzinfo=UTC))
+        assert info.value.reason == "schema", field
