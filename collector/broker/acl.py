@@ -7,11 +7,12 @@ moved by regenerating, not by trusting the client's username to carry the site.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from campuswatch.wire.topics import KINDS, PREFIX, VERSION, build_topic
+from campuswatch.wire.topics import KINDS, PREFIX, VERSION, build_topic, is_identifier
 
 Role = Literal["device", "scanner", "collector"]
 ROLES: Final[tuple[Role, ...]] = ("device", "scanner", "collector")
@@ -21,6 +22,20 @@ ROLES: Final[tuple[Role, ...]] = ("device", "scanner", "collector")
 DEVICE_KINDS: Final = tuple(kind for kind in KINDS if kind != "cmd")
 # A network scanner needs availability, birth, its findings, and events about its own runs.
 SCANNER_KINDS: Final = ("state", "hello", "discovery", "health", "event")
+
+
+# Mosquitto 2.0's ``$7$`` (PBKDF2-SHA512) hash: iterations, base64 salt, base64 hash.
+_HASH: Final = re.compile(r"\$7\$[1-9][0-9]{0,7}\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}")
+# What our ``topic`` lines may name: topic levels of identifier characters, ``+`` or ``#``.
+_TOPIC_FILTER: Final = re.compile(r"[A-Za-z0-9_.:+#-]+(/[A-Za-z0-9_.:+#-]+)*")
+
+
+class BrokerFileError(ValueError):
+    """A password or ACL file that Mosquitto would read differently from what we meant."""
+
+
+def is_password_hash(value: str) -> bool:
+    return _HASH.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +84,58 @@ def render_password_file(accounts: Iterable[BrokerAccount]) -> str:
         f"{account.username}:{account.password_hash}\n"
         for account in sorted(accounts, key=lambda a: a.username)
     )
+
+
+def parse_password_file(text: str) -> dict[str, str]:
+    """User name → hash, read back the way Mosquitto reads the file: one ``user:hash`` a line.
+
+    Stricter than Mosquitto on purpose: anything we would not have written (a bad id, a
+    duplicate user, a hash that is not ``$7$``, a missing final newline) is an error.
+    """
+    if text and not text.endswith("\n"):
+        raise BrokerFileError("password file: the last line is cut off (no final newline)")
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        username, colon, password_hash = line.partition(":")
+        if not colon or not is_identifier(username) or not is_password_hash(password_hash):
+            raise BrokerFileError(f"password file line {number}: not user:$7$hash: {line[:80]!r}")
+        if username in users:
+            raise BrokerFileError(f"password file line {number}: {username!r} appears twice")
+        users[username] = password_hash
+    if len(users) != text.count("\n"):
+        raise BrokerFileError("password file: a line break inside a line")
+    return users
+
+
+def parse_acl(text: str) -> dict[str, list[str]]:
+    """User name → its ``topic`` lines, read back the way Mosquitto reads the ACL file.
+
+    Refuses what we never write and what Mosquitto would read as something else: a ``topic``
+    line before any ``user`` line (Mosquitto applies it to every client), ``pattern`` lines,
+    a user twice, a bad id, an access or topic filter outside our vocabulary, stray words.
+    """
+    if text and not text.endswith("\n"):
+        raise BrokerFileError("acl: the last line is cut off (no final newline)")
+    rules: dict[str, list[str]] = {}
+    current: str | None = None
+    for number, line in enumerate(text.split("\n")[:-1], start=1):
+        if not line or line.startswith("#"):
+            continue
+        words = line.split(" ")
+        if words[0] == "user" and len(words) == 2 and is_identifier(words[1]):
+            if words[1] in rules:
+                raise BrokerFileError(f"acl line {number}: user {words[1]!r} appears twice")
+            current = words[1]
+            rules[current] = []
+        elif (
+            words[0] == "topic"
+            and len(words) == 3
+            and words[1] in ("read", "write")
+            and _TOPIC_FILTER.fullmatch(words[2])
+        ):
+            if current is None:
+                raise BrokerFileError(f"acl line {number}: a topic line outside a user block")
+            rules[current].append(line)
+        else:
+            raise BrokerFileError(f"acl line {number}: not a line we write: {line[:80]!r}")
+    return rules

@@ -29,6 +29,7 @@ from campuswatch.collector.broker.pki import (
     CertificatePair,
     check_ca,
     create_ca,
+    is_host_address,
     issue_server_certificate,
 )
 from campuswatch.wire.topics import is_identifier
@@ -36,7 +37,11 @@ from campuswatch.wire.topics import is_identifier
 CONFIG_FILE: Final = "mosquitto.conf"
 COLLECTOR_PASSWORD_FILE: Final = "collector.password"
 ISSUED_FILE: Final = "issued-credentials.csv"
-PID_FILE: Final = "mosquitto.pid"
+# In a folder of its own that Mosquitto's user owns: Mosquitto writes the pid file after it
+# has dropped root, so the (root-owned) output folder itself is out of its reach.
+RUN_DIR: Final = "run"
+PID_FILE: Final = f"{RUN_DIR}/mosquitto.pid"
+DATA_DIR: Final = "data"
 # The largest wire message (an inventory with a full software list) is capped at 512 KiB.
 MAX_PACKET_BYTES: Final = 1024 * 1024
 
@@ -129,7 +134,7 @@ def render_mosquitto_conf(options: BrokerConfigOptions, server: CertificatePair)
         f"acl_file {out / ACL_FILE}",
         f"pid_file {out / PID_FILE}",
         "persistence true",
-        f"persistence_location {out / 'data'}/",
+        f"persistence_location {out / DATA_DIR}/",
         "autosave_interval 60",
         f"max_packet_size {MAX_PACKET_BYTES}",
         # Collectors keep persistent sessions: an hour of a district's traffic fits.
@@ -181,6 +186,12 @@ def _check_options(options: BrokerConfigOptions) -> None:
             )
     if not options.hostnames:
         raise BrokerConfigError("give at least one --hostname (name or IP devices connect to)")
+    if options.listen_address is not None and not is_host_address(options.listen_address):
+        raise BrokerConfigError(
+            f"--listen-address {options.listen_address[:80]!r} is not an IP address or host name"
+        )
+    if not str(options.out_dir.resolve()).isprintable():
+        raise BrokerConfigError("--out must not contain control characters or line breaks")
     if options.run_as_user:
         try:
             pwd.getpwnam(options.run_as_user)
@@ -192,27 +203,27 @@ def write_broker_config(options: BrokerConfigOptions) -> BrokerConfigResult:
     _check_options(options)
     devices = parse_devices_file(options.devices_file) if options.devices_file else []
     out = options.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data").mkdir(exist_ok=True)
     file_group = _file_group(options.run_as_user)
-    if file_group is not None and os.geteuid() == 0:
-        shutil.chown(out / "data", user=options.run_as_user or "mosquitto")
+    # Explicit modes, whatever the umask: Mosquitto's user must pass through the folder.
+    _make_directory(out, 0o755)
+    broker_user = (options.run_as_user or "mosquitto") if file_group is not None else None
+    _make_directory(out / DATA_DIR, 0o700, owner=broker_user)
+    _make_directory(out / RUN_DIR, 0o755, owner=broker_user)
 
     created_ca = False
     if options.ca_cert is not None and options.ca_key is not None:
         ca = CertificatePair(options.ca_cert, options.ca_key)
         check_ca(ca)
         if options.ca_cert.resolve() != (out / "ca.pem").resolve():
-            shutil.copyfile(options.ca_cert, out / "ca.pem")  # for clients; the key stays put
+            # For clients; the key stays put.
+            write_atomically(out / "ca.pem", _read_pem(options.ca_cert), mode=0o644)
     elif (out / "ca.pem").is_file() and (out / "ca.key").is_file():
         ca = CertificatePair(out / "ca.pem", out / "ca.key")
         check_ca(ca)
     else:
         ca = create_ca(out)
         created_ca = True
-    server = issue_server_certificate(ca, out, options.hostnames)
-    if file_group is not None and os.geteuid() == 0:
-        shutil.chown(server.key, group=file_group)
+    server = issue_server_certificate(ca, out, options.hostnames, key_group=file_group)
 
     store = BrokerCredentials(out)
     store.remember_settings(pid_file=(out / PID_FILE).resolve(), file_group=file_group)
@@ -246,8 +257,57 @@ def write_broker_config(options: BrokerConfigOptions) -> BrokerConfigResult:
             result.issued_file, "site,device_id,role,password\n" + "".join(issued_rows), mode=0o600
         )
     store.write_files()
-    write_atomically(result.config_file, render_mosquitto_conf(options, server), mode=0o644)
+    config_text = render_mosquitto_conf(options, server)
+    check_mosquitto_conf(config_text)
+    write_atomically(result.config_file, config_text, mode=0o644)
     return result
+
+
+def _make_directory(path: Path, mode: int, *, owner: str | None = None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode)
+    if owner is not None and os.geteuid() == 0:
+        shutil.chown(path, user=owner)
+
+
+def _read_pem(path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BrokerConfigError(f"cannot read {path}: {exc}") from None
+
+
+# Every option the generated configuration uses; anything else read back is an injection.
+_CONF_KEYS: Final = frozenset(
+    {
+        "per_listener_settings", "allow_anonymous", "password_file", "acl_file", "pid_file",
+        "persistence", "persistence_location", "autosave_interval", "max_packet_size",
+        "max_queued_messages", "connection_messages", "log_dest", "user", "listener",
+        "certfile", "keyfile", "tls_version",
+    }
+)  # fmt: skip
+
+
+def check_mosquitto_conf(text: str) -> None:
+    """Read the configuration back as Mosquitto would; refuse anything we did not mean.
+
+    A value with a line break (a folder name, an address) would start a line of its own;
+    Mosquitto would obey it — or, worse, refuse to start at the next restart.
+    """
+    if not text.endswith("\n"):
+        raise BrokerConfigError("mosquitto.conf: the last line is cut off")
+    seen: set[str] = set()
+    for number, line in enumerate(text.split("\n")[:-1], start=1):
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        if key not in _CONF_KEYS or not value or not value.isprintable():
+            raise BrokerConfigError(f"mosquitto.conf line {number}: unexpected {line[:80]!r}")
+        if key in {"allow_anonymous", "password_file", "acl_file", "user"} and key in seen:
+            raise BrokerConfigError(f"mosquitto.conf line {number}: {key} given twice")
+        seen.add(key)
+    if "allow_anonymous false" not in text.split("\n"):
+        raise BrokerConfigError("mosquitto.conf: allow_anonymous false is missing")
 
 
 def _file_group(run_as_user: str | None) -> str | None:

@@ -4,6 +4,12 @@
 rewrites Mosquitto's ``passwd`` and ``acl`` files from it — each written to a temporary file
 and renamed over the old one, so Mosquitto never reads half a file — and then sends SIGHUP,
 which makes Mosquitto re-read both and drop connected clients that no longer pass.
+
+Both files are parsed back before they replace anything: Mosquitto that meets a line it
+cannot parse on SIGHUP keeps running *without an ACL*, and refuses to start after a restart.
+A store entry that is not a valid account (a hand edit, or an id such as "evil\n" that an
+older version let through) is left out of the files and logged; files that do not read back
+as exactly the accounts meant are never installed, and Mosquitto is not signalled.
 The password file is replaced before the ACL: in between, a new device may log in but do
 nothing, and a revoked device can no longer log in, so no order of events grants too much.
 """
@@ -28,7 +34,12 @@ from typing import Any, Final
 from campuswatch.collector.broker.acl import (
     ROLES,
     BrokerAccount,
+    BrokerFileError,
     Role,
+    account_rules,
+    is_password_hash,
+    parse_acl,
+    parse_password_file,
     render_acl,
     render_password_file,
 )
@@ -60,22 +71,35 @@ def _now() -> str:
 
 
 def write_atomically(path: Path, text: str, *, mode: int, group: str | None = None) -> None:
-    """Replace ``path`` in one rename so readers see the old or the new file, never half."""
+    """Replace ``path`` in one rename so readers see the old or the new file, never half.
+
+    The mode is set on the open descriptor before the first byte, whatever the umask, and
+    the rename is made durable (the folder is fsynced) before this returns.
+    """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(handle, mode)
+        gid = _group_id(group)
+        if gid is not None:
+            os.fchown(handle, -1, gid)
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        gid = _group_id(group)
-        if gid is not None:
-            os.chown(temporary, -1, gid)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _group_id(group: str | None) -> int | None:
@@ -248,7 +272,9 @@ class BrokerCredentials:
     def _locked(self) -> Iterator[dict[str, Any]]:
         """Serialise read-modify-write between the collector's API and the command line."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with (self.directory / LOCK_FILE).open("a") as lock:
+        descriptor = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(descriptor, "r+") as lock:
+            os.fchmod(lock.fileno(), 0o600)  # the umask could have widened an older one
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield self._load()
@@ -258,12 +284,49 @@ class BrokerCredentials:
     def _save(self, data: dict[str, Any], accounts: dict[str, BrokerAccount]) -> None:
         data["version"] = 1
         data["accounts"] = [asdict(account) for account in accounts.values()]
+        password_text = render_password_file(accounts.values())
+        acl_text = render_acl(accounts.values())
+        # Nothing is replaced unless both files read back as exactly these accounts.
+        _check_round_trip(accounts, password_text, acl_text)
         group = self.file_group
         write_atomically(self.store_path, json.dumps(data, indent=2) + "\n", mode=0o600)
-        write_atomically(
-            self.password_path, render_password_file(accounts.values()), mode=0o640, group=group
-        )
-        write_atomically(self.acl_path, render_acl(accounts.values()), mode=0o640, group=group)
+        write_atomically(self.password_path, password_text, mode=0o640, group=group)
+        write_atomically(self.acl_path, acl_text, mode=0o640, group=group)
+
+
+def _check_round_trip(
+    accounts: dict[str, BrokerAccount], password_text: str, acl_text: str
+) -> None:
+    try:
+        hashes = parse_password_file(password_text)
+    except BrokerFileError as exc:
+        raise CredentialsError(f"refusing to write passwd: {exc}") from None
+    if hashes != {name: account.password_hash for name, account in accounts.items()}:
+        raise CredentialsError("refusing to write passwd: it does not read back as the accounts")
+    try:
+        rules = parse_acl(acl_text)
+    except BrokerFileError as exc:
+        raise CredentialsError(f"refusing to write acl: {exc}") from None
+    if rules != {name: account_rules(account) for name, account in accounts.items()}:
+        raise CredentialsError("refusing to write acl: it does not read back as the accounts")
+
+
+def account_problem(account: BrokerAccount) -> str | None:
+    """Why ``account`` cannot go into Mosquitto's files, or None when it can."""
+    if account.role not in ROLES:
+        return f"role {account.role!r}"
+    if not is_identifier(account.username):
+        return f"user name {account.username[:80]!r} is not a valid identifier"
+    if not is_password_hash(account.password_hash):
+        return "the password hash is not a $7$ hash"
+    if account.role == "collector":
+        return None
+    if account.site is None or not is_identifier(account.site):
+        return f"site {str(account.site)[:80]!r} is not a valid identifier"
+    if account.device_id != account.username:
+        # The ACL pins a login to the topics of its device id: they must be one name.
+        return f"device id {str(account.device_id)[:80]!r} is not its user name"
+    return None
 
 
 def _accounts(data: dict[str, Any]) -> dict[str, BrokerAccount]:
@@ -273,8 +336,14 @@ def _accounts(data: dict[str, Any]) -> dict[str, BrokerAccount]:
             if not isinstance(entry, dict) or entry.get("role") not in ROLES:
                 raise TypeError("no valid role")
             account = BrokerAccount(**entry)
+            if any(not isinstance(value, str | None) for value in asdict(account).values()):
+                raise TypeError("a field is not text")
+            problem = account_problem(account)
+            if problem is not None:
+                raise TypeError(problem)
         except TypeError as exc:
-            # A hand-damaged entry must not take every other device down with it.
+            # A hand-damaged entry (or one an older version let through) must not take every
+            # other device down with it, nor reach Mosquitto's files.
             log.warning("ignoring unusable entry in the credential store: %s", exc)
             continue
         accounts[account.username] = account

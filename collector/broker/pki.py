@@ -8,7 +8,6 @@ cheap ARM boards some classroom devices use, and supported by Mosquitto 2.0 and 
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import secrets
 import shutil
@@ -19,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from campuswatch.collector.broker.credentials import write_atomically
+
 CA_DAYS: Final = 3650
 # Browsers and some TLS stacks refuse server certificates valid for more than 825 days.
 SERVER_DAYS: Final = 825
-_DNS_NAME = re.compile(r"^(?=.{1,253}$)(\*\.)?([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$")
+_DNS_NAME = re.compile(r"(?=.{1,253}\Z)(\*\.)?([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+")
 
 
 class CertificateError(RuntimeError):
@@ -58,7 +59,7 @@ def subject_alt_names(hostnames: Sequence[str]) -> str:
             continue
         except ValueError:
             pass
-        if not _DNS_NAME.match(name):
+        if not _DNS_NAME.fullmatch(name):
             raise CertificateError(f"{name[:80]!r} is neither a host name nor an IP address")
         entries.append(f"DNS:{name.rstrip('.')}")
     if not entries:
@@ -66,17 +67,38 @@ def subject_alt_names(hostnames: Sequence[str]) -> str:
     return ",".join(dict.fromkeys(entries))
 
 
+def is_host_address(value: str) -> bool:
+    """An IP address or a DNS name (what a listener may bind or a certificate may name)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return _DNS_NAME.fullmatch(value) is not None
+    return True
+
+
+def _install(source: Path, destination: Path, mode: int, group: str | None = None) -> None:
+    """Move a file openssl made in a private scratch folder into place with ``mode``.
+
+    openssl creates its outputs with the umask's mode: made in a 0700 folder and copied with
+    an explicit mode, a key is never readable by others, not even for a moment.
+    """
+    write_atomically(destination, source.read_text(encoding="ascii"), mode=mode, group=group)
+
+
 def create_ca(directory: Path, common_name: str = "CampusWatch broker CA") -> CertificatePair:
     pair = CertificatePair(directory / "ca.pem", directory / "ca.key")
-    _openssl(
-        "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes", "-sha256", "-days", str(CA_DAYS),
-        "-subj", f"/CN={_subject_text(common_name)}",
-        "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout", str(pair.key), "-out", str(pair.cert),
-    )  # fmt: skip
-    os.chmod(pair.key, 0o600)
+    with tempfile.TemporaryDirectory(prefix="cw-broker-") as scratch:
+        key, cert = Path(scratch) / "ca.key", Path(scratch) / "ca.pem"
+        _openssl(
+            "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-sha256", "-days", str(CA_DAYS),
+            "-subj", f"/CN={_subject_text(common_name)}",
+            "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout", str(key), "-out", str(cert),
+        )  # fmt: skip
+        _install(key, pair.key, 0o600)
+        _install(cert, pair.cert, 0o644)
     return pair
 
 
@@ -95,13 +117,15 @@ def check_ca(pair: CertificatePair) -> None:
 
 
 def issue_server_certificate(
-    ca: CertificatePair, directory: Path, hostnames: Sequence[str]
+    ca: CertificatePair, directory: Path, hostnames: Sequence[str], *, key_group: str | None = None
 ) -> CertificatePair:
+    """``key_group``: Mosquitto's group, which must read the key after dropping root."""
     san = subject_alt_names(hostnames)
     pair = CertificatePair(directory / "server.pem", directory / "server.key")
     with tempfile.TemporaryDirectory(prefix="cw-broker-") as scratch:
         request = Path(scratch) / "server.csr"
         extensions = Path(scratch) / "server.ext"
+        key, cert = Path(scratch) / "server.key", Path(scratch) / "server.pem"
         extensions.write_text(
             f"subjectAltName={san}\n"
             "basicConstraints=critical,CA:FALSE\n"
@@ -114,15 +138,16 @@ def issue_server_certificate(
         _openssl(
             "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-subj", f"/CN={_subject_text(hostnames[0])}",
-            "-keyout", str(pair.key), "-out", str(request),
+            "-keyout", str(key), "-out", str(request),
         )  # fmt: skip
         _openssl(
             "x509", "-req", "-in", str(request), "-CA", str(ca.cert), "-CAkey", str(ca.key),
             "-set_serial", str(secrets.randbits(63)), "-sha256", "-days", str(SERVER_DAYS),
-            "-extfile", str(extensions), "-out", str(pair.cert),
+            "-extfile", str(extensions), "-out", str(cert),
         )  # fmt: skip
-    os.chmod(pair.key, 0o640)
-    _openssl("verify", "-CAfile", str(ca.cert), str(pair.cert))
+        _openssl("verify", "-CAfile", str(ca.cert), str(cert))
+        _install(key, pair.key, 0o640, key_group)
+        _install(cert, pair.cert, 0o644)
     return pair
 
 

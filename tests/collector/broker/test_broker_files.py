@@ -9,11 +9,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from campuswatch.collector.broker.acl import BrokerAccount, account_rules, render_acl
+from campuswatch.collector.broker import cli as broker_cli
+from campuswatch.collector.broker import credentials as credentials_module
+from campuswatch.collector.broker.acl import (
+    BrokerAccount,
+    BrokerFileError,
+    account_rules,
+    parse_acl,
+    parse_password_file,
+    render_acl,
+)
 from campuswatch.collector.broker.config import (
     BrokerConfigError,
     BrokerConfigOptions,
+    check_mosquitto_conf,
     parse_devices_file,
     write_broker_config,
 )
@@ -196,3 +207,165 @@ def test_own_ca_is_used_and_a_mismatched_key_refused(tmp_path: Path) -> None:
                 ca_key=other.ca_file.parent / "ca.key",
             )
         )
+
+
+def _plant(directory: Path, **account: object) -> None:
+    """Put an entry into the store as an older version (or a hand edit) could have."""
+    data = json.loads((directory / "credentials.json").read_text())
+    data["accounts"].append(account)
+    (directory / "credentials.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        # Enrolled as "evil\n" before ids were matched whole: the id split its lines in two.
+        {"username": "evil\n", "site": "school-a", "device_id": "evil\n"},
+        {"username": "pc-9", "site": "school-a\ntopic readwrite #", "device_id": "pc-9"},
+        {"username": "pc-9", "site": "school-a", "device_id": "pc-9\n"},
+        {"username": "pc-8", "site": "school-a", "device_id": "pc-9"},
+    ],
+)
+def test_store_entry_with_a_bad_id_never_reaches_the_broker_files(
+    tmp_path: Path, planted: dict[str, str]
+) -> None:
+    store = BrokerCredentials(tmp_path)
+    store.add_device("school-a", "pc-1")
+    _plant(tmp_path, role="device", password_hash=hash_password("x"), **planted)
+    BrokerCredentials(tmp_path).add_device("school-b", "pc-2")
+    users = parse_password_file((tmp_path / "passwd").read_text())
+    assert sorted(users) == ["pc-1", "pc-2"]
+    rules = parse_acl((tmp_path / "acl").read_text())
+    assert sorted(rules) == ["pc-1", "pc-2"]
+    assert all("#" not in rule for rule in rules["pc-1"] + rules["pc-2"])
+    assert [a.username for a in BrokerCredentials(tmp_path).list()] == ["pc-1", "pc-2"]
+
+
+def test_store_entry_with_a_broken_hash_never_reaches_the_password_file(tmp_path: Path) -> None:
+    store = BrokerCredentials(tmp_path)
+    store.add_device("school-a", "pc-1")
+    bad_hash = hash_password("x") + "\nroot:" + hash_password("y")
+    _plant(tmp_path, username="pc-3", role="device", password_hash=bad_hash, site="school-a",
+           device_id="pc-3")  # fmt: skip
+    BrokerCredentials(tmp_path).write_files()
+    assert sorted(parse_password_file((tmp_path / "passwd").read_text())) == ["pc-1"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "evil\n:$7$101$c2FsdA==$aGFzaA==\n",
+        "pc-1:$7$101$c2FsdA==$aGFzaA==\npc-1:$7$101$c2FsdA==$aGFzaA==\n",
+        "pc-1:plain\n",
+        "pc 1:$7$101$c2FsdA==$aGFzaA==\n",
+        "pc-1:$7$101$c2FsdA==$aGFzaA==",  # no final newline: a cut-off write
+    ],
+)
+def test_password_file_parser_refuses_what_mosquitto_would_misread(text: str) -> None:
+    with pytest.raises(BrokerFileError):
+        parse_password_file(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "topic read cw/v1/#\n",  # before any user line: it would apply to every client
+        "user evil\n\ntopic write cw/v1/school-a/evil\n/state\n",
+        "user pc-1\ntopic readwrite cw/v1/#\n",  # not a rule we ever write for a device
+        "user pc-1\ntopic write cw/v1/school-a/pc-1/state\nuser pc-1\n",
+        "user pc-1\npattern write cw/v1/%u/#\n",
+        "user pc-1\ntopic write cw/v1/school-a/pc-1/state extra\n",
+    ],
+)
+def test_acl_parser_refuses_what_mosquitto_would_misread(text: str) -> None:
+    with pytest.raises(BrokerFileError):
+        parse_acl(text)
+
+
+def test_rendered_files_round_trip(tmp_path: Path) -> None:
+    store = BrokerCredentials(tmp_path)
+    store.ensure_service_account("collector")
+    store.add_device("school-a", "pc-1")
+    store.add_scanner("school-a", "scan-1")
+    accounts = {a.username: a for a in store.list()}
+    rules = parse_acl((tmp_path / "acl").read_text())
+    assert rules == {name: account_rules(account) for name, account in accounts.items()}
+    hashes = parse_password_file((tmp_path / "passwd").read_text())
+    assert hashes == {name: account.password_hash for name, account in accounts.items()}
+
+
+def test_files_that_do_not_round_trip_replace_nothing_and_reload_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BrokerCredentials(tmp_path)
+    store.add_device("school-a", "pc-1")
+    before = {name: (tmp_path / name).read_text() for name in ("passwd", "acl", "credentials.json")}
+    reloads: list[int] = []
+    monkeypatch.setattr(BrokerCredentials, "reload", lambda self: reloads.append(1) or True)
+    # A rendering defect (the last line of defence is the parse-back, not the renderer).
+    monkeypatch.setattr(
+        credentials_module, "render_acl", lambda accounts: "user pc-1\ntopic read cw/v1/#\n"
+    )
+    with pytest.raises(CredentialsError, match="acl"):
+        store.add_device("school-a", "pc-2")
+    after = {name: (tmp_path / name).read_text() for name in before}
+    assert after == before and reloads == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") and
+                  not p.name.endswith(".lock")) == []  # fmt: skip
+
+
+# The documented modes (docs/broker.md), and who must be able to read each file.
+EXPECTED_MODES = {
+    ".": 0o755,
+    "data": 0o700,
+    "run": 0o755,
+    "mosquitto.conf": 0o644,
+    "ca.pem": 0o644,
+    "ca.key": 0o600,
+    "server.pem": 0o644,
+    "server.key": 0o640,
+    "passwd": 0o640,
+    "acl": 0o640,
+    "credentials.json": 0o600,
+    "collector.password": 0o600,
+    "issued-credentials.csv": 0o600,
+    ".credentials.lock": 0o600,
+}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.parametrize("umask", [0o000, 0o077, 0o022])
+def test_broker_config_file_modes_do_not_depend_on_the_umask(tmp_path: Path, umask: int) -> None:
+    devices = tmp_path / "devices.csv"
+    devices.write_text("school-a,proj-1\n", encoding="utf-8")
+    previous = os.umask(umask)
+    try:
+        options = BrokerConfigOptions(tmp_path / "b", ("localhost",), devices_file=devices)
+        write_broker_config(options)
+    finally:
+        os.umask(previous)
+    modes = {name: (tmp_path / "b" / name).stat().st_mode & 0o777 for name in EXPECTED_MODES}
+    assert {name: oct(mode) for name, mode in modes.items()} == {
+        name: oct(mode) for name, mode in EXPECTED_MODES.items()
+    }
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(set(EXPECTED_MODES) - {"."})
+
+
+def test_config_refuses_a_value_that_would_start_a_line_of_its_own(tmp_path: Path) -> None:
+    options = BrokerConfigOptions(
+        tmp_path / "b", ("localhost",), listen_address="127.0.0.1\nallow_anonymous true"
+    )
+    with pytest.raises(BrokerConfigError, match="listen-address"):
+        write_broker_config(options)
+    with pytest.raises(BrokerConfigError, match="line 3"):
+        check_mosquitto_conf("allow_anonymous false\nlistener 8883\nallow_anonymous true\n")
+
+
+@pytest.mark.parametrize("device_id", ["evil\n", "pc-1\n", "pc 1"])
+def test_cli_add_device_refuses_an_id_that_is_not_whole(tmp_path: Path, device_id: str) -> None:
+    result = CliRunner().invoke(
+        broker_cli.app,
+        ["add-device", "--dir", str(tmp_path), "--site", "school-a", "--device-id", device_id],
+    )
+    assert result.exit_code == 2 and "not a valid identifier" in result.output
+    assert not (tmp_path / "passwd").exists() or (tmp_path / "passwd").read_text() == ""

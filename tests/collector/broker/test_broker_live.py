@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import pytest
 
 from campuswatch.collector.broker.config import BrokerConfigOptions, write_broker_config
 from campuswatch.collector.broker.credentials import BrokerCredentials
+from campuswatch.collector.broker.passwords import hash_password
 from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, TlsOptions
 from campuswatch.wire.topics import build_topic
 from tests.support.mosquitto import MOSQUITTO, MessageCapture
@@ -103,20 +106,22 @@ def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
     )
     log = (tmp_path / "mosquitto.log").open("ab")
     process = subprocess.Popen([MOSQUITTO, "-c", str(result.config_file)], stdout=log, stderr=log)
+    password = result.collector_password_file.read_text(encoding="utf-8").strip()
+    broker = SecureBroker(
+        directory, tls_port, plain_port, process, BrokerCredentials(directory), password
+    )
     try:
         wait_for_port(tls_port)
         wait_for_port(plain_port)
-        password = result.collector_password_file.read_text(encoding="utf-8").strip()
-        yield SecureBroker(
-            directory, tls_port, plain_port, process, BrokerCredentials(directory), password
-        )
+        yield broker
     finally:
-        process.terminate()
+        # The test may have restarted the broker: stop whichever process runs now.
+        broker.process.terminate()
         try:
-            process.wait(10)
+            broker.process.wait(10)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            broker.process.kill()
+            broker.process.wait()
         log.close()
 
 
@@ -272,3 +277,126 @@ def test_scanner_role_may_publish_discovery_but_not_inventory(
     finally:
         scanner.stop()
         collector.stop()
+
+
+def test_a_bad_store_entry_never_leaves_mosquitto_without_its_acl(
+    secure_broker: SecureBroker, tmp_path: Path
+) -> None:
+    """An id like "evil\\n" (accepted before ids were matched whole) once split lines of the
+    password and ACL files: on SIGHUP Mosquitto ran with no ACL, and it refused to restart."""
+    log = tmp_path / "mosquitto.log"
+    password_a = secure_broker.store.add_device(SITE_A, "pc-a")
+    store_file = secure_broker.directory / "credentials.json"
+    data = json.loads(store_file.read_text())
+    data["accounts"].append(
+        {"username": "evil\n", "role": "device", "password_hash": hash_password("x"),
+         "site": SITE_A, "device_id": "evil\n", "created_at": ""}
+    )  # fmt: skip
+    store_file.write_text(json.dumps(data))
+    reloads = log.read_text(errors="replace").count("Reloading config")
+    BrokerCredentials(secure_broker.directory).add_device(SITE_B, "pc-b")
+    _wait_for_reload(log, reloads + 1)
+    assert "evil" not in (secure_broker.directory / "passwd").read_text()
+    assert "evil" not in (secure_broker.directory / "acl").read_text()
+
+    def acl_holds() -> None:
+        capture = MessageCapture()
+        collector = secure_broker.collector(capture)
+        device_a = secure_broker.connect("pc-a", password_a)
+        try:
+            device_a.publish(build_topic(SITE_B, "pc-b", "av"), b"lie")
+            own = build_topic(SITE_A, "pc-a", "av")
+            device_a.publish(own, b"truth")
+            capture.wait_for(lambda ms: any(m.topic == own for m in ms))
+            assert [m.topic for m in capture.messages] == [own]
+        finally:
+            device_a.stop()
+            collector.stop()
+
+    acl_holds()
+    # And a restart reads the same files without complaint.
+    secure_broker.process.terminate()
+    secure_broker.process.wait(30)
+    with log.open("ab") as stream:
+        secure_broker.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(secure_broker.directory / "mosquitto.conf")],
+            stdout=stream,
+            stderr=stream,
+        )
+    wait_for_port(secure_broker.tls_port)
+    wait_for_port(secure_broker.plain_port)
+    acl_holds()
+
+
+@pytest.fixture
+def world_readable_dir() -> Iterator[Path]:
+    """A folder the ``mosquitto`` user can reach: pytest's own tmp_path is root's alone
+    (0700), which no broker that drops root could read — unlike /etc/campuswatch/broker."""
+    directory = Path(tempfile.mkdtemp(prefix="cw-broker-root-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the documented start runs Mosquitto as root")
+def test_documented_start_as_root_drops_to_mosquitto_and_works(world_readable_dir: Path) -> None:
+    """`broker config` then `mosquitto -c …/mosquitto.conf` as root, as docs/broker.md says:
+    Mosquitto drops to its own user and must still write its pid file and read every file."""
+    for tool in (MOSQUITTO, MOSQUITTO_PUB):
+        if not Path(tool).exists():
+            pytest.skip(f"{tool} is not installed (apt-get install mosquitto mosquitto-clients)")
+    try:
+        broker_user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        pytest.skip("no mosquitto user (the Debian package creates it)")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    directory = world_readable_dir / "broker"
+    tls_port, plain_port = free_port(), free_port()
+    result = write_broker_config(
+        BrokerConfigOptions(
+            out_dir=directory,
+            hostnames=("localhost", "127.0.0.1"),
+            listen_port=tls_port,
+            listen_address="127.0.0.1",
+            plain_port=plain_port,
+        )
+    )
+    log_path = world_readable_dir / "mosquitto.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(result.config_file)], stdout=log, stderr=log
+        )
+    try:
+        wait_for_port(tls_port)
+        pid_file = directory / "run" / "mosquitto.pid"
+        deadline = time.monotonic() + 15
+        while not pid_file.is_file() or not pid_file.read_text().strip():
+            assert process.poll() is None, log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, "no pid file"
+            time.sleep(0.05)
+        assert int(pid_file.read_text()) == process.pid
+        assert os.stat(f"/proc/{process.pid}").st_uid == broker_user.pw_uid  # root dropped
+
+        # A device login made after the start reaches the broker through the pid file.
+        store = BrokerCredentials(directory)
+        password = store.add_device(SITE_A, "pc-root")
+        _wait_for_reload(log_path, 1)
+        topic = build_topic(SITE_A, "pc-root", "state")
+        published = subprocess.run(
+            [MOSQUITTO_PUB, "-h", "localhost", "-p", str(tls_port), "-q", "1",
+             "--cafile", str(result.ca_file), "-u", "pc-root", "-P", password,
+             "-t", topic, "-m", "online"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert published.returncode == 0, published.stderr + log_path.read_text(errors="replace")
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
