@@ -1,6 +1,10 @@
 """Which devices are online, with flapping damped and whole-school silence recognised.
 
-Sources: the retained ``state`` message and its Last Will (immediate), and a heartbeat
+One truth: the register (``devices.online``) decides a device's state from its ``state``
+messages (by arrival, so a Last Will always takes effect) and this tracker adopts that
+verdict (``follow``); what only this tracker can see, a heartbeat timeout or traffic from a
+device it had timed out, it decides and the collector writes to the register in the same
+pass. Sources: the retained ``state`` message and its Last Will (immediate), and a heartbeat
 timeout per device type (a device whose will never fired — power cut at the switch, NAT
 state lost — still goes offline when it stops talking). A device that bounces within the flap
 window is shown as ``flapping`` rather than reported ten times; a school whose devices all
@@ -92,6 +96,50 @@ class LivenessTracker:
             entry.changed_at = at
             entry.transitions.append(at)
             return LivenessChange(device_id, site_id, target, entry.reason, at)
+
+    def heard(self, device_id: str, site_id: str, at: datetime) -> None:
+        """The device spoke (its own "online"), which restarts its heartbeat clock; what
+        state it is in is the register's to say (``follow``)."""
+        with self._lock:
+            entry = self._devices.get(device_id)
+            if entry is None:
+                entry = self._devices[device_id] = DeviceLiveness(device_id, site_id, "default")
+            entry.site_id = site_id
+            if entry.last_seen is None or at > entry.last_seen:
+                entry.last_seen = at
+
+    def follow(
+        self,
+        device_id: str,
+        site_id: str,
+        online: bool | None,
+        changed_at: datetime | None,
+        reason: str,
+    ) -> LivenessChange | None:
+        """Adopt the register's verdict on a device's state; return a change.
+
+        A verdict older than what this tracker decided since (traffic after a timeout,
+        written to the register in a later batch) is not allowed to undo it."""
+        if online is None:
+            return None
+        with self._lock:
+            entry = self._devices.get(device_id)
+            if entry is None:
+                entry = DeviceLiveness(device_id, site_id, "default")
+                self._devices[device_id] = entry
+            entry.site_id = site_id
+            if entry.online == online:
+                return None
+            if changed_at is None:
+                entry.online, entry.reason = online, reason  # no time known: no transition
+                return None
+            if entry.changed_at is not None and changed_at < entry.changed_at:
+                return None
+            entry.online = online
+            entry.reason = reason
+            entry.changed_at = changed_at
+            entry.transitions.append(changed_at)
+            return LivenessChange(device_id, site_id, online, reason, changed_at)
 
     def expire(self, now: datetime) -> list[LivenessChange]:
         """Mark devices offline whose heartbeat timed out."""

@@ -77,6 +77,13 @@ _SET_ONLINE: Final = ValuesUpdate(
     "online = v.online, status_changed_at = v.changed_at",
     "devices.device_id = v.id AND (devices.online IS NULL OR devices.online <> v.online)",
 )
+_MARK_ONLINE: Final = ValuesUpdate(
+    Device,
+    {"id": "device_id", "changed_at": "status_changed_at"},
+    "online = TRUE, status_changed_at = v.changed_at",
+    "devices.device_id = v.id AND (devices.online IS NULL OR devices.online = FALSE)"
+    " AND (devices.status_changed_at IS NULL OR devices.status_changed_at < v.changed_at)",
+)
 
 
 def message_body(message: Message) -> dict[str, Any]:
@@ -197,3 +204,30 @@ def stored_latest_messages(session: Session) -> Iterator[DecodedMessage]:
         yield DecodedMessage(
             topic, message, received_at, (message.ts - received_at).total_seconds()
         )
+
+
+def online_states(
+    session: Session, device_ids: Iterable[str]
+) -> list[tuple[str, bool | None, datetime | None]]:
+    """(device, online, status changed at) as the register now holds them: the verdict the
+    liveness tracker adopts, so the two never disagree about a device."""
+    ids = sorted(set(device_ids))
+    if not ids:
+        return []
+    rows = session.execute(
+        select(Device.device_id, Device.online, Device.status_changed_at).where(
+            Device.device_id.in_(ids)
+        )
+    )
+    return [(device_id, online, changed_at) for device_id, online, changed_at in rows]
+
+
+def mark_online(session: Session, seen: dict[str, datetime]) -> None:
+    """Devices heard from again after a heartbeat timeout: online from the time of that
+    traffic, unless the register holds a newer state (a will that arrived later)."""
+    if not seen:
+        return
+    _MARK_ONLINE.execute(
+        session.connection(),
+        [{"id": device_id, "changed_at": seen[device_id]} for device_id in sorted(seen)],
+    )

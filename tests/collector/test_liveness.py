@@ -50,3 +50,18 @@ def test_school_whose_devices_all_went_silent_is_unreachable() -> None:
     sites = live.sites(T0 + timedelta(minutes=10))
     assert sites["school-a"].unreachable and sites["school-a"].offline == 5
     assert not sites["school-b"].unreachable
+
+
+def test_the_register_verdict_is_followed_and_an_older_one_undoes_nothing() -> None:
+    live = tracker()
+    live.heard("pc-1", "s1", T0)
+    change = live.follow("pc-1", "s1", True, T0, "connected")
+    assert change is not None and change.online and live.status("pc-1", T0) == "online"
+    # The will, however old its own time, is what the register now says.
+    change = live.follow("pc-1", "s1", False, T0 + timedelta(hours=2), "will")
+    assert change is not None and change.reason == "will"
+    assert live.status("pc-1", T0 + timedelta(hours=2)) == "offline"
+    # Traffic after it (the device is back) wins; a stale verdict read earlier does not.
+    assert live.observe("pc-1", "s1", "pc", T0 + timedelta(hours=3)) is not None
+    assert live.follow("pc-1", "s1", False, T0 + timedelta(hours=2), "will") is None
+    assert live.status("pc-1", T0 + timedelta(hours=3)) == "online"
