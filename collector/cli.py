@@ -64,22 +64,30 @@ def serve(settings: object) -> None:
     import uvicorn
 
     from campuswatch.collector.api.app import create_app
+    from campuswatch.collector.listen import ListenError, bind_listen_socket, split_listen
     from campuswatch.collector.service import CollectorService
     from campuswatch.collector.settings import CollectorSettings
 
     assert isinstance(settings, CollectorSettings)
     try:
+        # Bound first: a taken port is one line and exit 1, before anything else starts.
+        listening = bind_listen_socket(settings.listen)
+    except ListenError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
         service = CollectorService(settings)
     except ValueError as exc:
+        listening.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    host, _, port = settings.listen.rpartition(":")
+    host, port = split_listen(settings.listen)
     app = create_app(service.api_context)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
-            host=host or "127.0.0.1",
-            port=int(port),
+            host=host,
+            port=port,
             log_level="warning",
             # X-Forwarded-For is believed only from the proxies the settings list (uvicorn
             # would otherwise believe any local process): the login limits key on it.
@@ -94,12 +102,18 @@ def serve(settings: object) -> None:
         server.should_exit = True
 
     service.start()
-    http = threading.Thread(target=server.run, name="http", daemon=True)
+    http = threading.Thread(
+        target=server.run, kwargs={"sockets": [listening]}, name="http", daemon=True
+    )
     http.start()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    typer.echo(f"collector API on http://{host or '127.0.0.1'}:{port}", err=True)
-    stop.wait()
+    typer.echo(f"collector API on http://{settings.listen}", err=True)
+    while not stop.wait(1.0):
+        if not http.is_alive():  # a collector without its API must not look healthy
+            typer.echo("error: the HTTP server stopped; see the log above", err=True)
+            service.stop()
+            raise typer.Exit(1)
     server.should_exit = True
     http.join(10)
     service.stop()

@@ -10,6 +10,7 @@ then the broker); a second run resumes the same data unless ``--fresh`` is given
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import signal
@@ -23,6 +24,7 @@ from typing import IO, Annotated
 
 import typer
 
+from campuswatch.collector.listen import ListenError, bind_listen_socket, split_listen
 from campuswatch.localports import free_port, wait_for_port
 
 DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "firmware_sim" / "scenarios" / "demo.yaml"
@@ -123,17 +125,28 @@ def demo(
     from campuswatch.collector.settings import CollectorSettings
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        # Bound before anything starts: a taken port is one line, not a login for no server.
+        listening = bind_listen_socket(listen)
+    except ListenError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     mosquitto = choose_broker(broker_impl)
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     secrets_file = data_dir / "demo-login.txt"
-    if secrets_file.exists():
-        admin_token, password = secrets_file.read_text(encoding="utf-8").split()[:2]
+    saved = secrets_file.read_text(encoding="utf-8").split() if secrets_file.exists() else []
+    if len(saved) >= 3:
+        admin_token, password, display_token = saved[:3]
     else:
-        admin_token, password = secrets.token_urlsafe(24), secrets.token_urlsafe(9)
-        secrets_file.write_text(f"{admin_token}\n{password}\n", encoding="utf-8")
-        secrets_file.chmod(0o600)
+        # A display token for the wall: walls refuse the admin token by design.
+        admin_token, password = saved[:2] or (secrets.token_urlsafe(24), secrets.token_urlsafe(9))
+        display_token = secrets.token_urlsafe(24)
+        descriptor = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(f"{admin_token}\n{password}\n{display_token}\n")
 
     broker_port = free_port()
     log_file = (data_dir / "demo.log").open("ab")
@@ -150,6 +163,7 @@ def demo(
         data_dir=data_dir / "collector",
         listen=listen,
         admin_token=admin_token,  # type: ignore[arg-type]
+        display_token=display_token,  # type: ignore[arg-type]
         collector_id="demo",
     )
     service = CollectorService(settings)
@@ -169,13 +183,13 @@ def demo(
         if session.query(User).filter_by(username="admin").first() is None:
             create_user(session, username="admin", password=password, role="admin")
     service.start()
-    host, _, port = listen.rpartition(":")
+    host, port = split_listen(listen)
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service.api_context), host=host, port=int(port), log_level="warning"
-        )
+        uvicorn.Config(create_app(service.api_context), host=host, port=port, log_level="warning")
     )
-    http = threading.Thread(target=server.run, name="http", daemon=True)
+    http = threading.Thread(
+        target=server.run, kwargs={"sockets": [listening]}, name="http", daemon=True
+    )
     http.start()
     simulator = [
         sys.executable, "-m", "campuswatch", "sim", "run",
@@ -191,13 +205,13 @@ def demo(
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    url = f"http://{host}:{port}"
+    url = f"http://{listen}"
     typer.echo(
         f"""
 CampusWatch demo is running ({schools} schools, ~{devices} devices, scenario {DEMO_SCENARIO.name}).
 
   Web UI       {url}/ui/          user: admin   password: {password}
-  Wall display {url}/ui/wall?token={admin_token}
+  Wall display {url}/ui/wall?token={display_token}
   API          {url}/docs         Authorization: Bearer {admin_token}
   Metrics      {url}/metrics
   MQTT broker  {broker}   ({broker_kind})
@@ -213,6 +227,9 @@ run again to resume, or with --fresh to start clean.
             break
         if broker_process.poll() is not None:
             typer.echo(f"error: the broker stopped ({broker_kind}); see the log", err=True)
+            break
+        if not http.is_alive():
+            typer.echo("error: the web server stopped; see the log", err=True)
             break
     typer.echo("stopping …", err=True)
     # Devices first, the broker last: the collector still has it to say goodbye to.

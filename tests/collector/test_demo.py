@@ -73,6 +73,14 @@ def test_demo_on_the_embedded_broker_shows_alerts_and_stops_on_ctrl_c(tmp_path: 
             lambda: api.get("/api/v1/alerts").json()["total"], 120, "alerts from the scenario"
         )
         assert alerts >= 1
+        # Every address the banner prints answers as printed (the wall with its display token).
+        printed = re.findall(r"(http://127\.0\.0\.1:\d+/\S*)", output)
+        assert len(printed) >= 4, output
+        for url in printed:
+            response = httpx.get(url, follow_redirects=True, timeout=30)
+            assert response.status_code == 200, (url, response.status_code)
+        wall = next(url for url in printed if "/ui/wall" in url)
+        assert token not in wall  # walls refuse the admin token by design
         api.close()
     finally:
         if demo.poll() is None:
