@@ -23,6 +23,7 @@ from campuswatch.collector.enrolment.service import EnrolmentService
 from campuswatch.collector.ingest import BatchSink, Ingestor
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.metrics import MetricSources, build_registry
+from campuswatch.collector.register.assets import describe_site_cycle, find_site_cycles
 from campuswatch.collector.reports.schedule import default_archive_dir
 from campuswatch.collector.reports.scheduler import ReportScheduler
 from campuswatch.collector.settings import CollectorSettings
@@ -50,6 +51,7 @@ class CollectorService:
         upgrade(self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self._bootstrap_admin_token()
+        self._report_site_cycles()
         self.liveness = LivenessTracker(settings.liveness)
         self._seed_liveness()
         self.timeseries_writer = writer_from_url(settings.tsdb, settings.data_dir)
@@ -201,6 +203,18 @@ class CollectorService:
             existing = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
             if existing is None:
                 session.add(ApiToken(name=BOOTSTRAP_TOKEN_NAME, token_hash=digest, role="admin"))
+
+    def _report_site_cycles(self) -> None:
+        """A cycle stored before they were refused (or written by hand) is named at start;
+        /healthz keeps naming it (``site_tree``) until someone re-parents a site on it."""
+        with self.sessions() as session:
+            cycles = find_site_cycles(session)
+        for cycle in cycles:
+            log.error(
+                "the site tree has a cycle: %s; scoped accounts on it see every site below "
+                "it, re-parent one of these sites (PUT /api/v1/sites/{id})",
+                describe_site_cycle(cycle),
+            )
 
     def _seed_liveness(self) -> None:
         with self.sessions() as session:

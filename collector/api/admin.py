@@ -1,13 +1,18 @@
-"""Dead letters and API tokens: admin-only resources."""
+"""Dead letters and API tokens: admin-only resources.
+
+A scoped admin administers its own subtree only: it sees the dead letters whose topic
+names one of its sites, lists and revokes the tokens scoped inside it, and grants tokens
+no wider and no higher than itself (``db.access.check_grant``).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, false, func, or_, select
 
-from campuswatch.collector.api.deps import AdminOnly, DbSession, refuse_nul
+from campuswatch.collector.api.deps import AdminOnly, DbSession, Principal, refuse_nul
 from campuswatch.collector.api.schemas import (
     DeadLetterOut,
     Page,
@@ -18,9 +23,10 @@ from campuswatch.collector.api.schemas import (
     TokenOut,
     problems,
 )
-from campuswatch.collector.db.access import create_api_token
+from campuswatch.collector.db.access import GrantRefused, create_api_token
 from campuswatch.collector.db.models import ApiToken, DeadLetter, Site
 from campuswatch.wire.ids import utc_now
+from campuswatch.wire.topics import PREFIX, VERSION
 
 router = APIRouter(
     prefix="/api/v1",
@@ -39,8 +45,8 @@ def dead_letters(
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Payloads the collector refused, newest first, with the reason."""
-    query = select(DeadLetter)
-    count = select(func.count()).select_from(DeadLetter)
+    query = select(DeadLetter).where(_dead_letters_of(principal))
+    count = select(func.count()).select_from(DeadLetter).where(_dead_letters_of(principal))
     if reason:
         query = query.where(DeadLetter.reason == reason)
         count = count.where(DeadLetter.reason == reason)
@@ -67,18 +73,55 @@ def dead_letters(
     }
 
 
+def _dead_letters_of(principal: Principal) -> ColumnElement[bool]:
+    """The rows whose topic (``cw/v1/<site>/…``) names a site the principal sees; for a
+    scoped admin a row whose site cannot be read from its topic is nobody's, so not shown."""
+    if principal.allowed_sites is None:
+        return DeadLetter.id.is_not(None)
+    if not principal.allowed_sites:
+        return false()
+    return or_(
+        *(
+            DeadLetter.topic.startswith(f"{PREFIX}/{VERSION}/{site}/", autoescape=True)
+            for site in sorted(principal.allowed_sites)
+        )
+    )
+
+
+def _token_visible(principal: Principal, token: ApiToken) -> bool:
+    """An unscoped token is visible to unscoped admins only."""
+    if principal.allowed_sites is None:
+        return True
+    return token.site_scope is not None and principal.can_see(token.site_scope)
+
+
 @router.get("/tokens", response_model=list[TokenOut])
 def list_tokens(session: DbSession, principal: AdminOnly) -> list[ApiToken]:
-    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+    """The tokens (and UI sessions) the admin administers: all, or those scoped inside its
+    own scope."""
+    query = select(ApiToken).order_by(ApiToken.id)
+    if principal.allowed_sites is not None:
+        query = query.where(ApiToken.site_scope.in_(principal.allowed_sites))
+    return list(session.scalars(query))
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, responses=problems(400))
 def new_token(body: TokenIn, session: DbSession, principal: AdminOnly) -> dict[str, Any]:
-    if body.site_scope is not None and session.get(Site, body.site_scope) is None:
+    """A new token; a scoped admin grants only inside its scope (never "every site")."""
+    unscoped_grant = principal.site_scope is None and body.site_scope is not None
+    if unscoped_grant and session.get(Site, body.site_scope) is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "unknown site_scope")
-    token, plain = create_api_token(
-        session, name=body.name, role=body.role, site_scope=body.site_scope
-    )
+    try:
+        token, plain = create_api_token(
+            session,
+            name=body.name,
+            role=body.role,
+            site_scope=body.site_scope,
+            granted_by=principal.grantor,
+        )
+    except GrantRefused as exc:
+        # One answer for a foreign, a wider and an unknown scope: nothing outside is revealed.
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     session.commit()
     return {**TokenOut.model_validate(token).model_dump(), "token": plain}
 
@@ -86,7 +129,7 @@ def new_token(body: TokenIn, session: DbSession, principal: AdminOnly) -> dict[s
 @router.delete("/tokens/{token_id}", response_model=TokenOut, responses=problems(404))
 def revoke_token(token_id: RowId, session: DbSession, principal: AdminOnly) -> ApiToken:
     token = session.get(ApiToken, token_id)
-    if token is None:
+    if token is None or not _token_visible(principal, token):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
     token.revoked_at = token.revoked_at or utc_now()
     session.commit()

@@ -3,12 +3,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from campuswatch.collector.api.deps import (
     CurrentPrincipal,
     DbSession,
     Editor,
     Principal,
+    ensure_still_visible,
     ensure_visible,
     refuse_nul,
 )
@@ -22,7 +25,7 @@ from campuswatch.collector.api.schemas import (
     RowId,
     problems,
 )
-from campuswatch.collector.db.models import Asset
+from campuswatch.collector.db.models import Asset, Device
 from campuswatch.collector.register import assets as register
 from campuswatch.collector.register import transfer
 
@@ -39,6 +42,27 @@ def asset_out(asset: Asset) -> dict[str, Any]:
     data = {column: getattr(asset, column) for column in AssetOut.model_fields if column != "macs"}
     data["macs"] = sorted(mac.mac for mac in asset.macs)
     return data
+
+
+def _refuse_foreign_device(
+    session: Session, principal: Principal, changes: dict[str, Any], asset_id: int | None
+) -> None:
+    """A scoped editor cannot tie an asset to a device of another site, nor learn which
+    asset holds it: that device's reports would then feed an asset inside the scope."""
+    device_id = changes.get("device_id")
+    if principal.allowed_sites is None or not isinstance(device_id, str):
+        return
+    device_id = device_id.strip()
+    device_site = session.scalar(select(Device.site_id).where(Device.device_id == device_id))
+    holder = session.scalar(select(Asset).where(Asset.device_id == device_id))
+    foreign_device = device_site is not None and not principal.can_see(device_site)
+    foreign_holder = (
+        holder is not None and holder.id != asset_id and not principal.can_see(holder.site_id)
+    )
+    if foreign_device or foreign_holder:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, {"device_id": "not a device of your sites"}
+        )
 
 
 def _scope_site(principal: Principal, site_id: str | None) -> str | None:
@@ -169,6 +193,7 @@ def edit_asset(
     ensure_visible(principal, asset.site_id)
     if "site_id" in body.changes:
         ensure_visible(principal, body.changes["site_id"])
+    _refuse_foreign_device(session, principal, body.changes, asset_id)
     try:
         edited = register.edit_asset(
             session, asset_id, body.changes, f"user:{principal.name}", body.expected_version
@@ -179,6 +204,8 @@ def edit_asset(
     except register.AssetConflict as exc:
         session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    # Judged again on the cleaned value: " " or "" became None, out of every scope.
+    ensure_still_visible(session, principal, edited.site_id)
     session.commit()
     session.refresh(edited)
     return asset_out(edited)
@@ -192,11 +219,13 @@ def create_asset(
 ) -> dict[str, Any]:
     """Register equipment by hand (information systems, devices without an agent)."""
     ensure_visible(principal, body.get("site_id") if principal.site_scope else None)
+    _refuse_foreign_device(session, principal, body, None)
     try:
         asset = register.create_asset(session, body, f"user:{principal.name}")
     except register.AssetValidationError as exc:
         session.rollback()
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.errors) from None
+    ensure_still_visible(session, principal, asset.site_id)
     session.commit()
     session.refresh(asset)
     return asset_out(asset)

@@ -47,6 +47,11 @@ class Principal:
     def can_see(self, site_id: str | None) -> bool:
         return self.allowed_sites is None or (site_id is not None and site_id in self.allowed_sites)
 
+    @property
+    def grantor(self) -> tuple[str, frozenset[str] | None]:
+        """What this principal may hand on (``db.access.check_grant``): its role and sites."""
+        return self.role, self.allowed_sites
+
 
 def current_principal(
     session: DbSession,
@@ -126,4 +131,19 @@ async def refuse_nul(request: Request) -> None:
 def ensure_visible(principal: Principal, site_id: str | None) -> None:
     if not principal.can_see(site_id):
         # 404, not 403: a scoped user must not learn what exists outside their scope.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+
+
+def ensure_still_visible(session: Session, principal: Principal, site_id: str | None) -> None:
+    """After a change, before its commit: the object is still inside the principal's scope
+    as the tree now stands (404 and rollback otherwise).
+
+    ``allowed_sites`` was computed before the change; a change to the tree (or an object
+    moved to another site) is judged by the scope's subtree read again, so no write can
+    carry anything out of the scope or bring a foreign object into it.
+    """
+    if principal.site_scope is None:
+        return
+    if site_id is None or site_id not in site_subtree_ids(session, principal.site_scope):
+        session.rollback()
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")

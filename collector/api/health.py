@@ -5,15 +5,34 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.api.deps import Context
 from campuswatch.collector.api.schemas import Health
+from campuswatch.collector.register.assets import describe_site_cycle, find_site_cycles
 
 router = APIRouter(tags=["health"])
 
 
+def site_tree_check(context: ApiContext) -> tuple[bool, str]:
+    """(sound, detail): cycles in the stored site tree, named, or "ok"."""
+    try:
+        with context.sessions() as session:
+            cycles = find_site_cycles(session)
+    except Exception as exc:  # reported like the database check, never raised
+        return False, f"error: {type(exc).__name__}"
+    if not cycles:
+        return True, "ok"
+    return False, "cycle: " + "; ".join(describe_site_cycle(cycle) for cycle in cycles)
+
+
 @router.get("/healthz", response_model=Health)
 def healthz(context: Context, response: Response) -> Health:
-    """Liveness and dependencies; 503 when any check fails (for load balancers)."""
+    """Liveness and dependencies; 503 when any check fails (for load balancers).
+
+    A cycle in the site tree makes the status "degraded" and is named under ``site_tree``
+    but keeps the 200: the collector still works (scoped queries stop at the cycle), and a
+    503 from every collector sharing the register would take away the API that fixes it.
+    """
     checks: dict[str, str] = {}
     ok = True
     try:
@@ -27,9 +46,12 @@ def healthz(context: Context, response: Response) -> Health:
         healthy, detail = check()
         ok = ok and healthy
         checks[name] = detail
+    sound = True
+    if checks["database"] == "ok":
+        sound, checks["site_tree"] = site_tree_check(context)
     if not ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Health(status="ok" if ok else "degraded", checks=checks)
+    return Health(status="ok" if ok and sound else "degraded", checks=checks)
 
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)

@@ -8,11 +8,13 @@ from campuswatch.collector.api.deps import (
     CurrentPrincipal,
     DbSession,
     Editor,
+    ensure_still_visible,
     ensure_visible,
     refuse_nul,
 )
 from campuswatch.collector.api.schemas import SiteIn, SiteOut, SiteStatus, problems
 from campuswatch.collector.db.models import Site
+from campuswatch.collector.register.assets import SiteCycleError, check_site_parent
 from campuswatch.wire.ids import utc_now
 
 router = APIRouter(
@@ -64,21 +66,39 @@ def put_site(
     session: DbSession,
     principal: Editor,
 ) -> Site:
-    """Create or update a site; the tree is province → district → school → building → room."""
+    """Create or update a site; the tree is province → district → school → building → room.
+
+    Scope is checked on the site as it is (a scoped editor cannot touch a foreign site) and
+    as it will be (its new parent must be inside the scope too); a scoped editor cannot move
+    the site its scope starts at, and no site may go under itself (a cycle).
+    """
     if body.id != site_id:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "id in body and path differ")
-    ensure_visible(principal, body.parent_id if principal.site_scope else site_id)
-    if body.parent_id is not None and (
-        body.parent_id == site_id or session.get(Site, body.parent_id) is None
-    ):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "unknown parent site")
     site = session.get(Site, site_id)
+    if site is not None:
+        ensure_visible(principal, site_id)
+    if site is not None and site_id == principal.site_scope:
+        if body.parent_id != site.parent_id:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "a scoped account cannot move the site its scope starts at",
+            )
+    else:
+        # A new site, or one moved, lands under a parent the account can see.
+        ensure_visible(principal, body.parent_id)
+    if body.parent_id is not None and session.get(Site, body.parent_id) is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "unknown parent site")
+    try:
+        check_site_parent(session, site_id, body.parent_id)
+    except SiteCycleError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     if site is None:
         site = Site(id=site_id)
         session.add(site)
     for key, value in body.model_dump().items():
         setattr(site, key, value)
     site.auto_created = False
+    ensure_still_visible(session, principal, site_id)
     session.commit()
     session.refresh(site)
     return site

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -27,16 +28,59 @@ UI_SESSION_LIFETIME: Final = timedelta(hours=12)
 API cookie or bearer header); the browser's cookie Max-Age is only a courtesy."""
 
 
+ROLE_RANK: Final = {"admin": 2, "soc": 1, "facilities": 1, "viewer": 0}
+"""admin > soc, facilities > viewer; soc and facilities are siblings, neither above the
+other, so neither may grant the other's powers."""
+
+Grantor = tuple[str, Collection[str] | None]
+"""Who grants: (role, the sites it may see; None = every site)."""
+
+
+class GrantRefused(ValueError):
+    """A token or account wider in scope, or higher in role, than its grantor's own."""
+
+
+def check_grant(
+    grantor_role: str,
+    grantor_sites: Collection[str] | None,
+    *,
+    role: str,
+    site_scope: str | None,
+) -> None:
+    """Raise GrantRefused unless ``role`` at ``site_scope`` is within what the grantor holds.
+
+    The role must be the grantor's own or below it; a scoped grantor's grant must be scoped
+    (never None, which is "every site") to a site it can see.
+    """
+    if role not in ROLES or grantor_role not in ROLES:
+        raise GrantRefused(f"role must be one of {', '.join(ROLES)}")
+    if role != grantor_role and ROLE_RANK[role] >= ROLE_RANK[grantor_role]:
+        raise GrantRefused(f"a {grantor_role} cannot grant the {role} role")
+    if grantor_sites is not None and (site_scope is None or site_scope not in grantor_sites):
+        raise GrantRefused("a scoped account grants only scopes inside its own")
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def create_api_token(
-    session: Session, *, name: str, role: str, site_scope: str | None = None
+    session: Session,
+    *,
+    name: str,
+    role: str,
+    site_scope: str | None = None,
+    granted_by: Grantor | None = None,
 ) -> tuple[ApiToken, str]:
-    """A new token row and the plain token, which is shown once and never stored."""
+    """A new token row and the plain token, which is shown once and never stored.
+
+    ``granted_by`` is the requesting principal (role, visible sites) when a person asks for
+    it; None only for the operator's own paths (CLI, start-up, UI login of a stored user).
+    """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if granted_by is not None:
+        check_grant(*granted_by, role=role, site_scope=site_scope)
     plain = secrets.token_urlsafe(32)
     token = ApiToken(name=name, token_hash=hash_token(plain), role=role, site_scope=site_scope)
     session.add(token)
@@ -95,9 +139,13 @@ def create_user(
     role: str,
     site_scope: str | None = None,
     language: str = "vi",
+    granted_by: Grantor | None = None,
 ) -> User:
+    """A UI login; ``granted_by`` as for ``create_api_token``."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if granted_by is not None:
+        check_grant(*granted_by, role=role, site_scope=site_scope)
     user = User(
         username=username,
         password_hash=hash_password(password),

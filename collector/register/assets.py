@@ -227,10 +227,81 @@ def ensure_site(session: Session, site_id: str, *, at: datetime | None = None) -
 
 
 def site_subtree_ids(session: Session, site_id: str) -> list[str]:
-    """``site_id`` and every site below it (recursive query, works on SQLite and PostgreSQL)."""
+    """``site_id`` and every site below it (recursive query, works on SQLite and PostgreSQL).
+
+    ``UNION``, not ``UNION ALL``: a site already found is not found again, so a cycle in
+    the tree (one written before cycles were refused, or by hand) ends the recursion
+    instead of growing the result without bound. No depth column for the same reason: it
+    would make every lap of a cycle a new row.
+    """
     tree = select(Site.id).where(Site.id == site_id).cte("subtree", recursive=True)
-    tree = tree.union_all(select(Site.id).where(Site.parent_id == tree.c.id))
+    tree = tree.union(select(Site.id).where(Site.parent_id == tree.c.id))
     return list(session.scalars(select(tree.c.id)))
+
+
+def site_ancestor_ids(session: Session, site_id: str) -> list[str]:
+    """``site_id``'s parent, its parent's parent … up to the root (nearest first).
+
+    Stops at a site it has already passed, so a cycle in the database cannot loop it.
+    """
+    ancestors: list[str] = []
+    seen = {site_id}
+    current = session.scalar(select(Site.parent_id).where(Site.id == site_id))
+    while current is not None and current not in seen:
+        ancestors.append(current)
+        seen.add(current)
+        current = session.scalar(select(Site.parent_id).where(Site.id == current))
+    return ancestors
+
+
+class SiteCycleError(ValueError):
+    """A parent that would make a site its own ancestor."""
+
+
+def check_site_parent(session: Session, site_id: str, parent_id: str | None) -> None:
+    """Refuse ``parent_id`` for ``site_id`` when it is the site itself or one below it."""
+    if parent_id is None:
+        return
+    if parent_id == site_id or site_id in site_ancestor_ids(session, parent_id):
+        raise SiteCycleError(
+            f"parent {parent_id!r} is {site_id!r} itself or below it: "
+            "the site tree would have a cycle"
+        )
+
+
+def find_site_cycles(session: Session) -> list[list[str]]:
+    """Every cycle of the site tree as stored: each a list of site ids, child before parent,
+    starting at its smallest id. Empty for a sound tree.
+
+    Reads the ``(id, parent_id)`` pairs once and walks them in memory: every site has at most
+    one parent, so each walk either reaches a root, a site already walked, or closes a loop.
+    """
+    parents: dict[str, str | None] = {
+        site_id: parent_id
+        for site_id, parent_id in session.execute(select(Site.id, Site.parent_id))
+    }
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+    for start in sorted(parents):
+        path: list[str] = []
+        on_path: set[str] = set()
+        current: str | None = start
+        while current is not None and current in parents and current not in done:
+            if current in on_path:
+                loop = path[path.index(current) :]
+                first = loop.index(min(loop))
+                cycles.append(loop[first:] + loop[:first])
+                break
+            path.append(current)
+            on_path.add(current)
+            current = parents[current]
+        done.update(path)
+    return cycles
+
+
+def describe_site_cycle(cycle: Sequence[str]) -> str:
+    """``a → b → a``: child to parent, back to where it started."""
+    return " → ".join([*cycle, cycle[0]])
 
 
 def _set_field(
