@@ -933,13 +933,20 @@ class RuleEngine:
         the register; those rules treat them as firing again, so the alerts resolve when
         their condition clears instead of staying open with nothing left to clear them.
 
-        Not restored: threshold windows (they refill within their window) and ``for:``
-        timers of alerts that were pending, not yet firing.
+        ``for:`` timers of match rules come back too: the stored message starts them at
+        the time it was received, so a projector whose will arrived shortly before the
+        restart still raises "device offline" when its 10 minutes are up (the broker's
+        redelivered retained will is a duplicate and never reaches the engine again).
+
+        Not restored: threshold windows (they refill within their window).
         """
         replayed: list[_RuleRuntime] = [
             runtime
             for runtime in self._runtimes
             if isinstance(runtime, _ChangeRuntime | _RatioRuntime)
+            # Only timed match rules: an instant one would fire on the replay, and its
+            # alerts, if still open, come back below anyway.
+            or (isinstance(runtime, _MatchRuntime) and runtime.for_s > 0)
         ]
         discarded: list[AlertSignal] = []
         for decoded in sorted(latest, key=lambda item: item.received_at):

@@ -319,3 +319,30 @@ def test_restore_ignores_alerts_of_rules_no_longer_in_the_pack() -> None:
     engine = engine_for(rule(AV_OFF))
     engine.restore([], [(str(uuid.uuid4()), "s1", "pc-1")])
     assert engine.stats()["alerts_firing"] == 0
+
+
+def test_a_pending_for_timer_survives_a_restart() -> None:
+    """A device said offline shortly before the collector restarted: the redelivered
+    retained message is a duplicate and never reaches the engine again, so the timer must
+    come back from the register's latest state."""
+    condition = """  match:
+    kind: state
+    where: [{field: status, equals: offline}]
+    for: 10m
+"""
+    offline = rule(condition)
+    before = engine_for(offline)
+    will = msg(0, kind="state", site="s1", device_id="proj-1", status="offline", reason="will")
+    assert before.process(will) == []
+
+    after = engine_for(offline)
+    after.restore([will], [], now=T0 + timedelta(minutes=2))
+    assert tick(after, 9 * 60) == []
+    fired = tick(after, 10 * 60)
+    assert [(s.status, s.device_id) for s in fired] == [("firing", "proj-1")]
+    assert fired[0].evidence[0].message_id == will.message.id
+    # A device back online before the restart has no timer to restore.
+    back = engine_for(offline)
+    online = msg(30, kind="state", site="s1", device_id="proj-1", status="online")
+    back.restore([online], [], now=T0 + timedelta(minutes=2))
+    assert tick(back, 20 * 60) == []
