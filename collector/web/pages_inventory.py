@@ -11,7 +11,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.api.assets import MAX_IMPORT_BYTES
-from campuswatch.collector.api.deps import DbSession
+from campuswatch.collector.api.deps import DbSession, ensure_still_visible
 from campuswatch.collector.db.models import ASSET_KINDS, ASSET_STATUSES, Asset, Site
 from campuswatch.collector.register import assets as register
 from campuswatch.collector.register import transfer
@@ -272,7 +272,7 @@ async def asset_edit(
             status.HTTP_422_UNPROCESSABLE_ENTITY, "expected_version missing"
         ) from None
     try:
-        register.edit_asset(session, asset_id, changes, user.actor, expected)
+        edited = register.edit_asset(session, asset_id, changes, user.actor, expected)
     except register.AssetValidationError as exc:
         session.rollback()
         return _detail_page(
@@ -285,5 +285,7 @@ async def asset_edit(
             request, session, user, asset_id, errors={}, conflict=True,
             submitted=submitted, status_code=409,
         )  # fmt: skip
+    # Judged again on the stored value: an emptied site field leaves every scope.
+    ensure_still_visible(session, user.principal, edited.site_id)
     session.commit()
     return RedirectResponse(f"/ui/inventory/{asset_id}?saved=1", status_code=303)
