@@ -13,10 +13,11 @@ clock: lab PCs with a wrong clock must neither hide from absence rules nor stret
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -41,9 +42,17 @@ from campuswatch.collector.rules.model import (
     parse_duration,
     version_key,
 )
+from campuswatch.collector.rules.privacy import minimise_paths
+from campuswatch.collector.rules.templates import human_number, render
 from campuswatch.collector.signals import AlertSignal, Evidence
 from campuswatch.wire.codec import DecodedMessage
-from campuswatch.wire.messages import DiscoveryMessage, Message, StateMessage
+from campuswatch.wire.messages import (
+    DiscoveredHost,
+    DiscoveryMessage,
+    InventoryMessage,
+    Message,
+    StateMessage,
+)
 
 if TYPE_CHECKING:
     from campuswatch.collector.register.assets import AssetChange
@@ -95,10 +104,14 @@ class _Bounded(OrderedDict[K, V], Generic[K, V]):
 
 
 class DeviceRecord:
-    __slots__ = ("device_type", "last_any", "last_ref", "last_seen", "offline")
+    __slots__ = ("device_type", "hostname", "ip", "last_any", "last_ref", "last_seen", "offline")
 
     def __init__(self) -> None:
         self.device_type: str | None = None
+        # From the newest inventory: alerts about the device name its host and address,
+        # which the SOC needs to find the PC (CEF src, ECS host.ip, OCSF device.ip).
+        self.hostname: str | None = None
+        self.ip: str | None = None
         self.last_seen: dict[str, float] = {}
         self.last_ref: dict[str, tuple[str, datetime]] = {}
         self.last_any = 0.0
@@ -107,6 +120,7 @@ class DeviceRecord:
 
 def _short(value: object) -> object:
     if isinstance(value, str):
+        value = minimise_paths(value)
         return value if len(value) <= _EXCERPT_TEXT else value[:_EXCERPT_TEXT] + "…"
     if isinstance(value, bool | int | float) or value is None:
         return value
@@ -139,6 +153,18 @@ class _Alert:
         self.values: dict[str, object] = {}
 
 
+class _Repeat:
+    """Triggers of a subject already firing, folded until the alert manager takes them."""
+
+    __slots__ = ("at_s", "count", "evidence", "values")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.at_s = 0.0
+        self.evidence: tuple[Evidence, ...] = ()
+        self.values: dict[str, object] = {}
+
+
 class _RuleRuntime(ABC):
     """State and transitions of one rule; subclasses decide when the condition holds."""
 
@@ -154,6 +180,10 @@ class _RuleRuntime(ABC):
         self.firing: set[SubjectKey] = set()
         self.for_s = 0.0
         self.resolve_after_s: float | None = None
+        # Messages that satisfied the rule while its subject was already firing: counted
+        # in memory (no signal per message), taken in batches by ``take_repeats``.
+        self.repeats: dict[SubjectKey, _Repeat] = {}
+        self._ticking = False
 
     # subclasses override ------------------------------------------------------------------
     @abstractmethod
@@ -200,6 +230,8 @@ class _RuleRuntime(ABC):
                 self._prune_sets()
         alert.last_active = at_s
         if alert.firing:
+            if not self._ticking:  # a tick re-judging a held condition is no new trigger
+                self._repeat(key, at_s, evidence, values)
             return
         alert.evidence = evidence
         alert.values = values or {}
@@ -218,6 +250,33 @@ class _RuleRuntime(ABC):
         self.firing.add(key)
         self._emit("firing", key, alert, at_s, out)
 
+    def _repeat(
+        self,
+        key: SubjectKey,
+        at_s: float,
+        evidence: tuple[Evidence, ...],
+        values: dict[str, object] | None,
+    ) -> None:
+        repeat = self.repeats.get(key)
+        if repeat is None:
+            repeat = self.repeats[key] = _Repeat()
+        repeat.count += 1
+        repeat.at_s = max(repeat.at_s, at_s)
+        repeat.evidence = evidence or repeat.evidence
+        repeat.values = values or repeat.values
+
+    def take_repeats(
+        self, out: list[AlertSignal], fingerprints: Collection[str] | None = None
+    ) -> None:
+        """One firing signal per repeated subject (count, newest time and evidence)."""
+        for key in list(self.repeats):
+            if fingerprints is not None and fingerprint(self.rule.id, *key) not in fingerprints:
+                continue
+            repeat = self.repeats.pop(key)
+            folded = _Alert()
+            folded.evidence, folded.values = repeat.evidence, repeat.values
+            self._emit("firing", key, folded, repeat.at_s, out, occurrences=repeat.count)
+
     def _forget(self, key: SubjectKey) -> None:
         self.alerts.pop(key, None)
         self.pending.discard(key)
@@ -230,7 +289,11 @@ class _RuleRuntime(ABC):
     def tick(
         self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
     ) -> None:
-        self.on_tick(now_s, devices, out)
+        self._ticking = True
+        try:
+            self.on_tick(now_s, devices, out)
+        finally:
+            self._ticking = False
         for key in list(self.pending):
             alert = self.alerts.get(key)
             if alert is None or alert.pending_since is None:
@@ -250,7 +313,14 @@ class _RuleRuntime(ABC):
         return out
 
     def _emit(
-        self, status: str, key: SubjectKey, alert: _Alert, at_s: float, out: list[AlertSignal]
+        self,
+        status: str,
+        key: SubjectKey,
+        alert: _Alert,
+        at_s: float,
+        out: list[AlertSignal],
+        *,
+        occurrences: int = 1,
     ) -> None:
         rule = self.rule
         site, entity = key
@@ -271,9 +341,9 @@ class _RuleRuntime(ABC):
                 "condition": rule.condition_kind(),
                 "rule_status": rule.status,
                 **{
-                    name: str(value)
+                    name: text
                     for name, value in alert.values.items()
-                    if isinstance(value, str | int | float)
+                    if (text := _label_text(value))
                 },
             }
         )
@@ -296,22 +366,58 @@ class _RuleRuntime(ABC):
                 runbook_en=rule.runbook.get("en", ""),
                 runbook_vi=rule.runbook.get("vi", ""),
                 evidence=alert.evidence,
+                occurrences=occurrences,
             )
         )
 
 
-class _Placeholders(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "?"
-
-
 def _render(template: str, values: dict[str, Any]) -> str:
-    try:
-        return template.format_map(_Placeholders(values))
-    except (ValueError, TypeError, IndexError, AttributeError, KeyError):
-        # A format spec that does not fit the value (`{value:.1f}` on text): show the
-        # template rather than lose the alert.
-        return template
+    # Minimised after rendering: a fact, a value or the template itself may hold a path.
+    return minimise_paths(render(template, values))
+
+
+def _label_text(value: object) -> str:
+    """A value as a label: numbers for people, lists joined, nothing for unknown."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return human_number(value)
+    if isinstance(value, int | str):
+        return minimise_paths(str(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(text for item in value if (text := _label_text(item)))
+    return ""
+
+
+class _Facts:
+    """A rule's ``facts``: read from the message that made it fire.
+
+    Re-read from ``rule.facts`` when a hot reload swapped the rule under a runtime whose
+    logic did not change (facts are prose, not logic).
+    """
+
+    def __init__(self) -> None:
+        self._source: dict[str, str] | None = None
+        self._getters: list[tuple[str, str, Getter]] = []
+
+    def read(self, rule: Rule, message: object) -> tuple[dict[str, object], dict[str, object]]:
+        """(placeholder values by fact name, evidence excerpt by field path)."""
+        if rule.facts is not self._source:
+            self._source = rule.facts
+            self._getters = [
+                (name, path, compile_getter(path)) for name, path in rule.facts.items()
+            ]
+        values: dict[str, object] = {}
+        excerpt: dict[str, object] = {}
+        for name, path, get in self._getters:
+            found = get(message)
+            if not found:
+                values[name] = ""
+                continue
+            shown = _short(found[0] if len(found) == 1 else found)
+            values[name] = shown
+            excerpt[path] = shown
+        return values, excerpt
 
 
 def _duration(text: str | None) -> float | None:
@@ -325,6 +431,7 @@ class _MatchRuntime(_RuleRuntime):
         self.kind = condition.kind
         self.predicate = compile_where(condition.where)
         self.excerpt_getters = _excerpt_getters(field_paths(condition.where))
+        self.facts = _Facts()
         self.for_s = _duration(condition.for_) or 0.0
         self.resolve_after_s = _duration(condition.resolve_after)
 
@@ -336,13 +443,44 @@ class _MatchRuntime(_RuleRuntime):
         if self.predicate(message):
             excerpt = _excerpt(self.excerpt_getters, message)
             first = next(iter(excerpt.values()), None)
-            values: dict[str, object] = {"value": _label_value(first)}
+            facts, fact_excerpt = self.facts.read(self.rule, message)
+            excerpt.update(fact_excerpt)
+            # Lists stay lists so that a format spec ({value:hours}) applies to each item.
+            values: dict[str, object] = {"value": "" if first is None else first, **facts}
             if record.device_type:
                 values["device_type"] = record.device_type
             evidence = (_evidence(message, self.kind, excerpt),)
             self.set_active(key, True, at_s, out, evidence, values)
         elif self.resolve_after_s is None and key in self.alerts:
             self.set_active(key, False, at_s, out)
+
+
+def _host_excerpt(host: DiscoveredHost) -> dict[str, object]:
+    return {
+        "mac": host.mac or "",
+        "ip": host.ip,
+        "vendor": host.vendor or "",
+        "hostname": host.hostname or "",
+    }
+
+
+def _primary_address(message: InventoryMessage) -> str | None:
+    """The address the SOC would find the PC at: first IPv4 of an interface that is up."""
+    fallback: str | None = None
+    for interface in message.interfaces:
+        if interface.up is False:
+            continue
+        for address in [*interface.ipv4, *interface.ipv6]:
+            try:
+                parsed = ipaddress.ip_address(address.split("/")[0].split("%")[0])
+            except ValueError:
+                continue
+            if parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified:
+                continue
+            if parsed.version == 4:
+                return str(parsed)
+            fallback = fallback or str(parsed)
+    return fallback
 
 
 def _excerpt_getters(paths: Iterable[str]) -> list[tuple[str, Getter]]:
@@ -627,6 +765,7 @@ class _ChangeRuntime(_RuleRuntime):
         self.version = condition.compare == "version"
         self.within_s = _duration(condition.within)
         self.resolve_after_s = _duration(condition.resolve_after)
+        self.facts = _Facts()
         self.last: _Bounded[SubjectKey, _LastValue] = _Bounded(limits.max_subjects_per_rule)
 
     def on_message(
@@ -638,7 +777,10 @@ class _ChangeRuntime(_RuleRuntime):
             return  # unknown is not a change
         value: object = found[0] if len(found) == 1 else tuple(found)
         key = (message.site, message.device_id)
-        evidence = Evidence(message.id, self.kind, message.ts, {self.path: _short(value)})
+        facts, fact_excerpt = self.facts.read(self.rule, message)
+        evidence = Evidence(
+            message.id, self.kind, message.ts, {self.path: _short(value), **fact_excerpt}
+        )
         previous = self.last.get(key)
         self.last.put(key, _LastValue(value, at_s, evidence))
         if previous is None or values_equal(previous.value, value):
@@ -648,6 +790,7 @@ class _ChangeRuntime(_RuleRuntime):
             values: dict[str, object] = {
                 "value": _label_value(value),
                 "previous": _label_value(previous.value),
+                **facts,
             }
             self.set_active(key, True, at_s, out, (previous.evidence, evidence), values)
         elif self.resolve_after_s is None and key in self.firing:
@@ -695,12 +838,7 @@ class _NewEntityRuntime(_RuleRuntime):
             for host in message.hosts:
                 if host.mac is None:
                     continue  # without a MAC a host cannot be told apart from the next one
-                values: dict[str, object] = {
-                    "mac": host.mac,
-                    "ip": host.ip,
-                    "vendor": host.vendor or "",
-                    "hostname": host.hostname or "",
-                }
+                values = _host_excerpt(host)
                 evidence = Evidence(message.id, "discovery", message.ts, dict(values))
                 registered = self.is_registered(message.site, host.mac)
                 self.observe(
@@ -857,6 +995,11 @@ class RuleEngine:
         self._is_registered = is_registered
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
         self._devices: _Bounded[SubjectKey, DeviceRecord] = _Bounded(self._limits.max_devices)
+        # What the newest sweep said about each discovered host: the register's verdicts
+        # (process_asset_changes) carry only MAC and IP, the alert also wants vendor and name.
+        self._hosts: _Bounded[tuple[str, str], tuple[DiscoveredHost, Evidence]] = _Bounded(
+            self._limits.max_devices
+        )
         self._runtimes: list[_RuleRuntime] = []
         self._by_kind: dict[str, list[_RuleRuntime]] = {}
         self.messages_processed = 0
@@ -894,7 +1037,26 @@ class RuleEngine:
             if runtime.device_types and record.device_type not in runtime.device_types:
                 continue
             runtime.on_message(decoded, record, at_s, out)
+        self._add_device_identity(out)
         return out
+
+    def _add_device_identity(self, signals: list[AlertSignal]) -> None:
+        """Host name and address of the device an alert is about, as labels.
+
+        The alert manager turns the ``hostname`` / ``ip`` labels into the notification's
+        fields, which the forwarders map to CEF ``shost``/``src``, ECS ``host.*`` and OCSF
+        ``device.*``. A rule's own value (a discovered host's IP) wins.
+        """
+        for signal in signals:
+            if signal.device_id is None:
+                continue
+            record = self._devices.get((signal.site_id, signal.device_id))
+            if record is None:
+                continue
+            if record.ip and not signal.labels.get("ip"):
+                signal.labels["ip"] = record.ip
+            if record.hostname and not signal.labels.get("hostname"):
+                signal.labels["hostname"] = record.hostname
 
     def _observe(self, message: Message, kind: str, at_s: float) -> DeviceRecord:
         key = (message.site, message.device_id)
@@ -912,6 +1074,14 @@ class RuleEngine:
             record.offline = message.status == "offline"
         elif record.offline:
             record.offline = False  # anything but a state message proves it is up again
+        if isinstance(message, InventoryMessage):
+            record.hostname = message.hostname or record.hostname
+            record.ip = _primary_address(message) or record.ip
+        elif isinstance(message, DiscoveryMessage):
+            for host in message.hosts:
+                if host.mac is not None:
+                    seen = Evidence(message.id, kind, message.ts, _host_excerpt(host))
+                    self._hosts.put((message.site, host.mac), (host, seen))
         record.last_seen[kind] = at_s
         record.last_ref[kind] = (message.id, message.ts)
         record.last_any = max(record.last_any, at_s)
@@ -978,12 +1148,40 @@ class RuleEngine:
         for each in self._runtimes:
             each._prune_sets()  # restored alerts may have pushed older ones out of a bound
 
+    def take_repeats(self, fingerprints: Collection[str] | None = None) -> list[AlertSignal]:
+        """Triggers of firing subjects since the last call, one signal per subject with
+        ``occurrences`` = their count (all of them, or only those of ``fingerprints``).
+
+        The caller takes them at its own pace (the collector: every housekeeping tick, and
+        for subjects that resolve, just before the resolution) so an alert that keeps
+        firing costs no database work per message."""
+        out: list[AlertSignal] = []
+        for runtime in self._runtimes:
+            runtime.take_repeats(out, fingerprints)
+        return out
+
+    def forget(self, rule_id: str, site_id: str, entity: str | None) -> bool:
+        """Drop what the engine holds about one subject's alert (resolved by a person while
+        its condition still holds), so the next trigger fires it again; True if it was
+        firing here."""
+        for runtime in self._runtimes:
+            if runtime.rule.id != rule_id:
+                continue
+            key: SubjectKey = (site_id, entity)
+            alert = runtime.alerts.get(key)
+            if alert is None or not alert.firing:
+                return False
+            runtime._forget(key)
+            return True
+        return False
+
     def evaluate_tick(self, now: datetime | None = None) -> list[AlertSignal]:
         """Time-driven work: absence, ratio, expiring windows, ``for:`` and auto-resolve."""
         now_s = (now or self._clock()).timestamp()
         out: list[AlertSignal] = []
         for runtime in self._runtimes:
             runtime.tick(now_s, self._devices, out)
+        self._add_device_identity(out)
         return out
 
     def process_asset_changes(
@@ -1000,17 +1198,20 @@ class RuleEngine:
         for change in changes:
             if change.mac is None:
                 continue
-            values: dict[str, object] = {
-                "mac": change.mac,
-                "ip": change.ip or "",
-                "vendor": "",
-                "hostname": "",
-            }
+            sighting = self._hosts.get((site_id, change.mac))
+            values: dict[str, object] = {"mac": change.mac, "ip": change.ip or ""}
+            evidence: tuple[Evidence, ...] = ()
+            if sighting is not None:
+                host, seen = sighting
+                values = {**_host_excerpt(host), **{k: v for k, v in values.items() if v}}
+                evidence = (seen,)
+            else:
+                values.update(vendor="", hostname="")
             for runtime in hosts:
                 if runtime.entity != "discovered_host":
                     continue
                 if change.unknown_device:
-                    runtime.observe(site_id, f"mac:{change.mac}", True, at_s, out, (), values)
+                    runtime.observe(site_id, f"mac:{change.mac}", True, at_s, out, evidence, values)
                 elif change.registered or change.ignored:
                     runtime.observe(site_id, f"mac:{change.mac}", False, at_s, out, (), values)
         return out

@@ -10,7 +10,6 @@ returns a pack only when there is no problem at all — never a half-loaded pack
 from __future__ import annotations
 
 import re
-import string
 import types
 import typing
 import uuid
@@ -41,6 +40,7 @@ from campuswatch.collector.rules.model import (
     ThresholdCondition,
     parse_duration,
 )
+from campuswatch.collector.rules.templates import template_problems
 from campuswatch.collector.rules.yamlnodes import LocatedDocument, YamlSyntaxError, load_located
 
 YPath = tuple[str | int, ...]
@@ -368,7 +368,33 @@ def _check_rule(rule: Rule, check: FileCheck) -> None:
         _guarded(check, lambda: _check_condition(rule, check))
     kind_name = rule.condition.chosen() if rule.condition is not None else None
     placeholders = PLACEHOLDERS[kind_name[0]] if kind_name else None
+    if placeholders is not None and rule.facts:
+        _guarded(check, lambda: _check_facts(rule, placeholders, check))
+        placeholders = placeholders | set(rule.facts)
     _guarded(check, lambda: _check_metadata(rule, placeholders, check))
+
+
+_FACT_CONDITIONS: Final = ("match", "change")
+
+
+def _check_facts(rule: Rule, placeholders: frozenset[str], check: FileCheck) -> None:
+    chosen = rule.condition.chosen()
+    assert chosen is not None
+    kind_name, condition = chosen
+    if kind_name not in _FACT_CONDITIONS:
+        check.add(
+            ("facts",),
+            "bad-condition",
+            f"facts are read from the message a {' or '.join(_FACT_CONDITIONS)} rule "
+            f"judges; a {kind_name} rule has none",
+        )
+        return
+    wire_kind = getattr(condition, "kind", None)
+    for name, path in rule.facts.items():
+        if name in placeholders:
+            check.add(("facts", name), "bad-template", f"fact {name!r} hides the placeholder")
+        if isinstance(wire_kind, str) and isinstance(path, str):
+            _field(wire_kind, path, ("facts", name), check)
 
 
 def _check_condition(rule: Rule, check: FileCheck) -> None:
@@ -450,16 +476,8 @@ def _check_metadata(rule: Rule, placeholders: frozenset[str] | None, check: File
     for where, template in [(("summary",), rule.summary)] + [
         (("labels", key), text) for key, text in rule.labels.items()
     ]:
-        try:
-            names = {
-                name for _, name, _, _ in string.Formatter().parse(template) if name is not None
-            }
-        except ValueError as exc:
-            check.add(where, "bad-template", f"{template!r}: {exc}")
-            continue
-        for name in sorted(names - allowed):
-            shown = ", ".join(sorted(allowed))
-            check.add(where, "bad-template", f"unknown placeholder {{{name}}} (known: {shown})")
+        for problem in template_problems(template, allowed):
+            check.add(where, "bad-template", problem)
 
 
 # --- files and packs -----------------------------------------------------------------------

@@ -218,6 +218,12 @@ class Rule(_Strict):
     falsepositives: list[str] = msgspec.field(default_factory=list)
     device_types: list[DeviceType] = msgspec.field(default_factory=list)
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    facts: dict[
+        Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")],
+        FieldPath,
+    ] = msgspec.field(default_factory=dict)
+    """match and change rules: name → field path of the message; each fact becomes a
+    placeholder, a label and part of the evidence (what the SOC needs to act on)."""
     references: list[str] = msgspec.field(default_factory=list)
     author: str = ""
 

@@ -145,6 +145,11 @@ def check_test_case(path: Path, display: str, rule: Rule) -> list[Problem]:
 
 def run_test_case(rule: Rule, case: TestCase) -> tuple[bool, list[str]]:
     """Run one case through a fresh engine holding only ``rule``; (passed, what differed)."""
+    return compare(rule, case.expect, replay_test_case(rule, case))
+
+
+def replay_test_case(rule: Rule, case: TestCase) -> list[AlertSignal]:
+    """Every signal ``rule`` raises over the case's steps, in a fresh engine."""
     from campuswatch.collector.rules.loader import rule_pack_from_rules
 
     registered = {(item.site, item.key) for item in case.registered}
@@ -166,7 +171,7 @@ def run_test_case(rule: Rule, case: TestCase) -> tuple[bool, list[str]]:
             topic = Topic(message.site, message.device_id, str(step.message["kind"]))
             signals.extend(engine.process(DecodedMessage(topic, message, at, 0.0)))
         signals.extend(engine.evaluate_tick(at))
-    return compare(rule, case.expect, signals)
+    return signals
 
 
 def compare(

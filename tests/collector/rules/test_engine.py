@@ -223,7 +223,7 @@ def test_ratio_per_site_over_latest_state() -> None:
         engine.process(msg(0, kind="av", site="s1", device_id=device, status="protected"))
     engine.process(msg(0, kind="av", site="s1", device_id="d", status="no_av"))
     fired = tick(engine, 60)
-    assert [(s.status, s.summary) for s in fired] == [("firing", "75.0 3/4")]
+    assert [(s.status, s.summary) for s in fired] == [("firing", "75 3/4")]
     assert [e.message_id for e in fired[0].evidence] and len(fired[0].evidence) == 1
     assert tick(engine, 120) == []
     engine.process(msg(130, kind="av", site="s1", device_id="d", status="protected"))
