@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from babel.numbers import format_decimal
+from babel.numbers import format_decimal, format_scientific
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -55,6 +56,22 @@ def format_time(value: datetime | date | str | None) -> str:
     return value.isoformat()
 
 
+# Beyond this, plain digits are noise to a reader (and Babel's decimal context gives up
+# near 1e26, which made a page answer 500 for ``uptime_s: 1e30``): scientific notation.
+MAX_PLAIN_NUMBER: Final = 1e15
+
+
+def format_number(value: float | int | None, digits: int, language: str) -> str:
+    """Any number as text in the reader's locale; never raises (a device can send 1e308)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    if abs(value) >= MAX_PLAIN_NUMBER:
+        return format_scientific(value, format=f"0.{'#' * digits}E0", locale=language)
+    return format_decimal(value, format=f"#,##0.{'#' * digits}", locale=language)
+
+
 def page_url(request: Request, **changes: object) -> str:
     """The current page's URL with some query parameters replaced (None removes one)."""
     params = dict(request.query_params)
@@ -79,9 +96,7 @@ def render(
     gettext = gettext_for(language)
 
     def number(value: float | int | None, digits: int = 1) -> str:
-        if value is None:
-            return "—"
-        return format_decimal(value, format=f"#,##0.{'#' * digits}", locale=language)
+        return format_number(value, digits, language)
 
     def percent(value: float | None) -> str:
         return "—" if value is None else f"{number(value)} %"
