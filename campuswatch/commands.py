@@ -19,6 +19,7 @@ app.add_typer(schema_app, name="schema")
 def _register_subcommands() -> None:
     """Each role keeps its commands in its own package; imports there stay lazy."""
     from campuswatch.agent.scanner.cli import scan
+    from campuswatch.collector.accounts_cli import app as user_app
     from campuswatch.collector.backup_cli import backup, restore
     from campuswatch.collector.broker.cli import app as broker_app
     from campuswatch.collector.cli import app as collector_app
@@ -34,6 +35,7 @@ def _register_subcommands() -> None:
     app.add_typer(report_app, name="report")
     app.add_typer(dashboards_app, name="dashboards")
     app.add_typer(broker_app, name="broker")
+    app.add_typer(user_app, name="user")
     app.command("scan")(scan)
     app.command("demo")(demo)
     app.command("backup")(backup)

@@ -363,3 +363,20 @@ class User(Base):
 from campuswatch.collector.alerts import models as _alert_models  # noqa: E402, F401
 from campuswatch.collector.enrolment import models as _enrolment_models  # noqa: E402, F401
 from campuswatch.collector.forward import models as _outbox_models  # noqa: E402, F401
+
+
+class AuditEvent(Base):
+    """Who changed an account, a token or another administrative object, and when.
+
+    Written in the same transaction as the change, so a change without its record cannot
+    exist. Never holds a secret: passwords and tokens appear only as "changed"."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    actor: Mapped[str] = mapped_column(String(160))
+    """``user:NAME``, ``token:NAME`` or ``cli:UNIX-USER`` (a command run on the server)."""
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(160))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -60,7 +60,8 @@ def _archive_dir(archive: Path | None) -> Path:
 
 @contextmanager
 def _open(db: str | None, tsdb_file: Path | None) -> Iterator[tuple[Session, SqliteStore | None]]:
-    from campuswatch.collector.db.engine import make_engine, session_factory
+    from campuswatch.collector.db.engine import session_factory
+    from campuswatch.collector.db.existing import RegisterUnavailable, open_existing_register
     from campuswatch.collector.settings import CollectorSettings
     from campuswatch.collector.tsdb.sqlite_store import SqliteStore
     from campuswatch.collector.tsdb.urls import DEFAULT_SQLITE_NAME
@@ -70,8 +71,13 @@ def _open(db: str | None, tsdb_file: Path | None) -> Iterator[tuple[Session, Sql
     series_path = tsdb_file or settings.data_dir / DEFAULT_SQLITE_NAME
     if tsdb_file is not None and not tsdb_file.exists():
         raise typer.BadParameter(f"{tsdb_file} does not exist", param_hint="--tsdb-file")
+    try:
+        # Never creates a register: outside a data dir that used to report on an empty one.
+        engine = open_existing_register(url)
+    except RegisterUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     store = SqliteStore(series_path) if series_path.exists() else None
-    engine = make_engine(url)
     try:
         with session_factory(engine)() as session:
             yield session, store
