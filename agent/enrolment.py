@@ -9,6 +9,10 @@ agent's memory budget has no room for an HTTP client library.
 Clones: when the collector says the id is enrolled by another machine (``clone``), or when
 the agent finds its own state dir came from another machine (``identity``), this machine
 takes a new id and enrols on its own, with the token kept from the first enrolment.
+
+Re-enrolling an id this machine already holds (``agent enroll`` again, a new token) sends its
+current broker password as proof: the collector refuses to re-issue an existing id without
+it (``already_enrolled``) unless an administrator approved the re-enrolment.
 """
 
 from __future__ import annotations
@@ -136,9 +140,12 @@ def request_enrolment(
         raise EnrolmentError("http", str(exc)) from None
 
 
-def _request_for(token: str, device_id: str, facts: HardwareFacts) -> EnrolRequest:
+def _request_for(
+    token: str, device_id: str, facts: HardwareFacts, *, proof: str | None = None
+) -> EnrolRequest:
     machine = MachineFacts.from_plain(facts.product_uuid, facts.machine_id, facts.macs)
     return EnrolRequest(
+        broker_password=proof,
         token=token,
         device_id=device_id,
         product_uuid_sha256=machine.product_uuid_sha256,
@@ -163,9 +170,16 @@ def enrol(
     returns the enrolment and the identity it was granted for."""
     facts = facts if facts is not None else read_hardware_facts()
     identity = resolve_identity(state_dir, facts, configured_device_id=configured_device_id)
+    stored = load_enrolment(state_dir)
+    # This machine's own login for this id, if it has one: the proof of a re-enrolment.
+    proof = (
+        stored.password if stored is not None and stored.device_id == identity.device_id else None
+    )
     try:
         granted = request_enrolment(
-            server_url, _request_for(token, identity.device_id, facts), ca_file=ca_file
+            server_url,
+            _request_for(token, identity.device_id, facts, proof=proof),
+            ca_file=ca_file,
         )
     except EnrolmentError as error:
         if error.reason != "clone":

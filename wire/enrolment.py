@@ -33,6 +33,7 @@ RefusalReason = Literal[
     "token_revoked",
     "device_revoked",
     "clone",
+    "already_enrolled",
     "not_configured",
     "invalid",
 ]
@@ -50,6 +51,12 @@ class EnrolRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
     hostname: Annotated[str, Meta(max_length=255, pattern=NO_CONTROL_CHARACTERS)] | None = None
     agent_version: Annotated[str, Meta(max_length=64, pattern=NO_CONTROL_CHARACTERS)] | None = None
+    broker_password: (
+        Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_CONTROL_CHARACTERS)] | None
+    ) = None
+    """The device's current broker password, when it re-enrols an id it already holds: the
+    proof that the request comes from that device, not from someone who knows its id and
+    its MAC addresses. The collector checks it against the stored hash and never keeps it."""
 
 
 class EnrolResponse(msgspec.Struct, kw_only=True):

@@ -3,6 +3,10 @@
 ``POST /api/v1/enrol`` is the one route without a bearer token: the enrolment token in the
 body is the credential. Its body and answers are the msgspec types of ``wire.enrolment``
 (shared with the agent), decoded here by hand and described in OpenAPI from the same types.
+
+Every other route is for admins, and a scoped admin (``site_scope``) sees and changes only
+tokens and devices inside its scope: a device is checked on every site it currently belongs
+to (its enrolment record, its broker login, its revocation), before anything changes.
 """
 
 from __future__ import annotations
@@ -17,10 +21,19 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from campuswatch.collector.api.context import ApiContext
-from campuswatch.collector.api.deps import AdminOnly, Context, DbSession, refuse_nul
+from campuswatch.collector.api.deps import (
+    AdminOnly,
+    Context,
+    DbSession,
+    Principal,
+    ensure_visible,
+    refuse_nul,
+)
 from campuswatch.collector.api.schemas import RowId, problems
 from campuswatch.collector.enrolment.models import Enrolment, EnrolmentToken
 from campuswatch.collector.enrolment.service import (
+    APPROVAL_LIFETIME,
+    MAX_APPROVAL_LIFETIME,
     EnrolmentNotFound,
     EnrolmentRefused,
     EnrolmentService,
@@ -51,6 +64,7 @@ _REFUSAL_STATUS = {
     "token_revoked": status.HTTP_403_FORBIDDEN,
     "device_revoked": status.HTTP_403_FORBIDDEN,
     "clone": status.HTTP_409_CONFLICT,
+    "already_enrolled": status.HTTP_409_CONFLICT,
     "not_configured": status.HTTP_503_SERVICE_UNAVAILABLE,
     "invalid": 422,
 }
@@ -120,6 +134,47 @@ class RevokeIn(BaseModel):
     note: str = Field(default="", max_length=1000)
 
 
+class ApproveReenrolmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    site_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The school whose token may re-enrol the device; default: the school it is in now."""
+    expires_in_hours: float = Field(
+        default=APPROVAL_LIFETIME.total_seconds() / 3600,
+        gt=0,
+        le=MAX_APPROVAL_LIFETIME.total_seconds() / 3600,
+    )
+
+
+class ReenrolmentApprovalOut(BaseModel):
+    device_id: str
+    reenrolment_site_id: str
+    approved_by: str
+    approved_at: datetime
+    expires_at: datetime
+
+
+def _in_scope_device(
+    context: ApiContext, session: DbSession, principal: Principal, device_id: str
+) -> set[str]:
+    """The device's current sites; 404 when it is unknown or any of them is out of scope."""
+    sites = enrolment_service(context).device_sites(session, device_id)
+    if sites is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    for site in sites:
+        ensure_visible(principal, site)
+    return sites
+
+
+def _scope_filter(principal: Principal, site_id: str | None) -> list[str] | None:
+    """Sites a listing may show: None for all, otherwise the scope (narrowed by ``site_id``)."""
+    if principal.allowed_sites is None:
+        return None if not site_id else [site_id]
+    if site_id:
+        return [site_id] if site_id in principal.allowed_sites else []
+    return sorted(principal.allowed_sites)
+
+
 def _token_out(row: EnrolmentToken) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -147,6 +202,9 @@ def create_enrolment_token(
     body: EnrolmentTokenIn, context: Context, session: DbSession, principal: AdminOnly
 ) -> dict[str, Any]:
     """A token for one school; put it on its PCs or in their disk image."""
+    if not principal.can_see(body.site_id):
+        # The same answer whether the site exists or not: nothing leaks outside the scope.
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the site is outside your scope")
     try:
         created = enrolment_service(context).create_token(
             session,
@@ -175,8 +233,9 @@ def list_enrolment_tokens(
     state: Literal["active", "expired", "exhausted", "revoked"] | None = None,
 ) -> list[dict[str, Any]]:
     query = select(EnrolmentToken).order_by(EnrolmentToken.id.desc())
-    if site_id:
-        query = query.where(EnrolmentToken.site_id == site_id)
+    sites = _scope_filter(principal, site_id)
+    if sites is not None:
+        query = query.where(EnrolmentToken.site_id.in_(sites))
     rows = [_token_out(row) for row in session.scalars(query)]
     return [row for row in rows if state is None or row["state"] == state]
 
@@ -191,6 +250,8 @@ def revoke_enrolment_token(
     token_id: RowId, context: Context, session: DbSession, principal: AdminOnly
 ) -> dict[str, Any]:
     """Stops new enrolments with the token; devices already enrolled keep their logins."""
+    existing = session.get(EnrolmentToken, token_id)
+    ensure_visible(principal, existing.site_id if existing is not None else None)
     try:
         row = enrolment_service(context).revoke_token(session, token_id)
     except EnrolmentNotFound:
@@ -213,8 +274,9 @@ def list_enrolments(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[Enrolment]:
     query = select(Enrolment).order_by(Enrolment.site_id, Enrolment.device_id).limit(limit)
-    if site_id:
-        query = query.where(Enrolment.site_id == site_id)
+    sites = _scope_filter(principal, site_id)
+    if sites is not None:
+        query = query.where(Enrolment.site_id.in_(sites))
     if revoked is not None:
         query = query.where(
             Enrolment.revoked_at.is_not(None) if revoked else Enrolment.revoked_at.is_(None)
@@ -232,6 +294,7 @@ def revoke_device(
     device_id: str, body: RevokeIn, context: Context, session: DbSession, principal: AdminOnly
 ) -> Enrolment:
     """Take the device's broker login away; Mosquitto disconnects it at once."""
+    _in_scope_device(context, session, principal, device_id)
     try:
         enrolment = enrolment_service(context).revoke_device(
             session, device_id, by=f"user:{principal.name}", note=body.note
@@ -251,7 +314,8 @@ def revoke_device(
 def reinstate_device(
     device_id: str, context: Context, session: DbSession, principal: AdminOnly
 ) -> Enrolment:
-    """Let a revoked device enrol again (with a valid token); it has no login until then."""
+    """Let a revoked device enrol again with a token of its school; no login until then."""
+    _in_scope_device(context, session, principal, device_id)
     try:
         enrolment = enrolment_service(context).reinstate_device(
             session, device_id, by=f"user:{principal.name}"
@@ -260,6 +324,48 @@ def reinstate_device(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found") from None
     session.commit()
     return enrolment
+
+
+@router.post(
+    "/devices/{device_id}/approve-reenrolment",
+    response_model=ReenrolmentApprovalOut,
+    dependencies=_GUARDED,
+    responses=problems(401, 403, 404, 422),
+)
+def approve_reenrolment(
+    device_id: str,
+    body: ApproveReenrolmentIn,
+    context: Context,
+    session: DbSession,
+    principal: AdminOnly,
+) -> dict[str, Any]:
+    """Let the next enrolment of this id — with a token of ``site_id`` — replace its login.
+
+    For a PC that lost its login (re-imaged) or moves to another school. Without this, only
+    the device itself can re-enrol its id, by presenting its current broker password."""
+    sites = _in_scope_device(context, session, principal, device_id)
+    site_id = body.site_id or (min(sites) if len(sites) == 1 else None)
+    if not site_id:
+        raise HTTPException(422, "the device belongs to no single site: give site_id")
+    if not principal.can_see(site_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the site is outside your scope")
+    try:
+        approval = enrolment_service(context).approve_reenrolment(
+            session,
+            device_id,
+            site_id=site_id,
+            by=f"user:{principal.name}",
+            lifetime=timedelta(hours=body.expires_in_hours),
+        )
+    except (ValueError, EnrolmentRefused) as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {
+        "device_id": approval.device_id,
+        "reenrolment_site_id": approval.site,
+        "approved_by": approval.approved_by,
+        "approved_at": datetime.fromisoformat(approval.approved_at),
+        "expires_at": datetime.fromisoformat(approval.expires_at),
+    }
 
 
 def _json(status_code: int, value: msgspec.Struct) -> Response:

@@ -145,6 +145,32 @@ def revoke_device(
     typer.echo(f"revoked {device_id}")
 
 
+@app.command("reinstate-device")
+def reinstate_device(
+    directory: DirOption,
+    device_id: Annotated[str, typer.Option(help="Revoked device id to allow back.")],
+) -> None:
+    """Lift a revocation made here; the device has no login until it is added or enrols.
+
+    A device revoked through the collector's API is reinstated there
+    (POST /api/v1/devices/ID/reinstate), which also clears the register's record."""
+    import getpass
+
+    from campuswatch.collector.broker.credentials import BrokerCredentials, CredentialsError
+
+    try:
+        lifted = BrokerCredentials(directory).reinstate_device(
+            device_id, by=f"cli:{getpass.getuser()}"
+        )
+    except (CredentialsError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if lifted is None:
+        typer.echo(f"error: {device_id!r} is not revoked", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"reinstated {device_id} (site {lifted.site or '-'})")
+
+
 @app.command("list")
 def list_accounts(directory: DirOption) -> None:
     """Every broker login: role, site, user name, created."""

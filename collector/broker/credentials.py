@@ -25,9 +25,9 @@ import logging
 import os
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -58,12 +58,40 @@ class CredentialsError(ValueError):
     """A request the store refuses (bad id, name clash, unreadable store)."""
 
 
+class DeviceRevokedError(CredentialsError):
+    """The id was revoked and no administrator has reinstated it."""
+
+
+class ReenrolmentRefusedError(CredentialsError):
+    """The id has a login (or an enrolment) and the request neither proves it holds that
+    login nor has an administrator's approval for this site."""
+
+
 @dataclass(frozen=True, slots=True)
 class RevokedAccount:
     username: str
     role: Role
     site: str | None
     revoked_at: str
+    reinstated_at: str | None = None
+    reinstated_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReenrolmentApproval:
+    """An administrator's leave for one enrolment of an existing id, into ``site``."""
+
+    device_id: str
+    site: str
+    approved_by: str
+    approved_at: str
+    expires_at: str
+
+    def is_valid(self, now: datetime) -> bool:
+        try:
+            return datetime.fromisoformat(self.expires_at) > now
+        except ValueError:
+            return False
 
 
 def _now() -> str:
@@ -135,10 +163,95 @@ class BrokerCredentials:
     # --- public API --------------------------------------------------------------------
 
     def add_device(self, site: str, device_id: str, *, role: Role = "device") -> str:
-        """Create or re-enrol a device (new password, possibly new site); return the password.
+        """An administrator's (re)issue of a device login, possibly at a new site; returns the
+        password. A revoked id is refused until ``reinstate_device``.
 
         The password is returned once and never stored; losing it means enrolling again.
         """
+
+        def admit(data: dict[str, Any], existing: BrokerAccount | None) -> None:
+            _refuse_if_revoked(data, device_id)
+
+        return self._issue(site, device_id, role, admit)
+
+    def enrol_device(self, site: str, device_id: str, *, proof: str | None, enrolled: bool) -> str:
+        """Issue a login to an enrolling device without letting it take over another's.
+
+        A new id gets one. An id that already has a login — or an enrolment record
+        (``enrolled``) — gets a new one only if ``proof`` is its current password and the site
+        stays the same, or if an administrator approved one re-enrolment into ``site``
+        (``approve_reenrolment``, used up here). A revoked id is refused. All of it is decided
+        under the store's lock, so two requests cannot both pass on the same old login.
+        """
+
+        def admit(data: dict[str, Any], existing: BrokerAccount | None) -> None:
+            _refuse_if_revoked(data, device_id)
+            approvals: dict[str, Any] = data.setdefault("approvals", {})
+            approval = _approval(approvals.get(device_id), device_id)
+            if approval is not None and not approval.is_valid(datetime.now(UTC)):
+                approval = None
+            if approval is not None and approval.site == site:
+                del approvals[device_id]  # one approval, one enrolment
+                log.info("re-enrolment of %s approved by %s used", device_id, approval.approved_by)
+                return
+            if existing is None and not enrolled:
+                return  # a new device
+            holds_login = (
+                existing is not None
+                and proof is not None
+                and verify_password(proof, existing.password_hash)
+            )
+            if holds_login and existing is not None and existing.site == site:
+                return
+            where = existing.site if existing is not None else None
+            if holds_login:
+                why = f"it belongs to site {where}, and moving it to {site} needs"
+            elif proof is not None:
+                why = "the login it presented is not its current one; it needs"
+            else:
+                why = "re-enrolling it needs its current broker login (the agent sends it) or"
+            raise ReenrolmentRefusedError(
+                f"device id {device_id} is already enrolled; {why} an administrator's approval "
+                f"(POST /api/v1/devices/{device_id}/approve-reenrolment)"
+            )
+
+        return self._issue(site, device_id, "device", admit)
+
+    def approve_reenrolment(
+        self, device_id: str, site: str, *, by: str, lifetime: timedelta
+    ) -> ReenrolmentApproval:
+        """Allow one enrolment of ``device_id`` into ``site`` within ``lifetime``."""
+        for label, value in (("site", site), ("device id", device_id)):
+            if not is_identifier(value):
+                raise CredentialsError(f"{label} {value[:80]!r} is not a valid identifier")
+        now = datetime.now(UTC)
+        approval = ReenrolmentApproval(
+            device_id=device_id,
+            site=site,
+            approved_by=by,
+            approved_at=now.isoformat(timespec="seconds"),
+            expires_at=(now + lifetime).isoformat(timespec="seconds"),
+        )
+        with self._locked() as data:
+            data.setdefault("approvals", {})[device_id] = asdict(approval)
+            self._save(data, _accounts(data))
+        log.warning("re-enrolment of %s into %s approved by %s", device_id, site, by)
+        return approval
+
+    def approval(self, device_id: str) -> ReenrolmentApproval | None:
+        """The pending, unexpired approval for ``device_id``, if any."""
+        approvals = self._load().get("approvals")
+        entry = approvals.get(device_id) if isinstance(approvals, dict) else None
+        approval = _approval(entry, device_id)
+        return approval if approval and approval.is_valid(datetime.now(UTC)) else None
+
+    def _issue(
+        self,
+        site: str,
+        device_id: str,
+        role: Role,
+        admit: Callable[[dict[str, Any], BrokerAccount | None], None],
+    ) -> str:
         if role not in ("device", "scanner"):
             raise CredentialsError(f"role {role!r} is not a device role")
         for label, value in (("site", site), ("device id", device_id)):
@@ -150,6 +263,7 @@ class BrokerCredentials:
             existing = accounts.get(device_id)
             if existing is not None and existing.role == "collector":
                 raise CredentialsError(f"{device_id!r} is the name of a service account")
+            admit(data, existing)
             accounts[device_id] = BrokerAccount(
                 username=device_id,
                 role=role,
@@ -204,8 +318,29 @@ class BrokerCredentials:
         return True
 
     def revoked(self) -> builtins.list[RevokedAccount]:
-        entries = self._load().get("revoked", [])
-        return [RevokedAccount(**entry) for entry in entries if isinstance(entry, dict)]
+        """Every revocation on record, reinstated ones included (``reinstated_at``)."""
+        return _revocations(self._load())
+
+    def revocation(self, device_id: str) -> RevokedAccount | None:
+        """The revocation still in force for ``device_id``, if any."""
+        return _in_force(self._load(), device_id)
+
+    def reinstate_device(self, device_id: str, *, by: str) -> RevokedAccount | None:
+        """Lift the revocation of ``device_id`` (its login is not restored: it must enrol
+        again); returns the revocation lifted, None if there was none."""
+        with self._locked() as data:
+            revocation = _in_force(data, device_id)
+            if revocation is None:
+                return None
+            now = _now()
+            for entry in data.get("revoked", []):
+                if isinstance(entry, dict) and entry.get("username") == device_id:
+                    entry.setdefault("reinstated_at", None)
+                    if entry["reinstated_at"] is None:
+                        entry["reinstated_at"], entry["reinstated_by"] = now, by
+            self._save(data, _accounts(data))
+        log.warning("device %s reinstated by %s", device_id, by)
+        return revocation
 
     def write_files(self) -> None:
         """Regenerate ``passwd`` and ``acl`` from the store (no reload)."""
@@ -348,6 +483,46 @@ def _accounts(data: dict[str, Any]) -> dict[str, BrokerAccount]:
             continue
         accounts[account.username] = account
     return accounts
+
+
+def _revocations(data: dict[str, Any]) -> builtins.list[RevokedAccount]:
+    revocations = []
+    for entry in data.get("revoked", []):
+        try:
+            revocations.append(RevokedAccount(**entry))
+        except TypeError:
+            log.warning("ignoring unusable revocation in the credential store: %r", entry)
+    return revocations
+
+
+def _in_force(data: dict[str, Any], device_id: str) -> RevokedAccount | None:
+    return next(
+        (
+            revocation
+            for revocation in reversed(_revocations(data))
+            if revocation.username == device_id and revocation.reinstated_at is None
+        ),
+        None,
+    )
+
+
+def _refuse_if_revoked(data: dict[str, Any], device_id: str) -> None:
+    revocation = _in_force(data, device_id)
+    if revocation is not None:
+        raise DeviceRevokedError(
+            f"device {device_id} was revoked at {revocation.revoked_at}; an administrator must "
+            "reinstate it first"
+        )
+
+
+def _approval(entry: object, device_id: str) -> ReenrolmentApproval | None:
+    if not isinstance(entry, dict):
+        return None
+    try:
+        approval = ReenrolmentApproval(**entry)
+    except TypeError:
+        return None
+    return approval if approval.device_id == device_id else None
 
 
 def _optional_path(value: object) -> Path | None:

@@ -8,6 +8,13 @@ password is a secret of one machine, so revoking one PC never touches the others
 
 Clones: a device id already enrolled by a machine with different hardware is refused with
 ``clone``; the agent then takes a new id and enrols on its own (``agent.enrolment``).
+
+No takeover: a token enrols only into its own school, and an id that already exists — an
+enrolment, a login made with ``campuswatch broker add-device``, or a revoked device — is never
+re-issued on the strength of a token and hardware hashes alone (MAC addresses are visible to
+anyone on the LAN). Re-enrolment needs the device's current broker password (the agent sends
+it) and its own school's token, or an administrator's approval naming the school
+(``approve_reenrolment``); a revoked id stays refused until an administrator reinstates it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from campuswatch.collector.broker.credentials import BrokerCredentials, CredentialsError
+from campuswatch.collector.broker.credentials import (
+    BrokerCredentials,
+    CredentialsError,
+    DeviceRevokedError,
+    ReenrolmentApproval,
+    ReenrolmentRefusedError,
+)
 from campuswatch.collector.db.models import Site
 from campuswatch.collector.enrolment.models import Enrolment, EnrolmentToken
 from campuswatch.wire.enrolment import (
@@ -43,6 +56,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_PREFIX: Final = "cwe_"
 MAX_TOKEN_LIFETIME: Final = timedelta(days=90)
+APPROVAL_LIFETIME: Final = timedelta(hours=72)
+MAX_APPROVAL_LIFETIME: Final = timedelta(days=30)
 
 
 class EnrolmentRefused(Exception):
@@ -177,14 +192,18 @@ class EnrolmentService:
                 )
             credentials, broker_url = self._broker()
             enrolment = session.get(Enrolment, request.device_id)
-            if enrolment is not None and enrolment.revoked_at is not None:
+            if (enrolment is not None and enrolment.revoked_at is not None) or (
+                credentials.revocation(request.device_id) is not None
+            ):
                 raise EnrolmentRefused(
                     "device_revoked",
                     f"device {request.device_id} was revoked; an administrator must reinstate it",
                 )
-            if enrolment is not None and not MachineFacts.from_json(
-                enrolment.machine
-            ).is_same_machine(machine):
+            if (
+                enrolment is not None
+                and enrolment.machine
+                and not MachineFacts.from_json(enrolment.machine).is_same_machine(machine)
+            ):
                 enrolment.clone_attempts += 1
                 session.commit()
                 raise EnrolmentRefused(
@@ -202,6 +221,7 @@ class EnrolmentService:
                 session.rollback()
                 raise EnrolmentRefused("token_exhausted", "the enrolment token is used up")
             site_id = token.site_id
+            known = enrolment is not None
             if enrolment is None:
                 enrolment = Enrolment(
                     device_id=request.device_id,
@@ -227,10 +247,19 @@ class EnrolmentService:
             enrolment.last_enrolled_at = now
             enrolment.enrol_count += 1
             session.flush()
-            # The broker account last, just before commit: if it fails, nothing is granted
-            # and the token use is rolled back with the rest.
+            # The broker account last, just before commit: if it is refused or fails, nothing
+            # is granted and the token use is rolled back with the rest. The store decides
+            # "new, proven or approved" under its own lock.
             try:
-                password = credentials.add_device(site_id, request.device_id)
+                password = credentials.enrol_device(
+                    site_id, request.device_id, proof=request.broker_password, enrolled=known
+                )
+            except DeviceRevokedError as exc:
+                session.rollback()
+                raise EnrolmentRefused("device_revoked", str(exc)) from None
+            except ReenrolmentRefusedError as exc:
+                session.rollback()
+                raise EnrolmentRefused("already_enrolled", str(exc)) from None
             except CredentialsError as exc:
                 session.rollback()
                 raise EnrolmentRefused("invalid", str(exc)) from None
@@ -244,6 +273,27 @@ class EnrolmentService:
             broker_url=broker_url,
             ca_pem=self._ca_pem(),
         )
+
+    def device_sites(self, session: Session, device_id: str) -> set[str] | None:
+        """Every site ``device_id`` currently belongs to — its enrolment record, its broker
+        login, its revocation — or None when neither the register nor the broker knows it.
+
+        Scope checks use all of them: a login moved by hand must not slip out of a check."""
+        sites: set[str] = set()
+        known = False
+        enrolment = session.get(Enrolment, device_id)
+        if enrolment is not None:
+            known = True
+            sites.add(enrolment.site_id)
+        if self.broker_dir is not None:
+            store = BrokerCredentials(self.broker_dir)
+            account = next((a for a in store.list() if a.username == device_id), None)
+            revocation = store.revocation(device_id)
+            for holder in (account, revocation):
+                if holder is not None and holder.role != "collector":
+                    known = True
+                    sites.add(holder.site or "")
+        return sites if known else None
 
     def revoke_device(self, session: Session, device_id: str, *, by: str, note: str) -> Enrolment:
         """Revoke the device's broker login (Mosquitto drops it at once) and keep the record."""
@@ -274,14 +324,54 @@ class EnrolmentService:
         return enrolment
 
     def reinstate_device(self, session: Session, device_id: str, *, by: str) -> Enrolment:
-        """Allow a revoked device to enrol again (it gets no login until it does)."""
+        """Allow a revoked device to enrol again into its own site (it gets no login until
+        it does): the revocation is lifted and one re-enrolment there is approved."""
         enrolment = session.get(Enrolment, device_id)
-        if enrolment is None or enrolment.revoked_at is None:
+        revocation = None
+        if self.broker_dir is not None:
+            revocation = BrokerCredentials(self.broker_dir).revocation(device_id)
+        if (enrolment is None or enrolment.revoked_at is None) and revocation is None:
             raise EnrolmentNotFound(f"device {device_id!r} is not revoked")
+        if enrolment is None:
+            # Revoked with ``campuswatch broker revoke-device``: keep a record from now on.
+            enrolment = Enrolment(
+                device_id=device_id,
+                site_id=revocation.site if revocation and revocation.site else "",
+                machine={},
+                enrol_count=0,
+                clone_attempts=0,
+            )
+            session.add(enrolment)
         enrolment.revoked_at = None
         enrolment.revoke_note = f"reinstated by {by}"
         enrolment.revoked_by = None
+        if self.broker_dir is not None:
+            store = BrokerCredentials(self.broker_dir)
+            store.reinstate_device(device_id, by=by)
+            if enrolment.site_id:
+                store.approve_reenrolment(
+                    device_id, enrolment.site_id, by=by, lifetime=APPROVAL_LIFETIME
+                )
         return enrolment
+
+    def approve_reenrolment(
+        self, session: Session, device_id: str, *, site_id: str, by: str, lifetime: timedelta
+    ) -> ReenrolmentApproval:
+        """Let the next enrolment of ``device_id`` with a token of ``site_id`` replace its
+        login, without proof: a PC re-imaged (login lost) or moved to another school."""
+        credentials, _ = self._broker()
+        if not timedelta(0) < lifetime <= MAX_APPROVAL_LIFETIME:
+            raise ValueError(
+                f"lifetime must be between 1 second and {MAX_APPROVAL_LIFETIME.days} days"
+            )
+        if session.get(Site, site_id) is None:
+            raise ValueError(f"site {site_id!r} does not exist")
+        enrolment = session.get(Enrolment, device_id)
+        if (enrolment is not None and enrolment.revoked_at is not None) or (
+            credentials.revocation(device_id) is not None
+        ):
+            raise ValueError(f"device {device_id!r} is revoked: reinstate it instead")
+        return credentials.approve_reenrolment(device_id, site_id, by=by, lifetime=lifetime)
 
     def metrics(self) -> Iterator[Metric]:
         family = CounterMetricFamily(

@@ -369,3 +369,19 @@ def test_cli_add_device_refuses_an_id_that_is_not_whole(tmp_path: Path, device_i
     )
     assert result.exit_code == 2 and "not a valid identifier" in result.output
     assert not (tmp_path / "passwd").exists() or (tmp_path / "passwd").read_text() == ""
+
+
+def test_cli_keeps_a_revoked_device_out_until_reinstated(tmp_path: Path) -> None:
+    runner = CliRunner()
+    add = ["add-device", "--dir", str(tmp_path), "--site", "school-a", "--device-id", "proj-1"]
+    assert runner.invoke(broker_cli.app, add).exit_code == 0
+    revoke = ["revoke-device", "--dir", str(tmp_path), "--device-id", "proj-1"]
+    assert runner.invoke(broker_cli.app, revoke).exit_code == 0
+    again = runner.invoke(broker_cli.app, add)
+    assert again.exit_code == 2 and "reinstate" in again.output
+    reinstate = ["reinstate-device", "--dir", str(tmp_path), "--device-id", "proj-1"]
+    assert runner.invoke(broker_cli.app, reinstate).exit_code == 0
+    assert runner.invoke(broker_cli.app, reinstate).exit_code == 1  # nothing left to lift
+    assert runner.invoke(broker_cli.app, add).exit_code == 0
+    [revocation] = BrokerCredentials(tmp_path).revoked()
+    assert revocation.reinstated_at is not None and revocation.reinstated_by

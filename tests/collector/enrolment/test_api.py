@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from campuswatch.collector.broker.credentials import BrokerCredentials
+from campuswatch.collector.broker.credentials import BrokerCredentials, CredentialsError
 from campuswatch.collector.broker.passwords import verify_password
 from campuswatch.collector.enrolment.models import EnrolmentToken
 from campuswatch.collector.service import BOOTSTRAP_TOKEN_NAME
@@ -18,6 +18,8 @@ from campuswatch.wire.ids import utc_now
 from tests.collector.conftest import CollectorFactory, RunningCollector
 
 SCHOOL = "hn-bd-thcs-a"
+SCHOOL_B = "hn-bd-thcs-b"  # same district
+FAR_SCHOOL = "hn-hk-thpt-c"  # another district
 PC = MachineFacts.from_plain("4c4c4544-0001", "machine-1", ("3c:52:82:00:00:01",))
 CLONE = MachineFacts.from_plain("4c4c4544-0002", "machine-1", ("3c:52:82:00:00:02",))
 
@@ -32,6 +34,9 @@ def enrolling(collector_factory: CollectorFactory, tmp_path: Path) -> RunningCol
     for body in (
         {"id": "hn-bd", "level": "district", "name": "Ba Đình"},
         {"id": SCHOOL, "parent_id": "hn-bd", "level": "school", "name": "THCS A"},
+        {"id": SCHOOL_B, "parent_id": "hn-bd", "level": "school", "name": "THCS B"},
+        {"id": "hn-hk", "level": "district", "name": "Hoàn Kiếm"},
+        {"id": FAR_SCHOOL, "parent_id": "hn-hk", "level": "school", "name": "THPT C"},
     ):
         assert running.api.put(f"/api/v1/sites/{body['id']}", json=body).status_code == 200
     return running
@@ -45,7 +50,12 @@ def new_token(collector: RunningCollector, **body: Any) -> dict[str, Any]:
 
 
 def enrol(
-    collector: RunningCollector, token: str, device_id: str, machine: MachineFacts = PC
+    collector: RunningCollector,
+    token: str,
+    device_id: str,
+    machine: MachineFacts = PC,
+    *,
+    proof: str | None = None,
 ) -> Any:
     request = EnrolRequest(
         token=token,
@@ -54,6 +64,7 @@ def enrol(
         machine_id_sha256=machine.machine_id_sha256,
         mac_sha256=sorted(machine.mac_sha256),
         hostname="LAB1-PC01",
+        broker_password=proof,
     )
     # The enrol call carries no bearer token: the enrolment token is the credential.
     return collector.api.post(
@@ -90,7 +101,8 @@ def test_the_same_machine_re_enrols_with_a_new_password(enrolling: RunningCollec
     token = new_token(enrolling)["token"]
     first = enrol(enrolling, token, "pc-1").json()["password"]
     repaired = MachineFacts.from_plain("4c4c4544-0001", "machine-1", ("aa:aa:aa:00:00:01",))
-    second = enrol(enrolling, token, "pc-1", repaired)
+    # Its current login is the proof that the request comes from the device itself.
+    second = enrol(enrolling, token, "pc-1", repaired, proof=first)
     assert second.status_code == 201, second.text
     assert second.json()["password"] != first
     assert enrolling.get("/api/v1/enrolments")[0]["enrol_count"] == 2
@@ -199,3 +211,196 @@ def test_enrolment_without_a_broker_folder_says_what_to_configure(
     assert "CW_COLLECTOR_BROKER_DIR" in refused.json()["detail"]
     # An unknown token is refused as such, configured or not.
     assert enrol(collector, "cwe_" + "n" * 43, "pc-1").json()["reason"] == "token_unknown"
+
+
+# --- no takeover: a token enrols only into its own school, an existing id needs proof ---
+
+
+def account_of(tmp_path: Path, device_id: str) -> tuple[str | None, str] | None:
+    store = BrokerCredentials(tmp_path / "broker")
+    account = next((a for a in store.list() if a.username == device_id), None)
+    return None if account is None else (account.site, account.password_hash)
+
+
+def test_an_id_with_a_newline_is_refused_and_the_broker_files_stay_whole(
+    enrolling: RunningCollector, tmp_path: Path
+) -> None:
+    token = new_token(enrolling)["token"]
+    assert enrol(enrolling, token, "pc-1").status_code == 201
+    passwd = (tmp_path / "broker" / "passwd").read_text()
+    for device_id in ("evil\n", "pc-1\n"):
+        body = {"token": token, "device_id": device_id}
+        refused = enrolling.api.post(
+            "/api/v1/enrol", content=msgspec.json.encode(body), headers={"Authorization": ""}
+        )
+        assert (refused.status_code, refused.json()["reason"]) == (422, "invalid")
+    assert (tmp_path / "broker" / "passwd").read_text() == passwd
+
+
+def test_another_schools_token_cannot_take_over_a_login_made_by_hand(
+    enrolling: RunningCollector, tmp_path: Path
+) -> None:
+    # `campuswatch broker add-device`: a login with no enrolment record.
+    password = BrokerCredentials(tmp_path / "broker").add_device(SCHOOL, "proj-101")
+    before = account_of(tmp_path, "proj-101")
+    for site in (SCHOOL_B, SCHOOL):
+        token = new_token(enrolling, site_id=site)["token"]
+        refused = enrol(enrolling, token, "proj-101")
+        assert (refused.status_code, refused.json()["reason"]) == (409, "already_enrolled")
+        assert account_of(tmp_path, "proj-101") == before
+    assert enrolling.get("/api/v1/enrolments") == []
+    assert all(t["uses"] == 0 for t in enrolling.get("/api/v1/enrolment-tokens"))
+    # The device itself, with its own school's token, proves it holds the login.
+    token = new_token(enrolling)["token"]
+    granted = enrol(enrolling, token, "proj-101", proof=password)
+    assert granted.status_code == 201, granted.text
+    assert granted.json()["site"] == SCHOOL
+
+
+def test_a_device_revoked_by_hand_stays_revoked_until_an_admin_reinstates_it(
+    enrolling: RunningCollector, tmp_path: Path
+) -> None:
+    store = BrokerCredentials(tmp_path / "broker")
+    store.add_device(SCHOOL, "proj-102")
+    assert store.revoke_device("proj-102")
+    for site in (SCHOOL_B, SCHOOL):
+        token = new_token(enrolling, site_id=site)["token"]
+        refused = enrol(enrolling, token, "proj-102")
+        assert (refused.status_code, refused.json()["reason"]) == (403, "device_revoked")
+        assert account_of(tmp_path, "proj-102") is None
+    with pytest.raises(CredentialsError, match="revoked"):
+        store.add_device(SCHOOL_B, "proj-102")  # the command line does not bypass it either
+
+    reinstated = enrolling.api.post("/api/v1/devices/proj-102/reinstate")
+    assert reinstated.status_code == 200, reinstated.text
+    # Reinstated into its own school: another school's token still cannot have it.
+    other = enrol(enrolling, new_token(enrolling, site_id=SCHOOL_B)["token"], "proj-102")
+    assert (other.status_code, other.json()["reason"]) == (409, "already_enrolled")
+    granted = enrol(enrolling, new_token(enrolling)["token"], "proj-102")
+    assert granted.status_code == 201, granted.text
+    assert account_of(tmp_path, "proj-102") is not None
+
+
+def test_an_api_revoked_device_cannot_come_back_with_another_schools_token(
+    enrolling: RunningCollector,
+) -> None:
+    assert enrol(enrolling, new_token(enrolling)["token"], "pc-gone").status_code == 201
+    assert enrolling.api.post("/api/v1/devices/pc-gone/revoke", json={}).status_code == 200
+    for site in (SCHOOL_B, FAR_SCHOOL):
+        refused = enrol(enrolling, new_token(enrolling, site_id=site)["token"], "pc-gone")
+        assert (refused.status_code, refused.json()["reason"]) == (403, "device_revoked")
+
+
+def test_mac_hashes_seen_on_the_lan_cannot_take_over_an_enrolled_device(
+    enrolling: RunningCollector, tmp_path: Path
+) -> None:
+    real = enrol(enrolling, new_token(enrolling)["token"], "pc-1").json()
+    before = account_of(tmp_path, "pc-1")
+    only_macs = MachineFacts(mac_sha256=PC.mac_sha256)  # what an observer on the LAN knows
+    for site in (SCHOOL_B, SCHOOL):
+        token = new_token(enrolling, site_id=site)["token"]
+        refused = enrol(enrolling, token, "pc-1", only_macs)
+        assert (refused.status_code, refused.json()["reason"]) == (409, "already_enrolled")
+        wrong = enrol(enrolling, token, "pc-1", only_macs, proof="guessed-" + "x" * 30)
+        assert (wrong.status_code, wrong.json()["reason"]) == (409, "already_enrolled")
+        assert account_of(tmp_path, "pc-1") == before
+    [record] = enrolling.get("/api/v1/enrolments")
+    assert record["site_id"] == SCHOOL and record["enrol_count"] == 1
+    # The real device can still re-enrol (and nothing moved it).
+    again = enrol(enrolling, new_token(enrolling)["token"], "pc-1", proof=real["password"])
+    assert again.status_code == 201, again.text
+
+
+def test_moving_a_device_to_another_school_needs_an_admins_approval(
+    enrolling: RunningCollector, tmp_path: Path
+) -> None:
+    real = enrol(enrolling, new_token(enrolling)["token"], "pc-1").json()
+    token_b = new_token(enrolling, site_id=SCHOOL_B)["token"]
+    # Even its own login does not let a device follow another school's token.
+    refused = enrol(enrolling, token_b, "pc-1", proof=real["password"])
+    assert (refused.status_code, refused.json()["reason"]) == (409, "already_enrolled")
+    approved = enrolling.api.post(
+        "/api/v1/devices/pc-1/approve-reenrolment", json={"site_id": SCHOOL_B}
+    )
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["reenrolment_site_id"] == SCHOOL_B
+    moved = enrol(enrolling, token_b, "pc-1")
+    assert moved.status_code == 201 and moved.json()["site"] == SCHOOL_B
+    assert account_of(tmp_path, "pc-1") is not None
+    assert account_of(tmp_path, "pc-1")[0] == SCHOOL_B  # type: ignore[index]
+    # One approval, one enrolment.
+    again = enrol(enrolling, token_b, "pc-1")
+    assert (again.status_code, again.json()["reason"]) == (409, "already_enrolled")
+
+
+def test_a_reimaged_pc_that_lost_its_login_re_enrols_after_approval(
+    enrolling: RunningCollector,
+) -> None:
+    token = new_token(enrolling)["token"]
+    assert enrol(enrolling, token, "pc-1").status_code == 201
+    refused = enrol(enrolling, token, "pc-1")  # same hardware, no login any more
+    assert refused.status_code == 409
+    assert "approve" in refused.json()["detail"]
+    assert (
+        enrolling.api.post("/api/v1/devices/pc-1/approve-reenrolment", json={}).status_code == 200
+    )
+    assert enrol(enrolling, token, "pc-1").status_code == 201
+    assert (
+        enrolling.api.post("/api/v1/devices/nobody/approve-reenrolment", json={}).status_code == 404
+    )
+    metrics = enrolling.api.get("/metrics").text
+    assert 'campuswatch_enrolment_requests_total{outcome="already_enrolled"} 1.0' in metrics
+
+
+# --- scope: a scoped admin administers enrolment only inside its scope ---
+
+
+def scoped_admin(collector: RunningCollector, scope: str) -> dict[str, str]:
+    response = collector.api.post(
+        "/api/v1/tokens", json={"name": f"admin-{scope}", "role": "admin", "site_scope": scope}
+    )
+    assert response.status_code in (200, 201), response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def test_a_scoped_admin_manages_tokens_only_inside_its_scope(
+    enrolling: RunningCollector,
+) -> None:
+    api, district = enrolling.api, scoped_admin(enrolling, "hn-bd")
+    far = new_token(enrolling, site_id=FAR_SCHOOL)
+    outside = api.post("/api/v1/enrolment-tokens", json={"site_id": FAR_SCHOOL}, headers=district)
+    assert outside.status_code == 403
+    inside = api.post("/api/v1/enrolment-tokens", json={"site_id": SCHOOL_B}, headers=district)
+    assert inside.status_code == 201, inside.text
+    listed = api.get("/api/v1/enrolment-tokens", headers=district).json()
+    assert [t["site_id"] for t in listed] == [SCHOOL_B]
+    filtered = api.get(
+        "/api/v1/enrolment-tokens", params={"site_id": FAR_SCHOOL}, headers=district
+    ).json()
+    assert filtered == []
+    assert api.delete(f"/api/v1/enrolment-tokens/{far['id']}", headers=district).status_code == 404
+    assert enrolling.get("/api/v1/enrolment-tokens")[-1]["state"] == "active"  # far, untouched
+
+
+def test_a_scoped_admin_revokes_and_sees_only_devices_inside_its_scope(
+    enrolling: RunningCollector, tmp_path: Path
+) -> None:
+    api, school = enrolling.api, scoped_admin(enrolling, SCHOOL)
+    assert enrol(enrolling, new_token(enrolling)["token"], "pc-own").status_code == 201
+    far_token = new_token(enrolling, site_id=FAR_SCHOOL)["token"]
+    assert enrol(enrolling, far_token, "pc-far").status_code == 201
+    BrokerCredentials(tmp_path / "broker").add_device(FAR_SCHOOL, "proj-far")  # by hand
+
+    listed = api.get("/api/v1/enrolments", headers=school).json()
+    assert [e["device_id"] for e in listed] == ["pc-own"]
+    for device_id in ("pc-far", "proj-far"):
+        for action in ("revoke", "reinstate", "approve-reenrolment"):
+            response = api.post(f"/api/v1/devices/{device_id}/{action}", json={}, headers=school)
+            assert response.status_code == 404, (device_id, action, response.text)
+        assert account_of(tmp_path, device_id) is not None
+    to_far = api.post(
+        "/api/v1/devices/pc-own/approve-reenrolment", json={"site_id": FAR_SCHOOL}, headers=school
+    )
+    assert to_far.status_code == 403
+    assert api.post("/api/v1/devices/pc-own/revoke", json={}, headers=school).status_code == 200
+    assert api.post("/api/v1/devices/pc-own/reinstate", headers=school).status_code == 200

@@ -14,7 +14,13 @@ import pytest
 import uvicorn
 
 from campuswatch.agent.cli import main as agent_main
-from campuswatch.agent.enrolment import ENROLMENT_FILE, enrol, enrolment_for, load_enrolment
+from campuswatch.agent.enrolment import (
+    ENROLMENT_FILE,
+    EnrolmentError,
+    enrol,
+    enrolment_for,
+    load_enrolment,
+)
 from campuswatch.agent.identity import IDENTITY_FILE, HardwareFacts, resolve_identity
 from campuswatch.agent.main import build_runner
 from campuswatch.agent.probes.health import HealthProbe
@@ -231,3 +237,42 @@ def test_disk_image_with_a_token_in_its_config_enrols_at_first_start(
     assert again.settings.mqtt.password == stored.password
     [token] = deployment.collector.get("/api/v1/enrolment-tokens")
     assert token["uses"] == 1
+
+
+def test_the_agent_re_enrols_its_own_id_with_its_login_and_an_impostor_cannot(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    facts = HardwareFacts("uuid-7", "machine-7", ("02:00:00:00:00:77",))
+    state_dir = tmp_path / "pc"
+    first, _ = enrol(state_dir, deployment.url, deployment.token(), facts=facts)
+    # `agent enroll` again with a fresh token: the agent proves it holds the id's login.
+    second, _ = enrol(state_dir, deployment.url, deployment.token(), facts=facts)
+    assert second.device_id == first.device_id and second.password != first.password
+    assert deployment.can_connect(second.username, second.password)
+    assert not deployment.can_connect(first.username, first.password)
+
+    # Someone on the LAN who knows the id and the MAC address, but not the login.
+    impostor = tmp_path / "impostor"
+    with pytest.raises(EnrolmentError) as refused:
+        enrol(
+            impostor,
+            deployment.url,
+            deployment.token(),
+            configured_device_id=first.device_id,
+            facts=HardwareFacts(None, None, facts.macs),
+        )
+    assert refused.value.reason == "already_enrolled"
+    assert deployment.can_connect(second.username, second.password)  # still the real one's
+
+    # The real PC re-imaged (its login lost): an administrator's approval lets it back in.
+    reimaged = tmp_path / "reimaged"
+    with pytest.raises(EnrolmentError) as lost:
+        enrol(reimaged, deployment.url, deployment.token(), facts=facts)
+    assert lost.value.reason == "already_enrolled"
+    response = deployment.collector.api.post(
+        f"/api/v1/devices/{first.device_id}/approve-reenrolment", json={}
+    )
+    assert response.status_code == 200, response.text
+    third, _ = enrol(reimaged, deployment.url, deployment.token(), facts=facts)
+    assert third.device_id == first.device_id
+    assert deployment.can_connect(third.username, third.password)
