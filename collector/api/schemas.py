@@ -8,6 +8,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from campuswatch.wire.topics import IDENTIFIER_JSON_PATTERN
+
 T = TypeVar("T")
 
 MAX_ROW_ID = 2**31 - 1
@@ -47,7 +49,7 @@ class SiteStatus(SiteOut):
 class SiteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    id: str = Field(pattern=IDENTIFIER_JSON_PATTERN)  # the wire's ids, matched whole
     parent_id: str | None = Field(default=None, max_length=64)
     level: Literal["province", "district", "school", "building", "room"]
     name: str = Field(min_length=1, max_length=256)

@@ -5,8 +5,10 @@ import uuid
 from datetime import UTC, datetime
 
 import msgspec
+import pydantic
 import pytest
 
+from campuswatch.collector.api.schemas import SiteIn
 from campuswatch.wire.ids import message_id_time, new_message_id
 from campuswatch.wire.messages import Identifier, MacAddress, MessageId
 from campuswatch.wire.schema import render_schemas
@@ -103,3 +105,11 @@ def test_every_published_pattern_is_ecma_and_still_whole() -> None:
             if pattern.startswith("^"):
                 assert pattern.endswith("$"), (name, pattern)
     assert IDENTIFIER_JSON_PATTERN.endswith("$") and "\\Z" not in IDENTIFIER_JSON_PATTERN
+
+
+@pytest.mark.parametrize("value", NEWLINE_TAILED)
+def test_the_api_models_refuse_a_trailing_newline_in_an_identifier(value: str) -> None:
+    # pydantic runs the JSON Schema form of the pattern (Rust regex: $ is the end of text).
+    with pytest.raises(pydantic.ValidationError):
+        SiteIn(id=value, level="school", name="A")
+    assert SiteIn(id="school-a", level="school", name="A").id == "school-a"
