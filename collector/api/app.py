@@ -10,7 +10,10 @@ from campuswatch import __version__
 from campuswatch.collector.api import admin, alerts, assets, devices, enrolment, health, sites
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.api.rejects import CountRejects, refuse_unstorable_value
+from campuswatch.collector.api.request_guards import CheckCookieWriteOrigin, LimitRequestBody
 from campuswatch.collector.web import mount as mount_ui
+
+IMPORT_FORM_OVERHEAD = 64 * 1024
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -27,6 +30,17 @@ def create_app(context: ApiContext) -> FastAPI:
         app.include_router(module.router)
     mount_ui(app)
     app.add_exception_handler(DataError, refuse_unstorable_value)
+    # Added innermost first: CountRejects sees (and counts) the guards' 403s and 413s.
+    app.add_middleware(CheckCookieWriteOrigin, public_url=context.settings.public_url)
+    app.add_middleware(
+        LimitRequestBody,
+        default_limit=context.settings.max_request_body_bytes,
+        route_limits={
+            ("POST", "/api/v1/assets/import"): assets.MAX_IMPORT_BYTES,
+            # The UI's upload is multipart: the file plus its form fields and boundaries.
+            ("POST", "/ui/inventory/import"): assets.MAX_IMPORT_BYTES + IMPORT_FORM_OVERHEAD,
+        },
+    )
     app.add_middleware(CountRejects, counter=context.rejects)
     if context.registry is not None:
         context.rejects.expose_in(context.registry)

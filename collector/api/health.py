@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+import hmac
+
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -55,7 +57,21 @@ def healthz(context: Context, response: Response) -> Health:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
-def metrics(context: Context) -> Response:
+def metrics(context: Context, request: Request) -> Response:
+    """Prometheus text; with ``metrics_token`` set, only for ``Bearer <that token>`` (the
+    antivirus coverage per school is not for anyone who can reach the port)."""
+    configured = context.settings.metrics_token
+    if configured is not None:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        expected = configured.get_secret_value().encode("utf-8")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode("utf-8"), expected
+        ):
+            return PlainTextResponse(
+                "a metrics token is required\n",
+                status.HTTP_401_UNAUTHORIZED,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     if context.registry is None:
         return Response(status_code=status.HTTP_404_NOT_FOUND)
     return Response(generate_latest(context.registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,7 +15,9 @@ cross-site request at all) and every state-changing form carries a synchronizer 
 HMAC(session token, purpose), checked in constant time. The form token is derived from
 the HttpOnly session token, so a page on another origin can neither read nor compute it,
 and nothing server-side has to be stored. The login form itself has no session yet: there
-an Origin/Referer check (same host) stops login CSRF.
+an Origin/Referer check (same host, or the configured ``public_url``) stops login CSRF.
+State-changing API calls authenticated by this cookie need a same-site Origin/Referer too
+(``api.request_guards.CheckCookieWriteOrigin``); bearer-token calls do not.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, status
 from sqlalchemy import select
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.api.deps import Principal, current_principal
+from campuswatch.collector.api.request_guards import same_origin
 from campuswatch.collector.db.access import (
     UI_SESSION_LIFETIME,
     UI_SESSION_PREFIX,
@@ -118,7 +120,10 @@ def check_same_origin(request: Request) -> None:
         if origin == "null":
             raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-origin form refused")
         return  # old clients and curl send neither; the form token still protects them
-    if urlsplit(origin).netloc != request.headers.get("host", request.url.netloc):
+    context: ApiContext = request.app.state.context
+    host = request.headers.get("host", request.url.netloc)
+    # The same rule as the API's cookie-write check (the request's own host or public_url).
+    if not same_origin(origin, host, context.settings.public_url):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-origin form refused")
 
 
