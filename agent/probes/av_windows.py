@@ -255,13 +255,16 @@ def parse_defender_status(
     enabled = _flag(status.get("AntivirusEnabled"))
     signature_time, signature_age_hours = _signature_age(status, now)
     out_of_date = _flag(status.get("DefenderSignaturesOutOfDate"))
+    # Defender's own flag stays false for signatures that never arrived or are 400 days
+    # old, so it can only say "out of date"; "up to date" also needs a known age within
+    # the configured maximum, as for every other product.
     signatures_up_to_date: bool | None
-    if out_of_date is not None:
-        signatures_up_to_date = not out_of_date
+    if out_of_date is True or _signatures_never_updated(status):
+        signatures_up_to_date = False
     elif signature_age_hours is not None:
         signatures_up_to_date = signature_age_hours <= max_signature_age_hours
-    elif _signatures_never_updated(status):
-        signatures_up_to_date = False
+    elif out_of_date is False:
+        signatures_up_to_date = False  # the flag alone proves nothing without an age
     else:
         signatures_up_to_date = None
     return AvProduct(

@@ -42,6 +42,9 @@ AV_REPORT_MAX_AGE: Final = timedelta(days=7)
 # school unreachable because the PCs were off since Friday.
 REACHABILITY_MAX_AGE: Final = timedelta(days=7)
 AV_PARTS: Final = ("protected", "at_risk", "stale_signatures", "no_av", "error", "no_report")
+# The agent's default ``av.max_signature_age_hours`` and the "signatures older than 3 days"
+# rule: signatures older than this are not up to date, whatever the product itself says.
+MAX_SIGNATURE_AGE_HOURS: Final = 72.0
 
 # "neutral": the count is worth knowing but neither direction is good or bad in itself.
 Better = Literal["higher", "lower", "neutral"]
@@ -272,21 +275,68 @@ def _parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def av_category(latest: Mapping[str, Any] | None, at: datetime) -> str:
-    """One of ``AV_PARTS`` minus ``stale_signatures`` for a PC's newest AV report."""
+def signatures_up_to_date(
+    product: Mapping[str, Any], max_age_hours: float = MAX_SIGNATURE_AGE_HOURS
+) -> bool:
+    """The product's own flag says up to date AND its signatures are at most the maximum age.
+
+    Defender's own "out of date" flag stays false on a PC that never downloaded signatures
+    and on one whose signatures are 400 days old, so the flag alone proves nothing. Missing
+    age means no signatures, except for a third-party product seen only through Windows
+    Security Center, which reports no signature date for them: there the flag is all there is.
+    """
+    if product.get("signatures_up_to_date") is not True:
+        return False
+    age = product.get("signature_age_hours")
+    if isinstance(age, int | float) and not isinstance(age, bool):
+        return 0 <= age <= max_age_hours
+    return product.get("source") == "security_center"
+
+
+def _is_active(product: Mapping[str, Any]) -> bool:
+    """Not switched off and not passive (a passive Defender beside another AV is not the
+    protection, however fresh its signatures)."""
+    return product.get("enabled") is not False and product.get("mode") not in (
+        "passive",
+        "disabled",
+    )
+
+
+def _products(latest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [product for product in latest.get("products") or [] if isinstance(product, Mapping)]
+
+
+def av_category(
+    latest: Mapping[str, Any] | None,
+    at: datetime,
+    *,
+    max_signature_age_hours: float = MAX_SIGNATURE_AGE_HOURS,
+) -> str:
+    """One of ``AV_PARTS`` minus ``stale_signatures`` for a PC's newest AV report.
+
+    The agent's ``protected`` is checked again here: it counts only when an active product
+    has signatures up to date by ``signatures_up_to_date`` (so a report from an agent that
+    trusted Defender's own flag does not count a PC without fresh signatures as protected).
+    """
     if not latest:
         return "no_report"
     reported = _parse_time(latest.get("ts"))
     if reported is None or at - reported > AV_REPORT_MAX_AGE:
         return "no_report"
     status = latest.get("status")
+    if status == "protected" and not any(
+        _is_active(product) and signatures_up_to_date(product, max_signature_age_hours)
+        for product in _products(latest)
+    ):
+        return "at_risk"
     return status if status in ("protected", "at_risk", "no_av", "error") else "no_report"
 
 
-def _signatures_stale(latest: Mapping[str, Any]) -> bool:
-    products = latest.get("products") or []
+def _signatures_stale(latest: Mapping[str, Any], max_age_hours: float) -> bool:
+    products = _products(latest)
     return bool(products) and not any(
-        product.get("signatures_up_to_date") is True for product in products
+        _is_active(product) and signatures_up_to_date(product, max_age_hours)
+        for product in products
     )
 
 
@@ -374,11 +424,13 @@ def build_report(
     series: SeriesReader | None = None,
     previous_live: Mapping[str, Measure] | None = None,
     now: datetime | None = None,
+    max_signature_age_hours: float = MAX_SIGNATURE_AGE_HOURS,
 ) -> ComplianceReport:
     """Every KPI of ``site_id``'s subtree (None: everything) for ``period``.
 
     ``series``: the time-series store for outages (None: outages not reported).
     ``previous_live``: AV coverage and broadband of the previous period as archived.
+    ``max_signature_age_hours``: older signatures are not up to date, for every product.
     """
     now = now or datetime.now(UTC)
     tree = _tree(session, site_id)
@@ -411,9 +463,13 @@ def build_report(
     computers_by_school: dict[str, int] = defaultdict(int)
     for computer in computers:
         latest_av = av_by_asset.get(computer.id)
-        category = av_category(latest_av, now)
+        category = av_category(latest_av, now, max_signature_age_hours=max_signature_age_hours)
         parts[category] += 1
-        if category == "at_risk" and latest_av is not None and _signatures_stale(latest_av):
+        if (
+            category == "at_risk"
+            and latest_av is not None
+            and _signatures_stale(latest_av, max_signature_age_hours)
+        ):
             parts["stale_signatures"] += 1
         school = tree.school_of.get(computer.site_id or "")
         if school is not None:

@@ -453,3 +453,25 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate"]:
         sys.exit("usage: python -m tests.agent.test_av_windows --regenerate")
     regenerate()
+
+
+def test_defender_up_to_date_flag_does_not_hide_old_signatures() -> None:
+    """Issue 14: Defender's own flag said fine for 400-day-old signatures."""
+    old = _defender(
+        AntivirusSignatureLastUpdated=...,
+        AntivirusSignatureAge=400,
+        DefenderSignaturesOutOfDate=False,
+    )
+    assert old.signature_age_hours == 400 * 24.0
+    assert old.signatures_up_to_date is False
+
+
+@pytest.mark.parametrize("never", [4294967295, 65535])
+def test_defender_up_to_date_flag_does_not_hide_missing_signatures(never: int) -> None:
+    missing = _defender(
+        AntivirusSignatureAge=never,
+        AntivirusSignatureLastUpdated="/Date(-62135596800000)/",
+        DefenderSignaturesOutOfDate=False,
+    )
+    assert missing.signature_age_hours is None
+    assert missing.signatures_up_to_date is False

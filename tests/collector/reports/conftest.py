@@ -115,7 +115,14 @@ def _av(status: str, *, age: timedelta = timedelta(hours=1), stale: bool = False
     products = (
         []
         if status == "no_av"
-        else [{"name": "Defender", "source": "defender", "signatures_up_to_date": not stale}]
+        else [
+            {
+                "name": "Defender",
+                "source": "defender",
+                "signatures_up_to_date": not stale,
+                "signature_age_hours": 200.0 if stale else 5.0,
+            }
+        ]
     )
     return {"ts": (NOW - age).isoformat(), "status": status, "products": products}
 

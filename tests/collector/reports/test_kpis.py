@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
 
 from campuswatch.collector.register.assets import (
     digital_record_coverage,
     information_systems_classified,
 )
 from campuswatch.collector.reports.alert_figures import percentile
-from campuswatch.collector.reports.kpis import Measure, build_report
+from campuswatch.collector.reports.kpis import Measure, av_category, build_report
 from campuswatch.collector.reports.periods import report_period
 from tests.collector.reports.conftest import EXPECTED, NOW, District
+from tests.support.device_state import set_latest
 
 
 def _pair(measure: Measure | None) -> tuple[float, int | None] | None:
@@ -123,3 +127,79 @@ def test_outage_needs_every_device_down_and_ignores_silence(district: District) 
     assert datetime(2026, 1, 10, 3, tzinfo=UTC) in {
         datetime.fromtimestamp(ms / 1000, UTC) for ms, _ in buckets
     }
+
+
+def _defender(**fields: Any) -> dict[str, Any]:
+    product: dict[str, Any] = {
+        "name": "Microsoft Defender Antivirus",
+        "source": "defender",
+        "enabled": True,
+        "mode": "active",
+        "realtime_protection": True,
+        "signatures_up_to_date": True,  # Defender's own DefenderSignaturesOutOfDate = false
+    }
+    product.update(fields)
+    return product
+
+
+def _report(products: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"ts": NOW.isoformat(), "status": "protected", "products": products}
+
+
+@pytest.mark.parametrize(
+    ("products", "expected"),
+    [
+        ([_defender(signature_age_hours=5.0)], "protected"),
+        ([_defender(signature_age_hours=400 * 24.0)], "at_risk"),  # 400 days old
+        ([_defender()], "at_risk"),  # no signatures at all: no age
+        ([_defender(signature_age_hours=None)], "at_risk"),
+        ([_defender(signature_age_hours=5.0, signatures_up_to_date=False)], "at_risk"),
+        # A passive Defender with fresh signatures beside a stale primary does not protect.
+        (
+            [
+                _defender(mode="passive", signature_age_hours=1.0),
+                {
+                    "name": "BKAV",
+                    "source": "security_center",
+                    "signatures_up_to_date": True,
+                    "signature_age_hours": 400 * 24.0,
+                },
+            ],
+            "at_risk",
+        ),
+        # Security Center reports no signature age for third-party products: its flag decides.
+        (
+            [
+                {
+                    "name": "BKAV",
+                    "source": "security_center",
+                    "enabled": True,
+                    "signatures_up_to_date": True,
+                }
+            ],
+            "protected",
+        ),
+    ],
+)
+def test_signature_age_limit_applies_to_every_product(
+    products: list[dict[str, Any]], expected: str
+) -> None:
+    assert av_category(_report(products), NOW) == expected
+
+
+def test_the_age_limit_is_a_parameter() -> None:
+    report = _report([_defender(signature_age_hours=100.0)])
+    assert av_category(report, NOW) == "at_risk"
+    assert av_category(report, NOW, max_signature_age_hours=120.0) == "protected"
+
+
+def test_stale_defender_counts_as_at_risk_with_stale_signatures(district: District) -> None:
+    set_latest(
+        district.session, "pc-1", "av", _report([_defender(signature_age_hours=9600.0)]), NOW
+    )
+    district.session.flush()
+    report = build_report(district.session, district.period, "dist", series=district.store, now=NOW)
+    av = report.kpi("av_coverage")
+    assert _pair(av.current) == (2, 7)
+    assert av.parts["at_risk"] == EXPECTED["av_parts"]["at_risk"] + 1
+    assert av.parts["stale_signatures"] == EXPECTED["av_parts"]["stale_signatures"] + 1

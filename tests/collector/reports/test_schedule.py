@@ -107,7 +107,12 @@ def test_previous_live_figures_come_from_the_archive(district: District, tmp_pat
     assert archived_figures(archive, january, "dist") is not None
     # pc-3 gets an antivirus before February's report is made.
     device = district.session.get_one(Device, "pc-3")
-    av = {**device.latest["av"], "status": "protected"}
+    defender = {"name": "Defender", "source": "defender", "signatures_up_to_date": True}
+    av = {
+        **device.latest["av"],
+        "status": "protected",
+        "products": [{**defender, "signature_age_hours": 3.0}],
+    }
     set_latest(district.session, "pc-3", "av", av, NOW)
     district.session.commit()
     generate_due(district.session, archive, date(2026, 3, 1), sites=["dist"], formats=(), now=NOW)
