@@ -196,7 +196,7 @@ def _token_out(row: EnrolmentToken) -> dict[str, Any]:
     response_model=EnrolmentTokenCreated,
     status_code=201,
     dependencies=_GUARDED,
-    responses=problems(401, 403, 422),
+    responses=problems(400, 401, 403, 422),
 )
 def create_enrolment_token(
     body: EnrolmentTokenIn, context: Context, session: DbSession, principal: AdminOnly
@@ -288,7 +288,7 @@ def list_enrolments(
     "/devices/{device_id}/revoke",
     response_model=EnrolmentOut,
     dependencies=_GUARDED,
-    responses=problems(401, 403, 404, 422),
+    responses=problems(400, 401, 403, 404, 422),
 )
 def revoke_device(
     device_id: str, body: RevokeIn, context: Context, session: DbSession, principal: AdminOnly
@@ -330,7 +330,7 @@ def reinstate_device(
     "/devices/{device_id}/approve-reenrolment",
     response_model=ReenrolmentApprovalOut,
     dependencies=_GUARDED,
-    responses=problems(401, 403, 404, 422),
+    responses=problems(400, 401, 403, 404, 422),
 )
 def approve_reenrolment(
     device_id: str,
