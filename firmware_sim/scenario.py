@@ -311,7 +311,7 @@ def _parameter(key: str, node: yaml.Node, problem: ProblemReporter) -> str | flo
     if key == "spread":
         return _duration(node, problem, key)
     text = str(node.value)
-    if key == "mac" and not _MAC.match(text):
+    if key == "mac" and not _MAC.fullmatch(text):
         problem(node, f"mac {text!r} must look like 02:00:5e:10:00:01 (lower case)")
         return None
     return text

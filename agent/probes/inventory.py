@@ -151,7 +151,7 @@ def physical_partitions() -> list[tuple[str, str, str]]:
 
 def normalise_mac(value: str) -> str | None:
     mac = value.strip().lower().replace("-", ":")
-    if not _MAC.match(mac) or mac == "00:00:00:00:00:00":
+    if not _MAC.fullmatch(mac) or mac == "00:00:00:00:00:00":
         return None
     return mac
 

@@ -98,11 +98,11 @@ def resolve_field(kind: str, path: str) -> FieldSpec:
     for step in path.split("."):
         current = _without_none(current)
         if isinstance(current, mi.DictType):
-            if not _KEY_STEP.match(step):
+            if not _KEY_STEP.fullmatch(step):
                 raise FieldPathError(f"{path!r}: {step!r} is not a valid key")
             current = current.value_type
             continue
-        match = _NAME_STEP.match(step)
+        match = _NAME_STEP.fullmatch(step)
         if match is None:
             raise FieldPathError(f"{path!r}: {step!r} is not a field name (name or name[*])")
         name, star = match.group(1), match.group(2)
@@ -127,7 +127,7 @@ def compile_getter(path: str) -> Getter:
     """A function returning every value ``path`` reaches in a message (possibly none)."""
     steps: list[tuple[str, bool]] = []
     for step in path.split("."):
-        match = _NAME_STEP.match(step)
+        match = _NAME_STEP.fullmatch(step)
         if match is not None:
             steps.append((match.group(1), bool(match.group(2))))
         else:
