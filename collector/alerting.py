@@ -4,6 +4,14 @@ The rules engine sees every fresh message (and the register's verdict on discove
 once the ingest batch has committed, and its signals go to the alert manager; the manager
 writes the resulting notifications to the outbox inside its own transaction, and the
 forwarders deliver them per destination in the background, so a slow SIEM never slows ingest.
+
+Only transitions (firing, resolved) cost a transaction when a message is evaluated. Repeats
+of a firing alert are counted by the engine in memory and handed to the manager once per
+housekeeping tick (or just before their subject resolves), so a PC that reports the same
+problem every minute raises the alert's count without a database write per message. Each
+tick also looks for alerts a person resolved since the last one and makes the engine forget
+them, so an alert whose condition still holds fires again on its next trigger (reopened, or
+a new alert after the flap window) on whichever collector evaluates it.
 """
 
 from __future__ import annotations
@@ -16,11 +24,11 @@ from datetime import datetime
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.alerts.manager import AlertManager
-from campuswatch.collector.alerts.models import Alert
+from campuswatch.collector.alerts.models import SYSTEM_ACTOR, Alert, AlertAudit
 from campuswatch.collector.alerts.policy import AlertPolicy
 from campuswatch.collector.alerts.queries import OPEN_STATES
 from campuswatch.collector.forward.outbox import Outbox
@@ -38,6 +46,8 @@ from campuswatch.wire.ids import utc_now
 
 log = logging.getLogger(__name__)
 SHIPPED_RULES = Path(__file__).resolve().parents[1] / "rules"
+_AUDIT_OVERLAP = 10_000
+"""Audit ids read again each tick (see ``Alerting._resolved_by_hand``)."""
 
 
 def default_rules_dir() -> Path | None:
@@ -75,6 +85,9 @@ class Alerting:
         self.notifications_total = 0
         self.reload_failures_total = 0
         self._lock = threading.Lock()
+        # Audit rows of people resolving alerts, read each tick (see _forget_resolved_by_hand).
+        self._audit_mark = 0
+        self._forgotten: set[int] = set()
 
     # --- ingest sink -------------------------------------------------------------------
 
@@ -103,6 +116,10 @@ class Alerting:
                             decoded.message.site, asset_changes, decoded.received_at
                         )
                     )
+            resolving = {signal.fingerprint for signal in signals if signal.status == "resolved"}
+            if resolving:
+                # Their repeats happened before they resolved: counted first, same transaction.
+                signals = self.engine.take_repeats(resolving) + signals
         if signals:
             self.apply(signals)
 
@@ -114,8 +131,13 @@ class Alerting:
         moment = now or utc_now()
         signals: list[AlertSignal] = []
         if self.engine is not None:
+            resolved_by_hand = self._resolved_by_hand()
             with self._lock:
+                for rule_id, site_id, entity in resolved_by_hand:
+                    self.engine.forget(rule_id, site_id, entity)
                 signals = self.engine.evaluate_tick(moment)
+                # Folded repeats first: some may belong to subjects this tick resolved.
+                signals = self.engine.take_repeats() + signals
         if signals:
             self.manager.process(signals, moment)
         self.manager.tick(moment)
@@ -132,7 +154,8 @@ class Alerting:
             log.error("rule pack in %s refused, keeping the last good one: %s", self.rules_dir, exc)
             return False
         with self._lock:
-            signals = self.engine.replace_pack(pack)
+            repeats = self.engine.take_repeats()  # replaced rules take theirs with them
+            signals = repeats + self.engine.replace_pack(pack)
         if signals:
             self.apply(signals)
         return True
@@ -142,6 +165,39 @@ class Alerting:
         names = self.forwarder.destination_names
         if names:
             Outbox.enqueue(session, notifications, names)
+
+    def _resolved_by_hand(self) -> list[tuple[str, str, str | None]]:
+        """(rule, site, entity) of alerts people resolved since the last call.
+
+        Read from the audit trail by id, with an overlap: on PostgreSQL a transaction that
+        took a lower id can commit after a higher one was read. Cheap (a primary-key range)
+        and it sees resolutions made through any collector's API."""
+        try:
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(AlertAudit.id, Alert.rule_id, Alert.site_id, Alert.labels)
+                    .join(Alert, Alert.id == AlertAudit.alert_id)
+                    .where(
+                        AlertAudit.id > self._audit_mark - _AUDIT_OVERLAP,
+                        AlertAudit.action == "resolved",
+                        AlertAudit.actor != SYSTEM_ACTOR,
+                        Alert.state == "resolved",
+                    )
+                ).all()
+                top = session.scalar(select(func.max(AlertAudit.id))) or 0
+        except Exception:
+            log.exception("could not read manual resolutions; trying again next tick")
+            return []
+        found = [
+            (rule_id, site_id, _entity_of(labels))
+            for audit_id, rule_id, site_id, labels in rows
+            if audit_id not in self._forgotten
+        ]
+        self._forgotten.update(audit_id for audit_id, *_ in rows)
+        self._audit_mark = max(self._audit_mark, top)
+        floor = self._audit_mark - _AUDIT_OVERLAP
+        self._forgotten = {audit_id for audit_id in self._forgotten if audit_id > floor}
+        return found
 
     # --- lifecycle and metrics -----------------------------------------------------------
 
@@ -161,6 +217,8 @@ class Alerting:
                     )
                 ]
                 latest = list(stored_latest_messages(session))
+                # Resolved before the restart: not restored as firing, nothing to forget.
+                self._audit_mark = session.scalar(select(func.max(AlertAudit.id))) or 0
         except Exception:
             # Ingest matters more than warm rules: start cold rather than not at all.
             log.exception("could not read the register to warm the rules engine; starting cold")

@@ -35,6 +35,9 @@ class AlertSignal:
 
     ``fingerprint`` identifies the subject of the alert (rule id + site + device or other
     entity); the same fingerprint firing again updates the existing alert, never a new one.
+    ``occurrences``: how many triggers a firing signal stands for. The engine emits a
+    transition once and folds later triggers of a firing subject into one signal with
+    their count and the newest evidence (``RuleEngine.take_repeats``).
     """
 
     rule_id: str
@@ -52,6 +55,7 @@ class AlertSignal:
     runbook_en: str = ""
     runbook_vi: str = ""
     evidence: tuple[Evidence, ...] = ()
+    occurrences: int = 1
 
 
 AlertEventType = Literal[

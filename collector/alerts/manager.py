@@ -15,7 +15,11 @@ Notification rules, chosen to avoid alert storms (see docs/alerts.md):
 - Only alerts the SOC was told about individually get "repeated", "escalated", "updated"
   (level change) and "resolved" notifications. Human actions are always forwarded.
 - A fingerprint that fires again within ``flap_window`` of resolving reopens the same
-  alert ("reopened") instead of opening a new one.
+  alert ("reopened") instead of opening a new one; later, it opens a new alert. This holds
+  for an alert a person resolved while its condition still held, too.
+- Repeats of an open alert (``AlertSignal.occurrences``, folded by the engine) raise its
+  count, move ``last_seen`` and refresh its evidence; the SOC hears about them as one
+  "updated" at most every ``update_interval`` per alert.
 """
 
 from __future__ import annotations
@@ -170,6 +174,16 @@ class AlertManager:
                     level_changed[alert.id] = alert
             elif (
                 alert is not None
+                and alert.resolved_by is not None
+                and alert.resolved_at is not None
+                and signal.at <= alert.resolved_at
+            ):
+                # Seen before the person resolved it (folded repeats travel late): what
+                # they decided on; only a trigger after their decision opens it again.
+                self.rejected["fired_before_manual_resolve"] += 1
+                continue
+            elif (
+                alert is not None
                 and alert.resolved_at is not None
                 and signal.at - alert.resolved_at <= self.policy.flap_window
             ):
@@ -232,7 +246,7 @@ class AlertManager:
             first_seen=signal.at,
             last_seen=signal.at,
             opened_at=signal.at,
-            occurrences=1,
+            occurrences=signal.occurrences,
             escalation_step=0,
             pending_since=run.now,
             group_key=group_key_for(signal.site_id, signal.rule_id),
@@ -246,7 +260,7 @@ class AlertManager:
     def _update_firing(self, run: _Pass, alert: Alert, signal: AlertSignal) -> bool:
         """Fold a repeat of the signal into the open alert; True if its level changed."""
         alert.last_seen = max(alert.last_seen, signal.at)
-        alert.occurrences += 1
+        alert.occurrences += signal.occurrences
         self._refresh_text(alert, signal)
         self._add_evidence(run, alert, signal.evidence, known_alert=True)
         if alert.level == signal.level:
@@ -268,7 +282,7 @@ class AlertManager:
         alert.acknowledged_by = None
         alert.level = signal.level
         alert.last_seen = max(alert.last_seen, signal.at)
-        alert.occurrences += 1
+        alert.occurrences += signal.occurrences
         if alert.last_notified_at is None:
             alert.pending_since = run.now
         self._refresh_text(alert, signal)
@@ -364,6 +378,7 @@ class AlertManager:
             runbook_en=str(signal.runbook_en)[:MAX_TEXT_CHARS],
             runbook_vi=str(signal.runbook_vi)[:MAX_TEXT_CHARS],
             evidence=tuple(item for item in signal.evidence if _usable_evidence(item)),
+            occurrences=signal.occurrences,
         )
 
     # --- time -----------------------------------------------------------------------------
@@ -389,11 +404,9 @@ class AlertManager:
         )
         self._apply_suppression(run, open_alerts)
         for alert in open_alerts:
-            if alert.state != "firing" or alert.last_notified_at is None:
+            if alert.last_notified_at is None or not _deliverable(alert):
                 continue
-            if not _deliverable(alert):
-                continue
-            due = self._due_escalation(alert, run.now)
+            due = self._due_escalation(alert, run.now) if alert.state == "firing" else None
             if due is not None:
                 index, step = due
                 alert.escalation_step = index + 1
@@ -401,7 +414,15 @@ class AlertManager:
                 self._audit(run, alert, "escalated", None, "firing", "firing", note=note)
                 extra = {"escalation_step": str(index + 1), "escalate_to": step.notify}
                 self._notify(run, alert, "escalated", note=note, extra_labels=extra)
-            elif run.now - alert.last_notified_at >= self.policy.repeat_interval:
+            elif self._news_due(alert, run.now):
+                # Count and last_seen moved since the SOC last heard: one update per
+                # update_interval at most (the notification carries both).
+                note = f"seen {alert.occurrences} times, last at {alert.last_seen.isoformat()}"
+                self._notify(run, alert, "updated", note=note)
+            elif (
+                alert.state == "firing"
+                and run.now - alert.last_notified_at >= self.policy.repeat_interval
+            ):
                 self._notify(run, alert, "repeated")
         waiting_groups = session.scalars(
             select(Alert.group_key)
@@ -416,6 +437,12 @@ class AlertManager:
         )
         run.groups.update(waiting_groups)
         self._release_groups(run, run.groups)
+
+    def _news_due(self, alert: Alert, now: datetime) -> bool:
+        """Repeats since the last notification, and that one is update_interval old."""
+        told = alert.last_notified_at
+        assert told is not None
+        return alert.last_seen > told and now - told >= self.policy.update_interval
 
     def _due_escalation(self, alert: Alert, now: datetime) -> tuple[int, EscalationStep] | None:
         """The furthest step now due that the alert has not taken yet, if any."""
@@ -918,6 +945,12 @@ def _reject_reason(signal: object) -> str | None:
         (isinstance(signal.labels, dict), "labels"),
         (isinstance(signal.tags, tuple | list), "tags"),
         (isinstance(signal.evidence, tuple | list), "evidence"),
+        (
+            isinstance(signal.occurrences, int)
+            and not isinstance(signal.occurrences, bool)
+            and signal.occurrences >= 1,
+            "occurrences",
+        ),
     ]
     return next((reason for ok, reason in checks if not ok), None)
 

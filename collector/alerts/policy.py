@@ -73,6 +73,9 @@ class AlertPolicy(BaseModel):
     repeat_interval: timedelta = timedelta(hours=4)
     # A fingerprint firing again this soon after resolving reopens the same alert.
     flap_window: timedelta = timedelta(minutes=5)
+    # Between two "updated" notifications carrying an open alert's new count and last_seen
+    # (like group_interval: a PC reporting every minute is not a message a minute).
+    update_interval: timedelta = timedelta(minutes=5)
     escalations: tuple[EscalationStep, ...] = Field(default_factory=_default_escalations)
     inhibitions: tuple[InhibitionRule, ...] = Field(default_factory=_default_inhibitions)
     evidence_per_alert: int = Field(default=20, ge=1, le=1000)

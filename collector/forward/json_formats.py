@@ -109,7 +109,8 @@ def render_ecs(
             "severity": CEF_SEVERITY.get(n.level, 5),
             "created": iso_utc(n.at),
             "start": iso_utc(n.first_seen),
-            "end": iso_utc(n.last_seen) if n.state == "resolved" else None,
+            # Last observed while open (repeats move it), the end once resolved.
+            "end": iso_utc(n.last_seen),
             "dataset": "campuswatch.alert",
             "module": "campuswatch",
             "provider": n.collector_id,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.alerts.manager import AlertManager
 from campuswatch.collector.alerts.policy import AlertPolicy, EscalationStep
-from tests.collector.alerts.conftest import T0, signal
+from tests.collector.alerts.conftest import T0, Clock, signal
 
 WAIT = timedelta(seconds=30)
 
@@ -137,3 +138,32 @@ def test_list_groups_counts_states(manager: AlertManager) -> None:
 
     assert (group.open, group.firing, group.acknowledged, group.level) == (4, 3, 1, "high")
     assert manager.groups(site_ids=[]) == []
+
+
+def test_repeats_reach_the_soc_as_one_update_per_update_interval(
+    factory: sessionmaker[Session], clock: Clock
+) -> None:
+    manager = AlertManager(factory, settings=AlertPolicy(escalations=()), clock=clock)
+    manager.process([signal()], T0)
+    [opened] = manager.tick(T0 + WAIT)
+    told = T0 + WAIT
+    assert opened.occurrences == 1
+
+    seen = T0 + timedelta(minutes=1)
+    assert manager.process([replace(signal(at=seen), occurrences=3)], seen) == []
+    assert manager.tick(told + timedelta(minutes=4)) == []  # within update_interval
+    [update] = manager.tick(told + timedelta(minutes=5))
+    assert (update.event, update.occurrences) == ("updated", 4)
+    assert (update.first_seen, update.last_seen) == (T0, seen)
+    assert manager.tick(told + timedelta(minutes=11)) == []  # nothing new: nothing sent
+
+    # Acknowledged alerts still get their count updated, at the same cadence.
+    clock.now = told + timedelta(minutes=12)
+    manager.acknowledge(update.alert_id, "soc.nguyen")
+    seen = told + timedelta(minutes=12, seconds=1)
+    manager.process([replace(signal(at=seen), occurrences=2)], seen)
+    assert manager.tick(told + timedelta(minutes=13)) == []
+    [again] = manager.tick(told + timedelta(minutes=17))
+    assert (again.event, again.state, again.occurrences, again.last_seen) == (
+        "updated", "acknowledged", 6, seen,
+    )  # fmt: skip

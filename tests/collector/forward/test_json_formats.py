@@ -68,7 +68,12 @@ def test_ecs_document_for_av_disabled() -> None:
     assert doc["message"].startswith("Bảo vệ thời gian thực")
     assert doc["tags"] == ["antivirus", "windows"]
     assert doc["ecs"]["version"].startswith("8.")
-    assert "end" not in doc["event"]  # still firing
+    # Still firing: end is when it was last observed (ECS: "or when the activity was last
+    # observed"), so repeated triggers show in the SIEM.
+    assert (doc["event"]["start"], doc["event"]["end"]) == (
+        "2025-11-24T02:10:00.000Z", "2025-11-24T02:15:00.000Z",
+    )  # fmt: skip
+    assert doc["campuswatch"]["alert"]["occurrences"] == 3
     assert "user" not in doc
 
 
