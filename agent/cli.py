@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,19 @@ def _settings(args: argparse.Namespace) -> AgentSettings:
     return load_settings(args.config, overrides)
 
 
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why the agent cannot keep its identity and queue in ``state_dir``, or None."""
+    if state_dir.exists() and not state_dir.is_dir():
+        return f"state dir {state_dir} is not a directory"
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=state_dir):
+            pass
+    except OSError as exc:
+        return f"state dir {state_dir} is not writable: {exc.strerror or exc}"
+    return None
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
@@ -122,14 +136,22 @@ def _run(settings: AgentSettings) -> int:
 
 def _once(settings: AgentSettings, as_json: bool) -> int:
     _setup_logging("WARNING")
-    from campuswatch.agent.main import collect_once, summarise
+    from campuswatch.agent.main import broker_status, collect_once, summarise
     from campuswatch.wire.codec import encode_message
 
+    problem = state_dir_problem(settings.resolved_state_dir())
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     messages = collect_once(settings)
+    # The line below says it; the connection's own warning would say it twice.
+    logging.getLogger("campuswatch.wire.mqtt").setLevel(logging.ERROR)
+    broker_line = broker_status(settings, messages[0].device_id)
     if as_json:
         print(json.dumps([json.loads(encode_message(m)) for m in messages], indent=2))
+        print(broker_line, file=sys.stderr)  # stdout stays pure JSON
     else:
-        print("\n".join(summarise(messages)))
+        print("\n".join([*summarise(messages), broker_line]))
     return 0
 
 

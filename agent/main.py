@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -106,6 +107,53 @@ def collect_once(settings: AgentSettings) -> list[Message]:
     identity = _identity(settings)
     context = ProbeContext(device_id=identity.device_id, site=_site(settings), settings=settings)
     return [probe.collect(context) for probe in default_probes()]
+
+
+def broker_status(settings: AgentSettings, device_id: str, timeout_s: float = 5.0) -> str:
+    """One line for ``agent once``: can this PC reach its broker and log in, right now?
+
+    Uses the login ``agent run`` would use (settings, else the stored enrolment) under a
+    client id of its own, so a running agent on this PC is not knocked off the broker.
+    """
+    from campuswatch.agent.enrolment import load_enrolment
+    from campuswatch.wire.mqtt import BrokerUrlError, MqttConnection, TlsOptions, parse_broker_url
+
+    mqtt = settings.mqtt
+    if not mqtt.username:
+        stored = load_enrolment(settings.resolved_state_dir())
+        if stored is not None and stored.device_id == device_id:
+            mqtt = msgspec.structs.replace(
+                mqtt,
+                broker=stored.broker_url,
+                username=stored.username,
+                password=stored.password,
+                ca_file=mqtt.ca_file or stored.ca_file,
+            )
+    try:
+        broker = parse_broker_url(mqtt.broker)
+    except BrokerUrlError as exc:
+        return f"broker: {exc}"
+    connection = MqttConnection(
+        f"cw-agent-{device_id}-check",
+        broker,
+        username=mqtt.username,
+        password=mqtt.password,
+        tls=TlsOptions(mqtt.ca_file, mqtt.cert_file, mqtt.key_file, mqtt.tls_insecure),
+        keepalive_s=mqtt.keepalive_s,
+        reconnect_min_s=timeout_s,
+        reconnect_max_s=timeout_s,
+    )
+    connection.start()
+    deadline = time.monotonic() + timeout_s
+    while (
+        not connection.connected and connection.last_error is None and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    connected, reason = connection.connected, connection.last_error
+    connection.stop()
+    if connected:
+        return f"broker: {broker} reachable, login accepted"
+    return f"broker: {broker} {reason or f'did not answer within {timeout_s:g} s'}"
 
 
 def _looks_like_server() -> bool:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +92,23 @@ def resolve_will(source: WillSource | None) -> LastWill | None:
     return source() if callable(source) else source
 
 
+def describe_connect_failure(error: BaseException | None) -> str:
+    """Why a connection attempt failed, in words an IT person acts on."""
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror):
+        return f"unknown host: {error.strerror or error}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate not accepted: {error.verify_message or error.reason}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failure: {error.reason or error}"
+    if isinstance(error, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(error, OSError):
+        return f"network error: {error.strerror or error}"
+    return "connection failed" if error is None else f"connection failed: {error}"
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
     topic: str
@@ -139,6 +158,10 @@ class MqttConnection:
         self._connected = threading.Event()
         self._stopping = False
         self.last_error: str | None = None
+        """Why the broker cannot be used right now (None while connected or not yet tried)."""
+        self.failed_attempts = 0
+        """Connection attempts that failed since this connection was made."""
+        self._said_state: str | None = None
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -170,6 +193,7 @@ class MqttConnection:
         client.max_inflight_messages_set(max_inflight)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
 
@@ -242,10 +266,11 @@ class MqttConnection:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
-            self.last_error = f"broker refused connection: {reason_code}"
-            log.warning("MQTT %s refused %s: %s", self.broker, self.client_id, reason_code)
+            self.failed_attempts += 1
+            self._say_state(f"refused the connection of {self.client_id} ({reason_code})")
             return
         self.last_error = None
+        self._said_state = None
         if callable(self._will_source):
             # The CONNECT just sent carried the current will; the next connection gets a new
             # one (paho reconnects by several paths, this is the one every success passes).
@@ -273,12 +298,33 @@ class MqttConnection:
         was_connected = self.connected
         self._connected.clear()
         reason = str(reason_code)
-        if not self._stopping:
+        if not self._stopping and was_connected:
+            # A refused or failed attempt also ends here; its own reason was said already.
             self.last_error = f"disconnected: {reason}"
-            if was_connected:
-                log.warning("MQTT connection to %s lost (%s); reconnecting", self.broker, reason)
+            self._said_state = self.last_error
+            log.warning("MQTT connection to %s lost (%s); reconnecting", self.broker, reason)
         if self._on_disconnect_cb is not None:
             self._on_disconnect_cb(reason)
+
+    def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho calls this from inside its ``except OSError`` around the connect, and passes
+        # no exception: the one being handled is the reason.
+        self.failed_attempts += 1
+        if not self._stopping:
+            self._say_state(f"unreachable ({describe_connect_failure(sys.exc_info()[1])})")
+
+    def _say_state(self, state: str) -> None:
+        """Log the broker's state once per change, not on every retry of the back-off."""
+        self.last_error = state
+        if state == self._said_state:
+            log.debug("MQTT %s still %s", self.broker, state)
+            return
+        self._said_state = state
+        log.warning(
+            "MQTT broker %s %s; retrying with back-off, messages wait meanwhile",
+            self.broker,
+            state,
+        )
 
     def _handle_message(
         self, client: paho.Client, userdata: Any, message: paho.MQTTMessage
