@@ -53,7 +53,7 @@ def _register(db: str | None, data_dir: Path | None) -> Iterator[Session]:
     from campuswatch.collector.settings import CollectorSettings
 
     try:
-        settings = CollectorSettings(**({"data_dir": data_dir} if data_dir else {}))
+        settings = CollectorSettings(data_dir=data_dir) if data_dir else CollectorSettings()
     except ValidationError as exc:
         raise _fail(f"invalid collector settings: {exc.errors()[0]['msg']}", 2) from None
     try:
