@@ -7,6 +7,9 @@ sharing one register.
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any, Final
 
@@ -19,10 +22,59 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger(__name__)
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 # Long enough to ride out a checkpoint or another collector's write, short enough that a
 # stuck writer shows up as an error instead of a hung ingest.
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+PRIVATE_FILE_MODE: Final = 0o600
+SQLITE_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
+
+
+def narrowed_mode(mode: int) -> int:
+    """The mode a file holding secrets keeps: owner read-write, at most group read.
+
+    0640 is kept (an admin gave a backup or monitoring group read access on purpose);
+    anything wider, such as the 0644 a default umask gives, becomes 0600.
+    """
+    return mode if mode & 0o137 == 0 else PRIVATE_FILE_MODE
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` (empty) as 0600 whatever the umask, or narrow an existing file of ours.
+
+    A file of another user is left alone: its owner's process narrows it (a read-only tool
+    run by an admin must not fail or warn over the collector's register).
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        status = path.stat()
+        mode = stat.S_IMODE(status.st_mode)
+        if narrowed_mode(mode) != mode and status.st_uid == os.geteuid():
+            path.chmod(narrowed_mode(mode))
+        return
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE_MODE)
+    finally:
+        os.close(descriptor)
+
+
+def make_sqlite_file_private(database: Path) -> None:
+    """The register (users' password hashes, token hashes) readable by its owner only.
+
+    Created here, before SQLite does it with 0644: SQLite gives the ``-wal``, ``-shm`` and
+    ``-journal`` files it creates later the database file's own mode, so this one file
+    decides them all; side files an older version left wider are narrowed too.
+    """
+    try:
+        create_private_file(database)
+        for suffix in SQLITE_SIDE_FILES:
+            side = Path(f"{database}{suffix}")
+            if side.exists():
+                create_private_file(side)
+    except OSError as exc:  # e.g. a register owned by another user: report, don't refuse
+        log.warning("cannot make %s owner-only: %s", database, exc)
 
 
 def default_url(data_dir: Path) -> str:
@@ -57,7 +109,9 @@ def make_engine(url: str, **engine_options: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(database).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make_sqlite_file_private(path)
         engine = create_engine(url, **engine_options)
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
