@@ -64,7 +64,10 @@ class CollectorService:
             rules_dir=settings.rules_dir,
             forwarding_config=settings.forwarding_config,
             collector_id=settings.collector_id,
-            policy=AlertPolicy(group_wait=timedelta(seconds=settings.alert_group_wait_s)),
+            policy=AlertPolicy(
+                group_wait=timedelta(seconds=settings.alert_group_wait_s),
+                update_interval=timedelta(seconds=settings.alert_update_interval_s),
+            ),
         )
         self.sinks: list[BatchSink] = [self.register_sink, self.alerting]
         self.enrolment = EnrolmentService(

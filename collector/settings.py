@@ -93,6 +93,9 @@ class CollectorSettings(BaseSettings):
     """How long a new alert group waits before notifying the SOC (Alertmanager's group_wait):
     long enough for a school's uplink alert to arrive and mute its 200 device alerts; 0
     notifies at once."""
+    alert_update_interval_s: float = Field(default=300.0, ge=1, le=86_400)
+    """At most one "updated" per open alert this often, carrying the count and last time of
+    its repeated triggers (like Alertmanager's group_interval)."""
     housekeeping_interval_s: float = Field(default=10.0, gt=0, le=300)
     """How often liveness timeouts, time-driven rules (absence, ratio, ``for``) and alert
     timers (group_wait, repeats, escalations) are evaluated."""

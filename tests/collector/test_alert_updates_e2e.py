@@ -3,6 +3,7 @@ SOC sees them: mosquitto_pub in, the shipped rules, CEF at an independent syslog
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from campuswatch.wire import AvMessage, AvProduct, encode_message
@@ -63,7 +64,7 @@ def test_repeats_reach_the_siem_as_rate_limited_updates_and_a_manual_resolve_reo
     assert int(last["end"]) > int(last["start"]) == int(opened.extension["start"])
     # Never more often than the update interval.
     sent_at = [int(event.extension["rt"]) for event in [opened, *updated()]]
-    gaps = [later - earlier for earlier, later in zip(sent_at, sent_at[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent_at)]
     assert all(gap >= UPDATE_INTERVAL_S * 1000 for gap in gaps), gaps
 
     # Resolved by hand while real-time protection is still off: the next report reopens it.
