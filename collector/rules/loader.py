@@ -369,7 +369,8 @@ def _check_rule(rule: Rule, check: FileCheck) -> None:
     kind_name = rule.condition.chosen() if rule.condition is not None else None
     placeholders = PLACEHOLDERS[kind_name[0]] if kind_name else None
     if placeholders is not None and rule.facts:
-        _guarded(check, lambda: _check_facts(rule, placeholders, check))
+        known = placeholders
+        _guarded(check, lambda: _check_facts(rule, known, check))
         placeholders = placeholders | set(rule.facts)
     _guarded(check, lambda: _check_metadata(rule, placeholders, check))
 
