@@ -116,7 +116,11 @@ class Alerting:
                             decoded.message.site, asset_changes, decoded.received_at
                         )
                     )
-            resolving = {signal.fingerprint for signal in signals if signal.status == "resolved"}
+            resolving = [
+                (signal.rule_id, signal.site_id, _entity_of(signal.labels))
+                for signal in signals
+                if signal.status == "resolved"
+            ]
             if resolving:
                 # Their repeats happened before they resolved: counted first, same transaction.
                 signals = self.engine.take_repeats(resolving) + signals

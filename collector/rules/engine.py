@@ -266,13 +266,13 @@ class _RuleRuntime(ABC):
         repeat.values = values or repeat.values
 
     def take_repeats(
-        self, out: list[AlertSignal], fingerprints: Collection[str] | None = None
+        self, out: list[AlertSignal], subjects: Collection[SubjectKey] | None = None
     ) -> None:
         """One firing signal per repeated subject (count, newest time and evidence)."""
-        for key in list(self.repeats):
-            if fingerprints is not None and fingerprint(self.rule.id, *key) not in fingerprints:
+        for key in list(self.repeats) if subjects is None else subjects:
+            repeat = self.repeats.pop(key, None)
+            if repeat is None:
                 continue
-            repeat = self.repeats.pop(key)
             folded = _Alert()
             folded.evidence, folded.values = repeat.evidence, repeat.values
             self._emit("firing", key, folded, repeat.at_s, out, occurrences=repeat.count)
@@ -1148,16 +1148,27 @@ class RuleEngine:
         for each in self._runtimes:
             each._prune_sets()  # restored alerts may have pushed older ones out of a bound
 
-    def take_repeats(self, fingerprints: Collection[str] | None = None) -> list[AlertSignal]:
+    def take_repeats(
+        self, subjects: Iterable[tuple[str, str, str | None]] | None = None
+    ) -> list[AlertSignal]:
         """Triggers of firing subjects since the last call, one signal per subject with
-        ``occurrences`` = their count (all of them, or only those of ``fingerprints``).
+        ``occurrences`` = their count: all of them, or those of ``subjects`` (rule id,
+        site, entity as labelled on the signal; None for a site-wide alert).
 
         The caller takes them at its own pace (the collector: every housekeeping tick, and
         for subjects that resolve, just before the resolution) so an alert that keeps
         firing costs no database work per message."""
         out: list[AlertSignal] = []
+        wanted: dict[str, set[SubjectKey]] | None = None
+        if subjects is not None:
+            wanted = {}
+            for rule_id, site_id, entity in subjects:
+                wanted.setdefault(rule_id, set()).add((site_id, entity))
         for runtime in self._runtimes:
-            runtime.take_repeats(out, fingerprints)
+            if wanted is None:
+                runtime.take_repeats(out)
+            elif runtime.rule.id in wanted:
+                runtime.take_repeats(out, wanted[runtime.rule.id])
         return out
 
     def forget(self, rule_id: str, site_id: str, entity: str | None) -> bool:

@@ -346,3 +346,43 @@ def test_a_pending_for_timer_survives_a_restart() -> None:
     online = msg(30, kind="state", site="s1", device_id="proj-1", status="online")
     back.restore([online], [], now=T0 + timedelta(minutes=2))
     assert tick(back, 20 * 60) == []
+
+
+def test_repeats_of_a_firing_subject_are_folded_until_taken() -> None:
+    """No signal per message: repeats are counted in memory and handed over in one piece."""
+    engine = engine_for(rule(AV_OFF))
+    reports = [av(i, "pc-1", False) for i in range(50)]
+    assert [s.status for r in reports for s in engine.process(r)] == ["firing"]
+    [folded] = engine.take_repeats()
+    assert (folded.status, folded.occurrences) == ("firing", 49)
+    assert folded.at == reports[-1].received_at
+    assert folded.evidence[0].message_id == reports[-1].message.id
+    assert engine.take_repeats() == []
+    # Taken for one subject only (the collector does so just before it resolves).
+    engine.process(av(60, "pc-1", False))
+    engine.process(av(61, "pc-2", False))
+    engine.process(av(62, "pc-2", False))
+    rule_id = folded.rule_id
+    assert engine.take_repeats([(rule_id, "s1", "pc-3")]) == []
+    [one] = engine.take_repeats([(rule_id, "s1", "pc-1")])
+    assert (one.device_id, one.occurrences) == ("pc-1", 1)
+    [other] = engine.take_repeats()
+    assert (other.device_id, other.occurrences) == ("pc-2", 1)
+
+
+def test_a_tick_rejudging_a_held_condition_is_not_a_repeat() -> None:
+    engine = engine_for(rule(THRESHOLD))
+    engine.process(msg(0, kind="net", site="s1", device_id="r1", loss_pct=50.0))
+    for at_s in (30, 60, 90):
+        tick(engine, at_s)
+    assert engine.take_repeats() == []
+
+
+def test_a_forgotten_subject_fires_again_on_its_next_trigger() -> None:
+    """A person resolved the alert while real-time protection stayed off."""
+    av_off = rule(AV_OFF)
+    engine = engine_for(av_off)
+    engine.process(av(0, "pc-1", False))
+    assert engine.forget(av_off.id, "s1", "pc-1") is True
+    assert engine.forget(av_off.id, "s1", "pc-1") is False
+    assert [s.status for s in engine.process(av(10, "pc-1", False))] == ["firing"]
