@@ -301,7 +301,12 @@ def test_files_that_do_not_round_trip_replace_nothing_and_reload_nothing(
     store.add_device("school-a", "pc-1")
     before = {name: (tmp_path / name).read_text() for name in ("passwd", "acl", "credentials.json")}
     reloads: list[int] = []
-    monkeypatch.setattr(BrokerCredentials, "reload", lambda self: reloads.append(1) or True)
+
+    def count_reload(self: BrokerCredentials) -> bool:
+        reloads.append(1)
+        return True
+
+    monkeypatch.setattr(BrokerCredentials, "reload", count_reload)
     # A rendering defect (the last line of defence is the parse-back, not the renderer).
     monkeypatch.setattr(
         credentials_module, "render_acl", lambda accounts: "user pc-1\ntopic read cw/v1/#\n"
