@@ -28,6 +28,19 @@ def run(
     share: Annotated[
         str | None, typer.Option(help="Shared-subscription group to split load.")
     ] = None,
+    rules_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Rule pack folder (default: the shipped rules/); env CW_COLLECTOR_RULES_DIR.",
+        ),
+    ] = None,
+    forwarding_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="SOC destinations, YAML or TOML (docs/forwarding.md); without it alerts stay "
+            "local. Env CW_COLLECTOR_FORWARDING_CONFIG.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
 ) -> None:
     """Run the collector until interrupted (Ctrl-C / SIGTERM)."""
@@ -48,6 +61,8 @@ def run(
             "tsdb": tsdb,
             "db": db,
             "share_group": share,
+            "rules_dir": rules_dir,
+            "forwarding_config": forwarding_config,
         }.items()
         if value is not None
     }

@@ -20,6 +20,7 @@ from campuswatch.collector.db.engine import make_engine, session_factory, upgrad
 from campuswatch.collector.db.housekeeping import prune_dead_letters, prune_processed
 from campuswatch.collector.db.models import ApiToken, Device
 from campuswatch.collector.enrolment.service import EnrolmentService
+from campuswatch.collector.forward.settings import ForwardingSettings, destination_address
 from campuswatch.collector.ingest import BatchSink, Ingestor
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.metrics import MetricSources, build_registry
@@ -38,6 +39,23 @@ from campuswatch.wire.mqtt import MqttConnection, ReceivedMessage, TlsOptions, p
 from campuswatch.wire.topics import build_topic, subscription
 
 log = logging.getLogger(__name__)
+
+
+def log_forwarding_destinations(forwarding: ForwardingSettings | None) -> None:
+    """One line per active SOC destination, or a warning that alerts stay local."""
+    active = [entry for entry in (forwarding.destinations if forwarding else []) if entry.enabled]
+    if not active:
+        log.warning("forwarding: no destinations configured; alerts stay local")
+        return
+    for entry in active:
+        log.info(
+            "forwarding: destination %s (%s) to %s",
+            entry.name,
+            entry.type,
+            destination_address(entry),
+        )
+
+
 REPORT_START_DELAY_S = 300.0
 """The first report pass waits out the collector's start (backlog, sim connecting)."""
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin (CW_ADMIN_TOKEN)"
@@ -62,12 +80,19 @@ class CollectorService:
         self.alerting = Alerting(
             self.sessions,
             rules_dir=settings.rules_dir,
-            forwarding_config=settings.forwarding_config,
+            forwarding_config=settings.forwarding or settings.forwarding_config,
             collector_id=settings.collector_id,
             policy=AlertPolicy(
                 group_wait=timedelta(seconds=settings.alert_group_wait_s),
                 update_interval=timedelta(seconds=settings.alert_update_interval_s),
             ),
+        )
+        # Read again only to say at start what is forwarded where (Alerting has already
+        # refused a bad file): a collector that forwards nothing must say so.
+        self.forwarding = (
+            ForwardingSettings.from_file(settings.forwarding_config)
+            if settings.forwarding_config is not None
+            else None
         )
         self.sinks: list[BatchSink] = [self.register_sink, self.alerting]
         self.enrolment = EnrolmentService(
@@ -167,6 +192,7 @@ class CollectorService:
             self.reports.start()
         self.alerting.restore_state()
         self.alerting.start()
+        log_forwarding_destinations(self.forwarding)
         self.ingestor.start()
         self._housekeeper.start()
         log.info(

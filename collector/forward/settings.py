@@ -206,6 +206,30 @@ class ForwardingSettings(_Options):
         return cls.model_validate(data)
 
 
+def destination_address(settings: TargetSettings) -> str:
+    """Where a destination delivers, for logs: never a password, token or query string."""
+    if isinstance(settings, SyslogTargetSettings):
+        from campuswatch.collector.forward.syslog import DEFAULT_PORTS
+
+        options = settings.options
+        port = options.port or DEFAULT_PORTS[options.transport]
+        return f"{options.transport}://{options.host}:{port}"
+    url = (
+        settings.options.url
+        if isinstance(settings, WebhookTargetSettings)
+        else settings.options.broker_url
+    )
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    try:
+        shown_port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        shown_port = ""
+    return f"{parts.scheme}://{host}{shown_port}{parts.path}"
+
+
 def build_destination(settings: TargetSettings) -> Destination:
     """The destination object for one configured entry (imports only what it needs)."""
     if isinstance(settings, SyslogTargetSettings):
