@@ -1,23 +1,53 @@
-"""The wheel must contain every package: the folder mapping makes that a hand-kept list."""
+"""The package layout: import names are paths on disk, and the agent installs alone."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_python_package_folder_is_listed_in_pyproject() -> None:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
-    mapping: dict[str, str] = config["setuptools"]["package-dir"]
-    listed = set(config["setuptools"]["packages"])
-    found = set()
-    for package, folder in mapping.items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            relative = init.parent.relative_to(ROOT / folder)
-            found.add(".".join([package, *relative.parts]))
-    assert found - listed == set(), "add these to [tool.setuptools] packages"
+PARTS = ("wire", "agent", "collector", "firmware_sim")
+
+
+def test_import_names_are_paths_on_disk() -> None:
+    """``campuswatch.collector.x`` is ``campuswatch/collector/x.py``: a committed symlink to
+    the top-level folder, so editors, mypy and import-graph tools need no mapping."""
+    for part in PARTS:
+        link = ROOT / "campuswatch" / part
+        assert link.is_symlink(), f"campuswatch/{part} must be a symlink to ../{part}"
+        assert link.resolve() == (ROOT / part).resolve()
+
+
+def test_setuptools_finds_every_package_folder() -> None:
+    from setuptools import find_packages
+
+    found = set(find_packages(str(ROOT), include=["campuswatch*"]))
+    expected = {"campuswatch"}
+    for part in PARTS:
+        for init in (ROOT / part).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / part)
+            expected.add(".".join(["campuswatch", part, *relative.parts]))
+    assert found == expected
+
+
+def test_a_clean_checkout_imports_without_an_install() -> None:
+    """As ``PYTHONPATH=. python -c 'import campuswatch.collector.service'`` from a clone:
+    ``-S`` keeps the editable install's finder out, only the libraries' folder is added."""
+    libraries = sysconfig.get_paths()["purelib"]
+    code = (
+        f"import sys; sys.path[:0] = ['.', {libraries!r}]; "
+        "import campuswatch.collector.service as m; print(m.__file__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(ROOT / "campuswatch" / "collector" / "service.py")
 
 
 def test_agent_install_does_not_need_collector_libraries() -> None:
