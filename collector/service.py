@@ -80,7 +80,7 @@ class CollectorService:
         self.alerting = Alerting(
             self.sessions,
             rules_dir=settings.rules_dir,
-            forwarding_config=settings.forwarding or settings.forwarding_config,
+            forwarding_config=settings.forwarding_config,
             collector_id=settings.collector_id,
             policy=AlertPolicy(
                 group_wait=timedelta(seconds=settings.alert_group_wait_s),
