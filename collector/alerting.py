@@ -62,7 +62,7 @@ class Alerting:
         sessions: sessionmaker[Session],
         *,
         rules_dir: Path | None,
-        forwarding_config: Path | None,
+        forwarding_config: Path | ForwardingSettings | None,
         collector_id: str,
         policy: AlertPolicy | None = None,
     ) -> None:
@@ -73,11 +73,9 @@ class Alerting:
             # A pack with errors refuses to start the collector (RulePackError lists them all).
             self.engine = RuleEngine(load_rule_pack(self.rules_dir))
             log.info("loaded %d rules from %s", len(self.engine.rule_ids), self.rules_dir)
-        targets = (
-            build_targets(ForwardingSettings.from_file(forwarding_config))
-            if forwarding_config is not None
-            else []
-        )
+        if isinstance(forwarding_config, Path):  # a separate file, else inline settings
+            forwarding_config = ForwardingSettings.from_file(forwarding_config)
+        targets = build_targets(forwarding_config) if forwarding_config is not None else []
         self.forwarder = Forwarder(sessions, targets)
         self.manager = AlertManager(
             sessions, settings=policy, collector_id=collector_id, on_notifications=self._enqueue

@@ -12,6 +12,29 @@ import typer
 
 app = typer.Typer(help="The collector: ingest, storage, rules, alerts, API.", no_args_is_help=True)
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="The collector's TOML config file (sample: collector/collector.sample.toml); "
+        "environment variables and flags override it.",
+    ),
+]
+
+
+def _settings_or_exit(
+    config: Path | None, overrides: dict[str, object], exit_code: int = 2
+) -> object:
+    """Settings from flags > environment > ``config`` > defaults, or every problem (one line
+    each, naming the file and key) and exit with ``exit_code``."""
+    from campuswatch.collector.config_file import ConfigFileError, load_collector_settings
+
+    try:
+        return load_collector_settings(config, overrides)
+    except ConfigFileError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(exit_code) from None
+
 
 @app.command("run")
 def run(
@@ -42,12 +65,9 @@ def run(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+    config: ConfigOption = None,
 ) -> None:
     """Run the collector until interrupted (Ctrl-C / SIGTERM)."""
-    from pydantic import ValidationError
-
-    from campuswatch.collector.settings import CollectorSettings
-
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -66,12 +86,7 @@ def run(
         }.items()
         if value is not None
     }
-    try:
-        settings = CollectorSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        typer.echo(f"error: invalid settings:\n{exc}", err=True)
-        raise typer.Exit(2) from None
-    serve(settings)
+    serve(_settings_or_exit(config, overrides))
 
 
 def serve(settings: object) -> None:
@@ -132,3 +147,28 @@ def serve(settings: object) -> None:
     server.should_exit = True
     http.join(10)
     service.stop()
+
+
+@app.command("check")
+def check(
+    config: ConfigOption = None,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for each connection.", min=0.1)
+    ] = 5.0,
+) -> None:
+    """Validate the settings and try every connection: broker, database, time-series store and
+    each forwarding destination. One line per problem; exit 0 when all is well, 1 otherwise."""
+    from campuswatch.collector.checks import run_checks
+
+    settings = _settings_or_exit(config, {}, exit_code=1)
+    problems = 0
+    for result in run_checks(settings, timeout_s=timeout_s):  # type: ignore[arg-type]
+        if result.ok:
+            typer.echo(f"ok: {result.name}: {result.detail}")
+        else:
+            problems += 1
+            typer.echo(f"problem: {result.name}: {result.detail}", err=True)
+    if problems:
+        typer.echo(f"{problems} problem(s) found", err=True)
+        raise typer.Exit(1)
+    typer.echo("all checks passed")

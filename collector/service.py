@@ -80,7 +80,7 @@ class CollectorService:
         self.alerting = Alerting(
             self.sessions,
             rules_dir=settings.rules_dir,
-            forwarding_config=settings.forwarding_config,
+            forwarding_config=settings.forwarding or settings.forwarding_config,
             collector_id=settings.collector_id,
             policy=AlertPolicy(
                 group_wait=timedelta(seconds=settings.alert_group_wait_s),
@@ -89,11 +89,7 @@ class CollectorService:
         )
         # Read again only to say at start what is forwarded where (Alerting has already
         # refused a bad file): a collector that forwards nothing must say so.
-        self.forwarding = (
-            ForwardingSettings.from_file(settings.forwarding_config)
-            if settings.forwarding_config is not None
-            else None
-        )
+        self.forwarding = settings.forwarding_settings()
         self.sinks: list[BatchSink] = [self.register_sink, self.alerting]
         self.enrolment = EnrolmentService(
             self.sessions,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from campuswatch.collector.forward.settings import ForwardingSettings
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "admin", "password", "token", "xxx"}
 
@@ -57,6 +59,10 @@ class CollectorSettings(BaseSettings):
     """The broker address handed to enrolled agents (e.g. ``mqtts://broker.school.vn:8883``);
     the collector's own ``broker`` is often a loopback listener agents cannot reach."""
     forwarding_config: Path | None = None
+    """A separate YAML/TOML file of SOC destinations (docs/forwarding.md)."""
+    forwarding: ForwardingSettings | None = None
+    """The same destinations inline: ``[[forwarding.destinations]]`` in the collector's config
+    file (collector/config_file.py). One source or the other, never both."""
     admin_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("CW_ADMIN_TOKEN", "admin_token")
     )
@@ -113,6 +119,24 @@ class CollectorSettings(BaseSettings):
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_forwarding_source(self) -> CollectorSettings:
+        if self.forwarding is not None and self.forwarding_config is not None:
+            raise ValueError(
+                "forwarding destinations come from [forwarding] in the config file or from "
+                "forwarding_config, not both: remove one"
+            )
+        return self
+
+    def forwarding_settings(self) -> ForwardingSettings | None:
+        """The SOC destinations, inline or read from ``forwarding_config`` (which raises
+        OSError or ValueError for a file it cannot read or validate)."""
+        if self.forwarding is not None:
+            return self.forwarding
+        if self.forwarding_config is not None:
+            return ForwardingSettings.from_file(self.forwarding_config)
+        return None
 
     def register_url(self) -> str:
         from campuswatch.collector.db.engine import default_url
