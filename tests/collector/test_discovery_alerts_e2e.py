@@ -24,7 +24,7 @@ def sweep(mosquitto: MosquittoBroker) -> None:
         site=SITE,
         subnet="10.1.0.0/24",
         hosts=[
-            DiscoveredHost(ip="10.1.0.60", mac=PHONE, vendor="Apple"),
+            DiscoveredHost(ip="10.1.0.60", mac=PHONE, vendor="Apple", hostname="iPhone-co-Lan"),
             DiscoveredHost(ip="10.1.0.61", mac=CAMERA, vendor="Hikvision"),
         ],
     )
@@ -49,6 +49,12 @@ def test_registering_or_ignoring_a_discovered_host_resolves_its_alert(
 ) -> None:
     sweep(mosquitto)
     wait_until(lambda: len(unknown_device_alerts(collector, "open")) == 2)
+    # What the sweep saw reaches the alert through the register's verdict (issue 14).
+    summaries = sorted(alert["summary"] for alert in unknown_device_alerts(collector, "open"))
+    assert summaries == [
+        f"Unknown device {PHONE} (Apple) named iPhone-co-Lan at 10.1.0.60 on the {SITE} network",
+        f"Unknown device {CAMERA} (Hikvision) at 10.1.0.61 on the {SITE} network",
+    ]
 
     phone, camera = asset_with_mac(collector, PHONE), asset_with_mac(collector, CAMERA)
     for asset, change in ((phone, {"ignored": True}), (camera, {"registered": True})):
