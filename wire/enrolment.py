@@ -41,7 +41,9 @@ RefusalReason = Literal[
 REFUSAL_REASONS: Final = get_args(RefusalReason)
 
 
-class EnrolRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class EnrolRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    # omit_defaults: a field left unset is not sent, so a collector that predates it (and
+    # refuses unknown fields) still accepts a first enrolment from a newer agent.
     token: Annotated[str, Meta(min_length=8, max_length=256, pattern=NO_CONTROL_CHARACTERS)]
     device_id: Identifier
     product_uuid_sha256: Sha256Hex | None = None

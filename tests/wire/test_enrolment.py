@@ -98,3 +98,11 @@ def test_decode_matches_every_field_whole(changes: dict[str, object]) -> None:
 def test_request_schema_patterns_are_ecma() -> None:
     patterns = re.findall(r"'pattern': '([^']*)'", str(request_schema()))
     assert patterns and all("\\Z" not in pattern for pattern in patterns)
+
+
+def test_unset_fields_are_not_sent() -> None:
+    # A collector that predates a field refuses it as unknown, even as null.
+    body = msgspec.json.decode(
+        msgspec.json.encode(EnrolRequest(token="cwe_" + "x" * 40, device_id="pc-1"))
+    )
+    assert body == {"token": "cwe_" + "x" * 40, "device_id": "pc-1"}
