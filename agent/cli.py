@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run the agent: collect probes on schedule and publish them",
         description="Run the agent until stopped (SIGTERM/Ctrl-C). Messages wait on disk "
-        "while the broker is unreachable and are sent when it returns.",
+        "while the broker is unreachable and are sent when it returns. One agent per state "
+        "dir. Exit status: 0 stopped, 2 bad settings or unusable state dir, 3 enrolment "
+        "refused, 5 another agent is already running with this state dir.",
     )
     run.add_argument("--broker", help="mqtt://host:port or mqtts://host:port")
     common(run)
@@ -108,8 +110,33 @@ def _setup_logging(level: str) -> None:
     )
 
 
+EXIT_ALREADY_RUNNING = 5
+
+
 def _run(settings: AgentSettings) -> int:
     _setup_logging(settings.log_level)
+    from campuswatch.agent.instance_lock import AlreadyRunning, InstanceLock
+
+    problem = state_dir_problem(settings.resolved_state_dir())
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    lock = InstanceLock(settings.resolved_state_dir())
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"error: {exc}; stop it first or give this one its own --state-dir", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    except OSError as exc:
+        print(f"error: cannot lock {lock.path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run_locked(settings)
+    finally:
+        lock.release()
+
+
+def _run_locked(settings: AgentSettings) -> int:
     from campuswatch.agent.enrolment import EnrolmentError
     from campuswatch.agent.main import build_runner
     from campuswatch.wire.mqtt import BrokerUrlError

@@ -191,3 +191,53 @@ def test_unreachable_broker_keeps_the_agent_running_and_queueing(
         _, stderr = agent.communicate(timeout=30)
     assert agent.returncode == 0
     assert "Traceback" not in stderr
+
+
+def test_a_second_agent_on_one_state_dir_exits_with_a_clear_message(
+    tmp_path: Path, local_site: str
+) -> None:
+    """Two agents with one device id would knock each other off the broker every second."""
+    config = write_config(tmp_path, local_site, broker="mqtt://127.0.0.1:9")
+    first = subprocess.Popen(
+        [*CAMPUSWATCH, "agent", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The queue is opened after the lock is taken: once it exists, the first one holds it.
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "state" / "outbox.sqlite").exists():
+            assert first.poll() is None, first.communicate()[1]
+            assert time.monotonic() < deadline, "the first agent did not start"
+            time.sleep(0.1)
+        second = subprocess.run(
+            [*CAMPUSWATCH, "agent", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 5
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1, second.stderr
+        assert "already running" in lines[0]
+        assert f"pid {first.pid}" in lines[0]
+        assert str(tmp_path / "state") in lines[0]
+        assert first.poll() is None, "the first agent keeps running"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+    # Once the first has stopped, the state dir is free again.
+    third = subprocess.Popen(
+        [*CAMPUSWATCH, "agent", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "starting" not in (third.stderr.readline() if third.stderr else ""):
+            assert third.poll() is None and time.monotonic() < deadline
+    finally:
+        third.send_signal(signal.SIGTERM)
+        third.communicate(timeout=30)
+    assert third.returncode == 0
