@@ -14,6 +14,10 @@ DbOption = Annotated[
 DataDirOption = Annotated[Path, typer.Option(help="The collector's data dir.")]
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _db_url(db: str | None, data_dir: Path) -> str:
     from campuswatch.collector.db.engine import default_url
 
@@ -50,7 +54,10 @@ def backup(
             _db_url(db, data_dir), destination, rules_dir=rules_dir, config_files=config or []
         )
     except BackupError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:  # destination not writable, disk full
+        typer.echo(f"error: backup failed: {_one_line(exc)}", err=True)
         raise typer.Exit(1) from None
     rows = sum(result.tables.values())
     typer.echo(
@@ -68,12 +75,17 @@ def restore(
     rules_dir: Annotated[Path | None, typer.Option(help="Where to put the saved rules.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a database that holds data.")] = False,
 ) -> None:
-    """Restore a backup into an empty instance and verify every table's row count."""
+    """Restore a backup: checked in a temporary copy (integrity, every table's row count)
+    before it replaces the register; a failed restore changes nothing. Stop the collector
+    first."""
     from campuswatch.collector.backup import BackupError, restore_backup
 
     try:
         counts = restore_backup(source, _db_url(db, data_dir), rules_dir=rules_dir, force=force)
     except BackupError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # an operator at a failed restore needs the cause, not a trace
+        typer.echo(f"error: restore failed ({type(exc).__name__}: {_one_line(exc)})", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"restored {sum(counts.values())} rows in {len(counts)} tables; counts verified")
