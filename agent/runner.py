@@ -95,6 +95,18 @@ class AgentRunner:
         self.device_type = device_type
         self.stats = RunnerStats()
         self.queue = StoreAndForwardQueue(state_dir / QUEUE_FILE, settings.queue.max_bytes)
+        # What the queue holds for another device or site (a cloned disk's golden image, a
+        # re-identification, an enrolment into another site) must never go out as that one.
+        own_prefix = build_topic(site, self.device_id, "state").rsplit("/", 1)[0] + "/"
+        foreign = self.queue.drop_not_under(own_prefix)
+        if foreign:
+            log.warning(
+                "dropped %d queued message(s) addressed to another device or site "
+                "(identity %s, previously %s); counted in queue_dropped_total",
+                foreign,
+                identity.info.origin,
+                identity.info.previous_device_id or "unknown",
+            )
         self.context = ProbeContext(
             device_id=self.device_id,
             site=site,

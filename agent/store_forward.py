@@ -71,11 +71,7 @@ class StoreAndForwardQueue:
                     dropped += 1
                 if dropped:
                     self._dropped += dropped
-                    self._db.execute(
-                        "INSERT INTO counters(name, value) VALUES('dropped', ?) "
-                        "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                        (self._dropped,),
-                    )
+                    self._save_dropped(self._dropped)
                 cursor = self._db.execute(
                     "INSERT INTO queue(topic, payload, retain, size, created) VALUES(?,?,?,?,?)",
                     (topic, payload, int(retain), size, time.time()),
@@ -97,6 +93,43 @@ class StoreAndForwardQueue:
                 (after_seq, limit),
             ).fetchall()
         return [QueuedMessage(int(r[0]), r[1], bytes(r[2]), bool(r[3])) for r in rows]
+
+    def drop_not_under(self, topic_prefix: str) -> int:
+        """Drop (and count) every message whose topic does not start with ``topic_prefix``.
+
+        A cloned disk carries the golden image's queue; after taking its own id the agent
+        must never send those messages under the other device's topics.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue "
+                    "WHERE substr(topic, 1, ?) != ?",
+                    (len(topic_prefix), topic_prefix),
+                ).fetchone()
+                dropped, size = int(row[0]), int(row[1])
+                if dropped:
+                    self._db.execute(
+                        "DELETE FROM queue WHERE substr(topic, 1, ?) != ?",
+                        (len(topic_prefix), topic_prefix),
+                    )
+                    self._save_dropped(self._dropped + dropped)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._dropped += dropped
+            self._bytes -= size
+            self._depth -= dropped
+            return dropped
+
+    def _save_dropped(self, total: int) -> None:
+        self._db.execute(
+            "INSERT INTO counters(name, value) VALUES('dropped', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (total,),
+        )
 
     def contains(self, seq: int) -> bool:
         with self._lock:

@@ -14,8 +14,9 @@ import pytest
 
 from campuswatch.agent.identity import HardwareFacts, resolve_identity
 from campuswatch.agent.probes import ProbeContext
-from campuswatch.agent.runner import AgentRunner
+from campuswatch.agent.runner import QUEUE_FILE, AgentRunner
 from campuswatch.agent.settings import load_settings
+from campuswatch.agent.store_forward import StoreAndForwardQueue
 from campuswatch.wire import CommandMessage, HealthMessage, decode_message, encode_message
 from campuswatch.wire.messages import HelloMessage, StateMessage
 from campuswatch.wire.mqtt import MqttConnection
@@ -24,6 +25,7 @@ from tests.support.mosquitto import MosquittoBroker, subscribe
 from tests.support.ports import free_port
 
 SITE = "school-a"
+TEST_FACTS = HardwareFacts("uuid-test", "m" * 32, ("02:00:00:00:00:01",))
 
 
 class CountingProbe:
@@ -46,7 +48,12 @@ class CountingProbe:
         return message
 
 
-def make_runner(broker: MosquittoBroker, tmp_path: Path, probe: CountingProbe) -> AgentRunner:
+def make_runner(
+    broker: MosquittoBroker,
+    tmp_path: Path,
+    probe: CountingProbe,
+    facts: HardwareFacts = TEST_FACTS,
+) -> AgentRunner:
     settings = load_settings(
         overrides={
             "site": SITE,
@@ -57,9 +64,7 @@ def make_runner(broker: MosquittoBroker, tmp_path: Path, probe: CountingProbe) -
         },
         environ={},
     )
-    identity = resolve_identity(
-        tmp_path / "state", HardwareFacts("uuid-test", "m" * 32, ("02:00:00:00:00:01",))
-    )
+    identity = resolve_identity(tmp_path / "state", facts)
     return AgentRunner(settings, identity, SITE, [probe], state_dir=tmp_path / "state")
 
 
@@ -121,6 +126,38 @@ def test_run_probes_command_triggers_a_collection(
         assert runner.stats.commands_total == 1
     finally:
         runner.stop()
+
+
+def test_a_clone_never_sends_the_golden_image_s_queue_as_the_original(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Issue 18 item 4: a PC cloned with the state dir copied found the golden image's
+    queued messages and sent them under the original device's topics."""
+    state = tmp_path / "state"
+    golden = resolve_identity(state, HardwareFacts("uuid-golden", "g" * 32, ("02:00:00:00:00:0a",)))
+    outbox = StoreAndForwardQueue(state / QUEUE_FILE, 1_000_000)
+    for uptime in range(3):
+        message = HealthMessage(device_id=golden.device_id, site=SITE, uptime_s=float(uptime))
+        outbox.put(build_topic(SITE, golden.device_id, "health"), encode_message(message))
+    outbox.close()
+
+    connection, capture = subscribe(mosquitto, f"cw/v1/{SITE}/+/+")
+    probe = CountingProbe()
+    clone_facts = HardwareFacts("uuid-clone", "g" * 32, ("02:00:00:00:00:0b",))
+    runner = make_runner(mosquitto, tmp_path, probe, clone_facts)
+    assert runner.identity.info.origin == "reidentified"
+    assert runner.device_id != golden.device_id
+    runner.start()
+    try:
+        # The queue is oldest-first: once the clone's own messages arrive, the golden
+        # image's would have gone before them.
+        capture.wait_for(lambda ms: any(m.topic.endswith(f"{runner.device_id}/health") for m in ms))
+    finally:
+        runner.stop()
+        connection.stop()
+    as_golden = [m.topic for m in capture.messages if f"/{golden.device_id}/" in m.topic]
+    assert as_golden == []
+    assert runner.queue.dropped_total == 3, "the dropped messages are counted"
 
 
 @pytest.mark.slow

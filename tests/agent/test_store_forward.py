@@ -39,3 +39,18 @@ def test_full_queue_drops_the_oldest_and_counts_them_persistently(tmp_path: Path
     assert queue.peek(0, 1)[0].payload.startswith(b"020")
     queue.close()
     assert StoreAndForwardQueue(path, max_bytes=1000).dropped_total == 20
+
+
+def test_messages_for_another_device_are_dropped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite"
+    queue = StoreAndForwardQueue(path, max_bytes=1_000_000)
+    queue.put("cw/v1/s/pc-golden/health", b"old")
+    queue.put("cw/v1/s/pc-golden2/health", b"prefix look-alike")
+    queue.put("cw/v1/s/pc-golden/av", b"old av")
+    queue.put("cw/v1/s/pc-clone/health", b"mine")
+    assert queue.drop_not_under("cw/v1/s/pc-clone/") == 3
+    assert [m.payload for m in queue.peek(0, 10)] == [b"mine"]
+    assert (queue.depth, queue.dropped_total) == (1, 3)
+    assert queue.size_bytes == len("cw/v1/s/pc-clone/health") + len(b"mine")
+    queue.close()
+    assert StoreAndForwardQueue(path, max_bytes=1_000_000).dropped_total == 3
