@@ -306,6 +306,16 @@ def _products(latest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [product for product in latest.get("products") or [] if isinstance(product, Mapping)]
 
 
+def has_fresh_active_product(
+    latest_av: Mapping[str, Any], max_age_hours: float = MAX_SIGNATURE_AGE_HOURS
+) -> bool:
+    """Does an active product of this AV report have signatures up to date?"""
+    return any(
+        _is_active(product) and signatures_up_to_date(product, max_age_hours)
+        for product in _products(latest_av)
+    )
+
+
 def av_category(
     latest: Mapping[str, Any] | None,
     at: datetime,
@@ -324,20 +334,13 @@ def av_category(
     if reported is None or at - reported > AV_REPORT_MAX_AGE:
         return "no_report"
     status = latest.get("status")
-    if status == "protected" and not any(
-        _is_active(product) and signatures_up_to_date(product, max_signature_age_hours)
-        for product in _products(latest)
-    ):
+    if status == "protected" and not has_fresh_active_product(latest, max_signature_age_hours):
         return "at_risk"
     return status if status in ("protected", "at_risk", "no_av", "error") else "no_report"
 
 
 def _signatures_stale(latest: Mapping[str, Any], max_age_hours: float) -> bool:
-    products = _products(latest)
-    return bool(products) and not any(
-        _is_active(product) and signatures_up_to_date(product, max_age_hours)
-        for product in products
-    )
+    return bool(_products(latest)) and not has_fresh_active_product(latest, max_age_hours)
 
 
 def _reachable_sites(devices: list[tuple[str, dict[str, Any]]], at: datetime) -> set[str]:

@@ -27,6 +27,7 @@ from campuswatch.collector.api.deps import Principal
 from campuswatch.collector.db.models import Asset, Device, Site
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.register.device_state import latest_of_kind
+from campuswatch.collector.reports.kpis import has_fresh_active_product, signatures_up_to_date
 from campuswatch.collector.signals import LEVELS
 
 COMPUTER_TYPES: Final = ("pc", "server")
@@ -150,8 +151,10 @@ def av_parts(latest_av: Mapping[str, Any] | None) -> tuple[bool, bool, bool, boo
     status = latest_av.get("status")
     installed = bool(products) and status != "no_av"
     realtime = any(p.get("realtime_protection") is True for p in products)
-    fresh = any(p.get("signatures_up_to_date") is True for p in products)
-    return status == "protected", installed, realtime, fresh
+    # The same rule as the coverage KPI: the product's flag and an age within the limit.
+    fresh = any(signatures_up_to_date(p) for p in products)
+    protected = status == "protected" and has_fresh_active_product(latest_av)
+    return protected, installed, realtime, fresh
 
 
 def build_overview(

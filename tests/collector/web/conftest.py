@@ -38,7 +38,8 @@ def protected_av() -> dict[str, object]:
         "status": "protected",
         "products": [
             {"name": "Defender", "source": "defender", "enabled": True,
-             "realtime_protection": True, "signatures_up_to_date": True}
+             "realtime_protection": True, "signatures_up_to_date": True,
+             "signature_age_hours": 5.0}
         ],
     }  # fmt: skip
 
@@ -48,7 +49,8 @@ def at_risk_av() -> dict[str, object]:
         "status": "at_risk",
         "products": [
             {"name": "ClamAV", "source": "clamav", "enabled": True,
-             "realtime_protection": False, "signatures_up_to_date": True}
+             "realtime_protection": False, "signatures_up_to_date": True,
+             "signature_age_hours": 5.0}
         ],
     }  # fmt: skip
 

@@ -77,7 +77,8 @@ def pc_messages(
     )  # fmt: skip
     av = AvMessage(device_id=device, site=site, status=status, products=[  # type: ignore[arg-type]
         AvProduct(name="Microsoft Defender Antivirus", source="defender", enabled=True,
-                  realtime_protection=realtime, signatures_up_to_date=fresh)])  # fmt: skip
+                  realtime_protection=realtime, signatures_up_to_date=fresh,
+                  signature_age_hours=5.0 if fresh else 400 * 24.0)])  # fmt: skip
     health = HealthMessage(device_id=device, site=site, cpu_pct=12.5, memory_pct=41.0)
     state = StateMessage(device_id=device, site=site, status="online", reason="connected")
     return [

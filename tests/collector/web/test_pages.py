@@ -12,9 +12,10 @@ from campuswatch.collector.alerts.queries import get_alert
 from campuswatch.collector.db.models import ApiToken, Asset
 from campuswatch.collector.web import i18n
 from campuswatch.collector.web.auth import SESSION_COOKIE, safe_next
+from campuswatch.collector.web.overview import av_parts
 from campuswatch.collector.web.sparkline import sparkline
 from tests.collector.web.catalogue import extracted_msgids, untranslated_left, visible_text
-from tests.collector.web.conftest import DISPLAY_TOKEN, TESTSERVER, WebApp
+from tests.collector.web.conftest import DISPLAY_TOKEN, TESTSERVER, WebApp, protected_av
 
 ORIGIN = {"Origin": TESTSERVER}
 
@@ -339,3 +340,22 @@ def test_sparkline_scales_into_its_box() -> None:
     assert (line.minimum, line.maximum, line.last) == (10.0, 20.0, 15.0)
     with pytest.raises(ValueError):
         sparkline([])
+
+
+@pytest.mark.parametrize(
+    ("age_hours", "expected"),
+    [
+        (5.0, (True, True, True, True)),
+        (400 * 24.0, (False, True, True, False)),  # Defender's own flag said "up to date"
+        (None, (False, True, True, False)),  # no signatures at all
+    ],
+)
+def test_overview_applies_the_signature_age_limit(
+    age_hours: float | None, expected: tuple[bool, bool, bool, bool]
+) -> None:
+    """The overview and the coverage KPI agree on what "up to date" means (issue 14)."""
+    report = protected_av()
+    products = report["products"]
+    assert isinstance(products, list)
+    products[0]["signature_age_hours"] = age_hours
+    assert av_parts(report) == expected
