@@ -70,11 +70,11 @@ _VERSION_LINE = re.compile(
 _LOG_LINE = re.compile(
     r"^(?P<stamp>[A-Z][a-z]{2}\s+[A-Z][a-z]{2}\s+\d{1,2}\s+[\d:]{8}\s+\d{4})\s+->\s+(?P<message>.*)$"
 )
-# "daily.cld updated (version: …)", "main.cvd database is up-to-date (…)" and 0.103's
-# "Database updated (N signatures) from …" are successful runs; errors, warnings, "available
-# for update" and cool-down notices are not.
+# "daily.cld updated (version: …)", "main.cvd database is up-to-date (…)", 0.101 and older's
+# "main.cvd is up to date (…)" and 0.103's "Database updated (N signatures) from …" are
+# successful runs; errors, warnings, "available for update" and cool-down notices are not.
 _FRESHCLAM_SUCCESS = re.compile(
-    r"^(?:\S+\.c[lvu]d (?:updated|database is up[- ]to[- ]date)\b|Database updated\b)"
+    r"^(?:\S+\.c[lvu]d (?:updated|(?:database )?is up[- ]to[- ]date)\b|Database updated\b)"
 )
 _THREAT_LINE = re.compile(r": \S.* FOUND\s*$")
 

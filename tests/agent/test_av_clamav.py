@@ -332,3 +332,19 @@ def test_version_line_in_machine_local_time_when_no_zone_given() -> None:
     version = parse_clamav_version("ClamAV 1.0.7/27460/Sun Nov 10 09:31:11 2024")
     naive = datetime(2024, 11, 10, 9, 31, 11)
     assert version.database_time == naive.astimezone().astimezone(UTC)
+
+
+def test_freshclam_before_0_102_is_up_to_date_counts_as_a_successful_run() -> None:
+    """Issue 18 item 5: freshclam 0.101 and older logged "main.cvd is up to date (…)" (no
+    "database", no hyphens); a lab PC on an old distribution still runs one."""
+    log = (
+        "Mon Mar  4 07:00:01 2019 -> ClamAV update process started at Mon Mar  4 07:00:01 2019\n"
+        "Mon Mar  4 07:00:02 2019 -> main.cvd is up to date "
+        "(version: 58, sigs: 4566249, f-level: 60, builder: sigmgr)\n"
+        "Mon Mar  4 07:00:03 2019 -> daily.cld is up to date "
+        "(version: 25376, sigs: 1539931, f-level: 63, builder: raynman)\n"
+        "Mon Mar  4 09:00:01 2019 -> WARNING: bytecode.cvd is up to date, but mirrors "
+        "disagree\n"
+    )
+    last = last_update_from_freshclam_log(log, local_timezone=UTC)
+    assert last == datetime(2019, 3, 4, 7, 0, 3, tzinfo=UTC)
