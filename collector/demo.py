@@ -1,15 +1,15 @@
 """``campuswatch demo``: broker, collector, a simulated district and the web UI, in one command.
 
 Everything runs on this machine with embedded defaults (SQLite register and time series in
-``./demo-data``). The broker is Mosquitto when it is installed (``./setup.sh demo`` installs
-it), otherwise the embedded demo-only broker (``collector/broker/embedded.py``); either is
-started privately on a free loopback port so a system broker on 1883 is left alone.
-``--broker-impl`` forces one. Ctrl-C stops every process (simulator, web server, collector,
+``./demo-data``). The broker is Mosquitto (``./setup.sh demo`` installs it), started
+privately on a free loopback port so a system broker on 1883 is left alone; without it the
+demo says so in one line. Ctrl-C stops every process (simulator, web server, collector,
 then the broker); a second run resumes the same data unless ``--fresh`` is given.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import secrets
 import shutil
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from enum import StrEnum
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -29,13 +29,8 @@ from campuswatch.localports import free_port, wait_for_port
 
 DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "firmware_sim" / "scenarios" / "demo.yaml"
 DISTRICT = "sim-d1"
-EMBEDDED_BROKER_MODULE = "campuswatch.collector.broker.embedded"
-
-
-class BrokerImpl(StrEnum):
-    auto = "auto"
-    mosquitto = "mosquitto"
-    embedded = "embedded"
+MOSQUITTO_MISSING = "Mosquitto is not installed: run ./setup.sh demo, or apt-get install mosquitto"
+_PR_SET_PDEATHSIG = 1
 
 
 def find_mosquitto() -> str | None:
@@ -44,49 +39,54 @@ def find_mosquitto() -> str | None:
     )
 
 
-def choose_broker(impl: BrokerImpl) -> str | None:
-    """The Mosquitto binary to run, or None for the embedded broker."""
-    if impl is BrokerImpl.embedded:
-        return None
+def choose_broker() -> str:
+    """The Mosquitto binary to run; one line and exit 2 when there is none."""
     mosquitto = find_mosquitto()
-    if mosquitto is None and impl is BrokerImpl.mosquitto:
-        typer.echo(
-            "error: Mosquitto is not installed; run ./setup.sh demo, or use --broker-impl embedded",
-            err=True,
-        )
+    if mosquitto is None:
+        typer.echo(f"error: {MOSQUITTO_MISSING}", err=True)
         raise typer.Exit(2)
     return mosquitto
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A function for the broker's child process that asks Linux to send it SIGTERM when the
+    demo dies, even by SIGKILL, so no private broker is left behind. Resolved here, in the
+    parent: the child between fork and exec must only call it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_broker(
-    mosquitto: str | None, data_dir: Path, port: int, log_file: IO[bytes]
+    mosquitto: str, data_dir: Path, port: int, log_file: IO[bytes]
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the demo's private broker on ``127.0.0.1:port``; return it and what it is.
+    """Start the demo's private Mosquitto on ``127.0.0.1:port``; return it and what it is.
 
     Its own process group: Ctrl-C in the terminal reaches the demo, which stops the broker
     last, after the collector has disconnected, rather than all at once.
     """
-    if mosquitto is not None:
-        (data_dir / "mosquitto.conf").write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n",
-            encoding="utf-8",
-        )
-        command = [mosquitto, "-c", str(data_dir / "mosquitto.conf")]
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=log_file, start_new_session=True
-        )
-        return process, f"Mosquitto, {mosquitto}"
-    # A child process, not a thread here: it does not compete with ingest and the web server
-    # for this interpreter's GIL, and it is supervised like Mosquitto. It exits by itself when
-    # our end of its stdin closes, so even a demo killed with SIGKILL leaves no broker behind.
-    command = [
-        sys.executable, "-m", EMBEDDED_BROKER_MODULE, "--host", "127.0.0.1",
-        "--port", str(port), "--stop-on-stdin-eof",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=log_file, stderr=log_file, start_new_session=True
+    # `user` = whoever runs the demo: Mosquitto started as root would otherwise switch to
+    # its own user, and Linux forgets the parent-death signal on such a switch.
+    (data_dir / "mosquitto.conf").write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"user {getpass.getuser()}\n",
+        encoding="utf-8",
     )
-    return process, "embedded Python broker, demo only: install Mosquitto for real use"
+    command = [mosquitto, "-c", str(data_dir / "mosquitto.conf")]
+    process = subprocess.Popen(
+        command,
+        stdout=log_file,
+        stderr=log_file,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(),  # the demo has started no thread yet
+    )
+    return process, f"Mosquitto, {mosquitto}"
 
 
 def demo(
@@ -105,13 +105,6 @@ def demo(
     duration: Annotated[
         float, typer.Option(help="Stop after this many seconds (0 = until Ctrl-C).")
     ] = 0.0,
-    broker_impl: Annotated[
-        BrokerImpl,
-        typer.Option(
-            "--broker-impl",
-            help="auto: Mosquitto when installed, else the embedded demo-only Python broker.",
-        ),
-    ] = BrokerImpl.auto,
 ) -> None:
     """Run the whole product on this machine and print the web UI address and a login."""
     import logging
@@ -131,7 +124,7 @@ def demo(
     except ListenError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    mosquitto = choose_broker(broker_impl)
+    mosquitto = choose_broker()
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 
 pytest_plugins = [
     "tests.support.mosquitto",
-    "tests.support.embedded_broker",
     "tests.support.victoriametrics",
     "tests.support.influxdb",
     "tests.support.postgres",

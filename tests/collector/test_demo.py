@@ -1,7 +1,8 @@
-"""``campuswatch demo`` end to end on the embedded broker, stopped as a person would: Ctrl-C."""
+"""``campuswatch demo`` end to end on Mosquitto, stopped as a person would: Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -16,7 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
 
+from campuswatch.collector.demo import MOSQUITTO_MISSING, choose_broker, find_mosquitto
 from tests.support.ports import free_port, wait_for_port
 
 
@@ -34,11 +37,13 @@ def _wait(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 
 @pytest.mark.slow
-def test_demo_on_the_embedded_broker_shows_alerts_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_demo_on_mosquitto_shows_alerts_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    if find_mosquitto() is None:
+        pytest.skip("Mosquitto is not installed (./setup.sh installs it)")
     web_port = free_port()
     data_dir = tmp_path / "demo"
     command = [
-        sys.executable, "-m", "campuswatch", "demo", "--broker-impl", "embedded", "--fresh",
+        sys.executable, "-m", "campuswatch", "demo", "--fresh",
         "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{web_port}",
     ]  # fmt: skip
     # Its own process group, like a terminal's foreground job: Ctrl-C goes to the group.
@@ -56,7 +61,7 @@ def test_demo_on_the_embedded_broker_shows_alerts_and_stops_on_ctrl_c(tmp_path: 
         wait_for_port(web_port, timeout_s=60)
         _wait(lambda: any("CampusWatch demo is running" in line for line in lines), 30, "banner")
         output = "".join(lines)
-        assert "embedded Python broker, demo only" in output
+        assert "(Mosquitto, " in output
         broker_port = int(re.search(r"MQTT broker +mqtt://127\.0\.0\.1:(\d+)", output)[1])  # type: ignore[index]
         token = (data_dir / "demo-login.txt").read_text(encoding="utf-8").split()[0]
         api = httpx.Client(
@@ -98,5 +103,52 @@ def test_demo_on_the_embedded_broker_shows_alerts_and_stops_on_ctrl_c(tmp_path: 
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", web_port), timeout=2).close()
     log = (data_dir / "demo.log").read_text(encoding="utf-8", errors="replace")
-    assert "embedded MQTT broker stopped" in log
     assert "Traceback" not in log and "Fatal Python error" not in log
+
+
+def test_demo_without_mosquitto_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("campuswatch.collector.demo.find_mosquitto", lambda: None)
+    with pytest.raises(typer.Exit) as exited:
+        choose_broker()
+    assert exited.value.exit_code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {MOSQUITTO_MISSING}"]
+    assert "apt-get install mosquitto" in MOSQUITTO_MISSING
+
+
+@pytest.mark.slow
+def test_a_killed_demo_leaves_no_broker_behind(tmp_path: Path) -> None:
+    if find_mosquitto() is None:
+        pytest.skip("Mosquitto is not installed (./setup.sh installs it)")
+    web_port = free_port()
+    command = [
+        sys.executable, "-m", "campuswatch", "demo", "--fresh", "--devices", "10",
+        "--data-dir", str(tmp_path / "demo"), "--listen", f"127.0.0.1:{web_port}",
+    ]  # fmt: skip
+    demo = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        assert demo.stdout is not None
+        banner = ""
+        while "MQTT broker" not in banner:
+            line = demo.stdout.readline().decode(errors="replace")
+            assert line, f"the demo ended before its banner: {banner}"
+            banner += line
+        broker_port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
+        demo.kill()  # SIGKILL: no chance to stop its children
+        demo.wait(30)
+
+        def broker_gone() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", broker_port), timeout=1).close()
+            except OSError:
+                return True
+            return False
+
+        _wait(broker_gone, 20, "the private Mosquitto exits with the demo")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)  # the simulator, which has no such guard
