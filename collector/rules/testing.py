@@ -211,6 +211,9 @@ def run_pack_tests(pack: RulePack, root: Path | None = None) -> list[TestResult]
         if case is None:
             results.append(TestResult(rule.id, rule.title, shown, False, list(map(str, problems))))
             continue
-        passed, details = run_test_case(rule, case)
+        try:
+            passed, details = run_test_case(rule, case)
+        except Exception as exc:  # one broken rule fails its own test, not the whole run
+            passed, details = False, [f"the engine raised {type(exc).__name__}: {exc}"]
         results.append(TestResult(rule.id, rule.title, shown, passed, details))
     return results

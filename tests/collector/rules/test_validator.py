@@ -270,3 +270,19 @@ def test_check_compiles_every_rule_the_way_the_collector_does(
     assert result.exit_code == 1, result.output
     assert "good.yaml:6: bad-condition" in result.output
     assert "the engine refuses this clause" in result.output
+
+
+def test_rules_test_reports_an_engine_error_as_a_failure_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from campuswatch.collector.rules.engine import RuleEngine
+
+    def broken(self: RuleEngine, decoded: object) -> list[object]:
+        raise ValueError("boom")
+
+    write(tmp_path, "good.yaml", GOOD)
+    monkeypatch.setattr(RuleEngine, "process", broken)
+    result = CliRunner().invoke(app, ["test", str(tmp_path)])
+    assert result.exit_code == 1 and result.exception is not None
+    assert isinstance(result.exception, SystemExit)
+    assert "FAIL" in result.output and "the engine raised ValueError: boom" in result.output
