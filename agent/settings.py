@@ -15,9 +15,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from campuswatch.wire.codec import MAX_PAYLOAD_BYTES
 from campuswatch.wire.messages import Identifier, UplinkType
 
 ENV_PREFIX = "CW_AGENT_"
+MIN_QUEUE_BYTES = 2 * MAX_PAYLOAD_BYTES
+"""The smallest queue holds the largest message the wire allows with as much again after it:
+a queue smaller than one inventory message would drop it for good (it is only re-sent when
+it changes)."""
 Seconds = Annotated[float, Meta(gt=0)]
 
 
@@ -70,7 +75,7 @@ class MqttSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class QueueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    max_bytes: Annotated[int, Meta(ge=64 * 1024)] = 64 * 1024 * 1024
+    max_bytes: Annotated[int, Meta(ge=MIN_QUEUE_BYTES)] = 64 * 1024 * 1024
     """Store-and-forward bound; beyond it the oldest messages are dropped and counted."""
     max_inflight: Annotated[int, Meta(ge=1, le=1000)] = 20
     rate_per_s: Annotated[float, Meta(gt=0)] = 50.0

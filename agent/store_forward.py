@@ -59,6 +59,11 @@ class StoreAndForwardQueue:
         size = len(payload) + len(topic)
         dropped = 0
         with self._lock:
+            if size > self.max_bytes:
+                # Making room would empty the queue and still not fit: lose only this one.
+                self._dropped += 1
+                self._save_dropped(self._dropped)
+                return 1
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 while self._depth and self._bytes + size > self.max_bytes:

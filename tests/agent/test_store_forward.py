@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from campuswatch.agent.settings import ConfigError, load_settings
 from campuswatch.agent.store_forward import StoreAndForwardQueue
+from campuswatch.wire.codec import MAX_PAYLOAD_BYTES
+from campuswatch.wire.topics import build_topic
 
 
 def test_messages_survive_a_restart_in_order(tmp_path: Path) -> None:
@@ -54,3 +57,36 @@ def test_messages_for_another_device_are_dropped_and_counted(tmp_path: Path) -> 
     assert queue.size_bytes == len("cw/v1/s/pc-clone/health") + len(b"mine")
     queue.close()
     assert StoreAndForwardQueue(path, max_bytes=1_000_000).dropped_total == 3
+
+
+def _smallest_accepted_queue_bytes() -> int:
+    low, high = 1, 64 * 1024 * 1024  # the default is accepted
+    while low < high:
+        middle = (low + high) // 2
+        try:
+            load_settings(overrides={"queue": {"max_bytes": middle}}, environ={})
+            high = middle
+        except ConfigError:
+            low = middle + 1
+    return low
+
+
+def test_the_smallest_allowed_queue_holds_the_largest_message(tmp_path: Path) -> None:
+    """Issue 18 item 5: at 64 KiB a ~70 KB inventory pushed everything out and was itself
+    pushed out by the next health message; inventory is only re-sent when it changes."""
+    queue = StoreAndForwardQueue(tmp_path / "q.sqlite", _smallest_accepted_queue_bytes())
+    site, device = "hcm-q1-thcs-nguyen-van-troi", "pc-0123456789abcdef"
+    queue.put(build_topic(site, device, "health"), b"h" * 2000)
+    largest = b"x" * MAX_PAYLOAD_BYTES
+    queue.put(build_topic(site, device, "inventory"), largest)
+    for _ in range(20):
+        queue.put(build_topic(site, device, "health"), b"h" * 2000)
+    assert largest in [message.payload for message in queue.peek(0, 100)]
+
+
+def test_a_message_larger_than_the_queue_is_refused_without_emptying_it(tmp_path: Path) -> None:
+    queue = StoreAndForwardQueue(tmp_path / "q.sqlite", max_bytes=1000)
+    for n in range(5):
+        queue.put("t", bytes([n]) * 100)
+    assert queue.put("t", b"x" * 2000) == 1  # only the oversized message itself is lost
+    assert queue.depth == 5 and queue.dropped_total == 1
