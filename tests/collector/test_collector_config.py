@@ -109,3 +109,16 @@ def test_collector_logs_its_destinations_at_start(
     assert (
         "forwarding: destination provincial-soc (syslog) to tls://siem.soc.example.vn:6514" in lines
     )
+
+
+def test_inline_destinations_of_the_config_file_are_logged_too(
+    collector_factory: CollectorFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "forwarding.yaml"
+    config.write_text(FORWARDING, encoding="utf-8")
+    inline = ForwardingSettings.from_file(config)
+    with caplog.at_level(logging.INFO, logger="campuswatch.collector.service"):
+        collector_factory(forwarding=inline)
+    lines = [record.getMessage() for record in caplog.records]
+    assert "forwarding: destination soc-webhook (webhook) to https://soc.example.vn/in" in lines
+    assert not any("no destinations" in line for line in lines)
