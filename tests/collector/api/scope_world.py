@@ -153,6 +153,13 @@ def build_world(db_url: str, tmp_path: Path) -> ScopeWorld:
                 )
                 tokens[(role, scope)] = plain
                 token_ids[(role, scope)] = token.id
+        # Cầu Giấy's own staff: what neither Ba Đình admin may list or revoke.
+        for role in ("admin", "viewer"):
+            token, plain = create_api_token(
+                session, name=f"{role}@hn-cg", role=role, site_scope="hn-cg"
+            )
+            tokens[(role, "hn-cg")] = plain
+            token_ids[(role, "hn-cg")] = token.id
         for site_id in ("bd-a", "cg-c"):
             session.add(
                 EnrolmentToken(
