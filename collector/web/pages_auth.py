@@ -73,9 +73,9 @@ def login(
             "error_values": {"minutes": refusal.minutes},
             "username": username,
         }
-        response = render(request, "login.html", values, user=None, status_code=429)
-        response.headers["Retry-After"] = str(math.ceil(refusal.retry_after_s))
-        return response
+        refused = render(request, "login.html", values, user=None, status_code=429)
+        refused.headers["Retry-After"] = str(math.ceil(refusal.retry_after_s))
+        return refused
     plain: str | None = None
     language: str | None = None
     if token.strip():

@@ -4,12 +4,16 @@ cookie authenticates a write, from a page of the collector itself; /metrics behi
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.registry import CollectorRegistry
@@ -23,6 +27,7 @@ from campuswatch.collector.db.access import create_api_token, create_user
 from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.settings import CollectorSettings
+from tests.support.ports import free_port, wait_for_port
 
 BASE = "http://testserver"
 PASSWORD = "correct horse battery staple"
@@ -255,3 +260,46 @@ def test_metrics_need_the_configured_token(tmp_path: Path) -> None:
 def test_a_placeholder_metrics_token_is_refused() -> None:
     with pytest.raises(ValueError, match="placeholder"):
         CollectorSettings(metrics_token=SecretStr("secret"))
+
+
+# --- through a real HTTP server ---------------------------------------------------------------
+
+
+@pytest.fixture
+def served(api: Api) -> Iterator[int]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(api.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="limits-server", daemon=True)
+    thread.start()
+    wait_for_port(port)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_uvicorn_cuts_off_an_endless_chunked_put(api: Api, served: int) -> None:
+    """An anonymous client streams up to 50 MB chunked; the answer is a 413 long before
+    the end, and the connection is closed rather than drained."""
+    chunk = b"{" * (64 * 1024)
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", served)) as connection:
+        connection.sendall(
+            b"PUT /api/v1/sites/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        try:
+            while sent < 50 * MIB:
+                if select.select([connection], [], [], 0)[0]:
+                    break  # the server has answered
+                connection.sendall(frame)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed on us mid-send: also a refusal; the status line is still there
+        answer = connection.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < 50 * MIB
