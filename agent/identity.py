@@ -45,7 +45,14 @@ class HardwareFacts:
             return self.product_uuid == other.product_uuid
         if self.macs and other.macs:
             return bool(set(self.macs) & set(other.macs))
+        if self.is_empty() and other.is_empty():
+            # Nothing to compare: the random id in the state dir is all there is; taking a
+            # new one on every start would make a new device of every restart.
+            return True
         return self.machine_id is not None and self.machine_id == other.machine_id
+
+    def is_empty(self) -> bool:
+        return not (self.product_uuid or self.machine_id or self.macs)
 
 
 def _read_text(path: str) -> str | None:
@@ -93,13 +100,22 @@ def _windows_machine_guid() -> str | None:
         return None
 
 
-def read_hardware_facts() -> HardwareFacts:
+def read_hardware_facts(root: Path = Path("/")) -> HardwareFacts:
+    """This machine's facts; ``root`` lets tests stand in a recorded ``/sys`` and ``/etc``.
+
+    Windows: the SMBIOS UUID is not read (it needs WMI, a PowerShell start), so the id rests
+    on MachineGuid, which sysprep renews, and the MACs. Linux: the SMBIOS UUID is readable by
+    root only (the packaged service runs as root); a user-run agent falls back like a VM
+    without one, to the OS machine id and the MACs.
+    """
     if os.name == "nt":
         return HardwareFacts(None, _windows_machine_guid(), _physical_macs())
-    product_uuid = _read_text("/sys/class/dmi/id/product_uuid")
+    product_uuid = _read_text(str(root / "sys/class/dmi/id/product_uuid"))
     if product_uuid and product_uuid.lower() in _PLACEHOLDER_UUIDS:
         product_uuid = None
-    machine_id = _read_text("/etc/machine-id") or _read_text("/var/lib/dbus/machine-id")
+    machine_id = _read_text(str(root / "etc/machine-id")) or _read_text(
+        str(root / "var/lib/dbus/machine-id")
+    )
     return HardwareFacts(
         product_uuid.lower() if product_uuid else None, machine_id, _physical_macs()
     )

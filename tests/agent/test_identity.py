@@ -3,7 +3,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from campuswatch.agent.identity import HardwareFacts, resolve_identity
+import pytest
+
+from campuswatch.agent.identity import HardwareFacts, read_hardware_facts, resolve_identity
 
 LAB_PC = HardwareFacts("4c4c4544-0051-3410-8058-b4c04f4e3332", "a" * 32, ("00:1a:2b:3c:4d:5e",))
 
@@ -61,3 +63,92 @@ def test_corrupt_identity_file_is_replaced_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "identity.json").write_text("{broken", encoding="utf-8")
     identity = resolve_identity(tmp_path, LAB_PC)
     assert identity.info.origin == "new"
+
+
+# --- what survives without a readable SMBIOS UUID (issue 18 item 5) -----------------------
+# The id survives re-imaging and a replaced network card only with a readable SMBIOS UUID.
+# These tests pin down the fallbacks, which docs/agent.md describes.
+
+NO_UUID = HardwareFacts(None, "c" * 32, ("00:1a:2b:3c:4d:5e",))
+
+
+def test_with_a_uuid_a_reimaged_pc_with_a_replaced_card_gets_a_new_id(tmp_path: Path) -> None:
+    """The MACs are part of the derivation (boards that share one UUID stay apart), so the
+    two events together, with the state dir lost, give a new id."""
+    before = resolve_identity(tmp_path / "old", LAB_PC)
+    new_nic = HardwareFacts(LAB_PC.product_uuid, "d" * 32, ("00:aa:bb:cc:dd:ee",))
+    assert resolve_identity(tmp_path / "fresh", new_nic).device_id != before.device_id
+
+
+def test_without_uuid_reimaging_gives_a_new_id(tmp_path: Path) -> None:
+    before = resolve_identity(tmp_path / "old", NO_UUID)
+    # A re-install writes a new /etc/machine-id (or sysprep a new MachineGuid).
+    reinstalled = HardwareFacts(None, "e" * 32, NO_UUID.macs)
+    after = resolve_identity(tmp_path / "fresh", reinstalled)
+    assert after.device_id != before.device_id
+    assert after.info.origin == "new"
+
+
+def test_without_uuid_a_reimage_that_keeps_the_machine_id_keeps_the_id(tmp_path: Path) -> None:
+    before = resolve_identity(tmp_path / "old", NO_UUID)
+    assert resolve_identity(tmp_path / "fresh", NO_UUID).device_id == before.device_id
+
+
+def test_without_uuid_a_replaced_card_gives_a_new_id(tmp_path: Path) -> None:
+    before = resolve_identity(tmp_path, NO_UUID)
+    after = resolve_identity(
+        tmp_path, HardwareFacts(None, NO_UUID.machine_id, ("00:aa:00:00:00:01",))
+    )
+    assert after.device_id != before.device_id
+    assert after.info.origin == "reidentified"
+
+
+def test_without_uuid_an_added_card_keeps_the_id(tmp_path: Path) -> None:
+    before = resolve_identity(tmp_path, NO_UUID)
+    more = HardwareFacts(None, NO_UUID.machine_id, (*NO_UUID.macs, "00:aa:00:00:00:01"))
+    assert resolve_identity(tmp_path, more).device_id == before.device_id
+
+
+def test_with_nothing_stable_the_id_is_random_and_kept_only_in_the_state_dir(
+    tmp_path: Path,
+) -> None:
+    nothing = HardwareFacts(None, None, ())
+    first = resolve_identity(tmp_path / "a", nothing)
+    assert resolve_identity(tmp_path / "a", nothing).device_id == first.device_id
+    assert resolve_identity(tmp_path / "b", nothing).device_id != first.device_id
+
+
+def _fake_root(tmp_path: Path, uuid: str | None, machine_id: str | None, dbus: str | None) -> Path:
+    root = tmp_path / "root"
+    for relative, value in (
+        ("sys/class/dmi/id/product_uuid", uuid),
+        ("etc/machine-id", machine_id),
+        ("var/lib/dbus/machine-id", dbus),
+    ):
+        if value is not None:
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_text(value + "\n", encoding="ascii")
+    return root
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    ["00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+     "03000200-0400-0500-0006-000700080009"],
+)  # fmt: skip
+def test_placeholder_uuid_is_no_uuid(tmp_path: Path, placeholder: str) -> None:
+    facts = read_hardware_facts(_fake_root(tmp_path, placeholder, "f" * 32, None))
+    assert facts.product_uuid is None
+    assert facts.machine_id == "f" * 32
+
+
+def test_unreadable_uuid_falls_back_to_the_machine_id(tmp_path: Path) -> None:
+    # Not root (product_uuid is 0400 root), or no DMI at all (ARM boards, some VMs).
+    facts = read_hardware_facts(_fake_root(tmp_path, None, "f" * 32, None))
+    assert facts.product_uuid is None and facts.machine_id == "f" * 32
+
+
+def test_machine_id_falls_back_to_dbus(tmp_path: Path) -> None:
+    facts = read_hardware_facts(_fake_root(tmp_path, "4C4C4544-0051-3410", None, "9" * 32))
+    assert facts.product_uuid == "4c4c4544-0051-3410"
+    assert facts.machine_id == "9" * 32
