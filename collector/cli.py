@@ -72,7 +72,7 @@ def run(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    overrides = {
+    overrides: dict[str, object] = {
         key: value
         for key, value in {
             "broker": broker,
