@@ -98,8 +98,12 @@ def create_backup(
     config_files: Sequence[Path] = (),
 ) -> BackupResult:
     """Write a backup archive; ``destination`` is a file path (``.tar.gz``)."""
-    destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = make_url(db_url)
+    sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if sqlite_file and not Path(str(url.database)).expanduser().is_file():
+        # Connecting would create an empty register and back that up.
+        raise BackupError(f"no register at {url.database}: check --data-dir or --db")
+    destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     counts = table_counts(db_url)
     with tempfile.TemporaryDirectory(prefix="cw-backup-") as work_text:
         work = Path(work_text)

@@ -295,3 +295,10 @@ def test_postgresql_restore_with_wrong_counts_leaves_the_database_as_it_was(
         with pytest.raises(BackupError, match="assets"):
             restore_backup(archive, target, force=True)
         assert dump_rows(target) == before
+
+
+def test_backing_up_a_missing_register_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "register.db"
+    with pytest.raises(BackupError, match="no register"):
+        create_backup(f"sqlite:///{missing}", tmp_path / "backup.tar.gz")
+    assert not missing.exists() and not (tmp_path / "backup.tar.gz").exists()
