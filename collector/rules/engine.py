@@ -1169,6 +1169,7 @@ class RuleEngine:
                 runtime.take_repeats(out)
             elif runtime.rule.id in wanted:
                 runtime.take_repeats(out, wanted[runtime.rule.id])
+        self._add_device_identity(out)
         return out
 
     def forget(self, rule_id: str, site_id: str, entity: str | None) -> bool:

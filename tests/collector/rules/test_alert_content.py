@@ -228,3 +228,25 @@ def test_signature_age_prints_as_a_duration() -> None:
         if name == "av_signatures_stale" and f.status == "firing"
     ]
     assert summaries == ["Signatures on pc-01 at thcs-a are 28 days old"]
+
+
+def test_repeated_triggers_keep_the_device_identity() -> None:
+    """The manager refreshes an alert's labels from its repeats: they must carry the IP too."""
+    engine = RuleEngine(shipped("av_missing"))
+    engine.process(
+        msg(
+            0,
+            kind="inventory",
+            site=SITE,
+            device_id="pc-07",
+            digest="0" * 64,
+            hostname="LAB1-PC07",
+            interfaces=[{"name": "eth0", "ipv4": ["10.20.1.57"]}],
+        )
+    )
+    engine.process(msg(60, kind="av", site=SITE, device_id="pc-07", status="no_av"))
+    engine.process(msg(120, kind="av", site=SITE, device_id="pc-07", status="no_av"))
+    repeats = engine.take_repeats()
+    assert repeats, "the second trigger is a repeat"
+    assert all(signal.labels.get("ip") == "10.20.1.57" for signal in repeats)
+    assert all(signal.labels.get("hostname") == "LAB1-PC07" for signal in repeats)
