@@ -1248,6 +1248,7 @@ class RuleEngine:
         for removed in old.values():
             out.extend(removed.resolve_all(now_s))
         self._install(runtimes)
+        self._add_device_identity(out)
         return out
 
     def stats(self) -> dict[str, int]:
