@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.registry import CollectorRegistry
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import Message
 
 from campuswatch.collector.api.app import create_app
 from campuswatch.collector.api.assets import MAX_IMPORT_BYTES
@@ -84,7 +85,7 @@ class Upload:
     prefix: bytes = b""
     filler: bytes = b"{"
     pulled: int = 0
-    sent: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[Message] = field(default_factory=list)
 
     async def receive(self) -> dict[str, Any]:
         if self.pulled >= self.total:
@@ -94,7 +95,7 @@ class Upload:
         self.pulled += len(body)
         return {"type": "http.request", "body": body, "more_body": self.pulled < self.total}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         self.sent.append(message)
 
     @property

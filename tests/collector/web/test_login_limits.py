@@ -43,7 +43,8 @@ def attempt(client: TestClient, username: str, password: str) -> int:
     response = client.post(
         "/ui/login", data={"username": username, "password": password}, headers=ORIGIN
     )
-    return response.status_code
+    status: int = response.status_code
+    return status
 
 
 def test_an_account_is_locked_after_five_failures_until_the_lockout_passes(web: WebApp) -> None:
