@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
@@ -63,6 +65,27 @@ def _refuse_foreign_device(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, {"device_id": "not a device of your sites"}
         )
+
+
+_HELD_BY = re.compile(r"already belongs to asset (\d+)$")
+
+
+def _scoped_errors(
+    session: Session, principal: Principal, errors: Mapping[str, str]
+) -> dict[str, str]:
+    """The register's field errors, but a uniqueness refusal names the holding asset only
+    when the principal can see it (an asset tag or MAC in use at another school says so)."""
+    if principal.allowed_sites is None:
+        return dict(errors)
+    shown: dict[str, str] = {}
+    for field_name, message in errors.items():
+        held = _HELD_BY.search(message)
+        if held is not None:
+            holder = session.get(Asset, int(held.group(1)))
+            if holder is None or not principal.can_see(holder.site_id):
+                message = message[: held.start()] + "already in use at another school"
+        shown[field_name] = message
+    return shown
 
 
 def _scope_site(principal: Principal, site_id: str | None) -> str | None:
@@ -200,7 +223,8 @@ def edit_asset(
         )
     except register.AssetValidationError as exc:
         session.rollback()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.errors) from None
+        errors = _scoped_errors(session, principal, exc.errors)
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from None
     except register.AssetConflict as exc:
         session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
@@ -224,7 +248,8 @@ def create_asset(
         asset = register.create_asset(session, body, f"user:{principal.name}")
     except register.AssetValidationError as exc:
         session.rollback()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.errors) from None
+        errors = _scoped_errors(session, principal, exc.errors)
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from None
     ensure_still_visible(session, principal, asset.site_id)
     session.commit()
     session.refresh(asset)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from campuswatch.collector.db.models import ROLES, ApiToken, Asset, Site
+from campuswatch.collector.db.models import ROLES, ApiToken, Asset, AssetMac, Site
 from tests.collector.api.scope_world import (
     SUBTREES,
     ScopeWorld,
@@ -331,3 +331,24 @@ def test_an_asset_cannot_be_moved_out_of_sight_by_a_scoped_editor(world: ScopeWo
     linked = client.patch(f"/api/v1/assets/{own}", json={"changes": {"device_id": "pc-c1"}})
     assert linked.status_code == 422, linked.text
     assert linked.json()["detail"] == {"device_id": "not a device of your sites"}
+
+
+def test_a_uniqueness_refusal_names_no_foreign_asset(world: ScopeWorld) -> None:
+    foreign = world.asset_ids["pc-c1"]
+    with world.sessions() as session:
+        asset = session.get(Asset, foreign)
+        assert asset is not None
+        asset.asset_tag = "TS-CG-1"
+        asset.macs.append(AssetMac(mac="00:11:22:33:44:55"))
+        session.commit()
+    own = world.asset_ids["pc-a2"]
+    client = world.client("facilities", "bd-a")
+    for changes in ({"asset_tag": "TS-CG-1"}, {"macs": ["00:11:22:33:44:55"]}):
+        answer = client.patch(f"/api/v1/assets/{own}", json={"changes": changes})
+        assert answer.status_code == 422, answer.text
+        (message,) = answer.json()["detail"].values()
+        assert "another school" in message and f"asset {foreign}" not in message, message
+    # An unscoped editor is told which asset holds it, to go and fix it.
+    admin = world.client("facilities", None)
+    answer = admin.patch(f"/api/v1/assets/{own}", json={"changes": {"asset_tag": "TS-CG-1"}})
+    assert answer.json()["detail"] == {"asset_tag": f"'TS-CG-1' already belongs to asset {foreign}"}
