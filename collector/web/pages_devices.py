@@ -67,9 +67,11 @@ def device_list(
         page=page,
         page_size=PAGE_SIZE,
     )
-    types = sorted(
-        {t for t in session.scalars(select(Device.device_type).distinct()) if t is not None}
-    )
+    # Only the types found in the user's scope: the filter must not describe other schools.
+    type_query = select(Device.device_type).distinct()
+    if user.principal.allowed_sites is not None:
+        type_query = type_query.where(Device.site_id.in_(user.principal.allowed_sites))
+    types = sorted({t for t in session.scalars(type_query) if t is not None})
     sites = [
         s for s in session.scalars(select(Site).order_by(Site.name)) if user.principal.can_see(s.id)
     ]

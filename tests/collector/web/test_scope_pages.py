@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from campuswatch.collector.alerts.queries import get_alert
 from campuswatch.collector.db.access import create_user
-from campuswatch.collector.db.models import Asset
+from campuswatch.collector.db.models import Asset, Device
 from tests.collector.web.conftest import PASSWORD, WebApp
 from tests.collector.web.test_pages import ORIGIN, csrf_of
 
@@ -82,3 +82,13 @@ def test_pages_and_forms_of_another_districts_objects_are_not_found(
     with scoped_web.sessions() as session:
         assert get_alert(session, alert_id).alert.state == "firing"
     assert _asset(scoped_web, "CAM C1").version == camera.version
+
+
+def test_the_device_type_filter_offers_only_types_found_in_the_scope(scoped_web: WebApp) -> None:
+    with scoped_web.sessions() as session:
+        session.add(Device(device_id="cam-c1", site_id="q3-c", device_type="camera"))
+        session.commit()
+    scoped = scoped_web.login("soc-q1").get("/ui/devices").text
+    everyone = scoped_web.login("admin").get("/ui/devices").text
+    assert 'value="camera"' in everyone
+    assert 'value="camera"' not in scoped and 'value="projector"' in scoped
