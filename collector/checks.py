@@ -116,7 +116,9 @@ def check_rules(rules_dir: Path | None) -> CheckResult:
 
     directory = rules_dir or default_rules_dir()
     if directory is None:
-        return CheckResult("rules", True, "no rule pack: alerts come only from liveness")
+        return CheckResult(
+            "rules", True, "no rule pack (rules_dir unset, none shipped beside this install)"
+        )
     try:
         pack = load_rule_pack(directory)
     except RulePackError as exc:
