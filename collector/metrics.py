@@ -24,11 +24,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.db.models import Device
-from campuswatch.collector.ingest import Ingestor
+from campuswatch.collector.ingest import INGEST_REJECT_REASONS, Ingestor
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.register.device_state import latest_of_kind
 from campuswatch.collector.tsdb.buffer import BufferedWriter
-from campuswatch.wire.codec import REJECT_REASONS
 from campuswatch.wire.ids import utc_now
 
 log = logging.getLogger(__name__)
@@ -76,13 +75,17 @@ class CampusWatchCollector(Collector):
         duplicates.add_metric([], stats.duplicates_total)
         yield duplicates
         rejected = CounterMetricFamily(
-            "campuswatch_ingest_rejected", "Messages rejected, by reason", labels=["reason"]
+            "campuswatch_ingest_rejected",
+            "Messages rejected (dead-lettered), by reason",
+            labels=["reason"],
         )
-        for reason in REJECT_REASONS:
+        for reason in INGEST_REJECT_REASONS:
             rejected.add_metric([reason], stats.rejected_total.get(reason, 0))
         yield rejected
         sink_errors = CounterMetricFamily(
-            "campuswatch_ingest_sink_errors", "Batches a sink failed on", labels=["sink"]
+            "campuswatch_ingest_sink_errors",
+            "Messages a sink failed on (dead-lettered as sink_error), by sink",
+            labels=["sink"],
         )
         for sink in self.sources.ingestor.sinks:
             sink_errors.add_metric([sink.name], stats.sink_errors_total.get(sink.name, 0))

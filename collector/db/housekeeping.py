@@ -79,14 +79,21 @@ def add_dead_letter(
     raw = payload.encode("utf-8", errors="replace") if isinstance(payload, str) else payload
     letter = DeadLetter(
         received_at=received_at or utc_now(),
-        topic=topic[:1024],
-        reason=reason[:32],
-        detail=detail[:MAX_DEAD_LETTER_DETAIL],
+        topic=_storable_text(topic)[:1024],
+        reason=_storable_text(reason)[:32],
+        detail=_storable_text(detail)[:MAX_DEAD_LETTER_DETAIL],
         payload=raw[:MAX_DEAD_LETTER_PAYLOAD],
         payload_truncated=len(raw) > MAX_DEAD_LETTER_PAYLOAD,
     )
     session.add(letter)
     return letter
+
+
+def _storable_text(text: str) -> str:
+    """``text`` as every register can keep it: PostgreSQL refuses NUL in text columns (and
+    a lone surrogate cannot be encoded), which would fail the dead letter's own batch."""
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
 def prune_dead_letters(session: Session, keep: int = DEFAULT_DEAD_LETTER_KEEP) -> int:
