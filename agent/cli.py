@@ -114,6 +114,9 @@ EXIT_ALREADY_RUNNING = 5
 
 
 def _run(settings: AgentSettings) -> int:
+    from campuswatch.agent.memory import use_one_malloc_arena
+
+    use_one_malloc_arena()  # before the first thread starts
     _setup_logging(settings.log_level)
     from campuswatch.agent.instance_lock import AlreadyRunning, InstanceLock
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from campuswatch import __version__
 from campuswatch.agent.identity import Identity
+from campuswatch.agent.memory import return_free_memory
 from campuswatch.agent.probes import Probe, ProbeContext
 from campuswatch.agent.settings import AgentSettings
 from campuswatch.agent.store_forward import StoreAndForwardQueue
@@ -281,8 +282,10 @@ class AgentRunner:
                 schedule.running = future
                 future.add_done_callback(functools.partial(self._collected, schedule))
             upcoming = [s.next_due for s in self._schedules if s.running is None]
-            delay = max(0.05, min(upcoming, default=now + 1.0) - time.monotonic())
-            self._wake_scheduler.wait(min(delay, 1.0))
+            # Sleep until the next probe is due: a finished probe, a command and stop() all
+            # wake this loop, so polling would only cost CPU on every PC.
+            delay = max(0.05, min(upcoming) - time.monotonic()) if upcoming else None
+            self._wake_scheduler.wait(delay)
             self._wake_scheduler.clear()
 
     def _collect(self, probe: Probe) -> Message:
@@ -307,6 +310,7 @@ class AgentRunner:
         )
         schedule.running = None
         self.stats.last_probe_run[schedule.probe.name] = time.time()
+        return_free_memory()  # a probe's burst (package lists, PowerShell output) is over
         if future.cancelled():
             return
         try:
@@ -350,7 +354,11 @@ class AgentRunner:
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake_sender.wait(0.5)
+            # New messages, acknowledgements, a connect and stop() wake this loop; the timeout
+            # is only for resending what waits too long for its acknowledgement.
+            with self._inflight_lock:
+                waiting_for_acks = bool(self._inflight)
+            self._wake_sender.wait(ACK_TIMEOUT_S / 3 if waiting_for_acks else None)
             self._wake_sender.clear()
             if not self.connection.connected:
                 continue
