@@ -120,6 +120,18 @@ class CollectorSettings(BaseSettings):
             )
         return value
 
+    @field_validator("broker_password")
+    @classmethod
+    def _refuse_placeholder_password(cls, value: SecretStr | None) -> SecretStr | None:
+        # No length rule: a school's own broker may have its own password policy; a
+        # sample's placeholder left in place is never a real password.
+        if value is not None and value.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "refusing a placeholder password: use the broker's real one (the one "
+                "`campuswatch broker config` wrote to collector.password)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_forwarding_source(self) -> CollectorSettings:
         if self.forwarding is not None and self.forwarding_config is not None:

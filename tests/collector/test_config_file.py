@@ -163,6 +163,14 @@ def test_a_placeholder_secret_is_refused(tmp_path: Path, secret: str) -> None:
     assert problem.startswith(f"{config}: display_token: refusing a placeholder or short token")
 
 
+def test_a_placeholder_broker_password_is_refused(tmp_path: Path) -> None:
+    config = write(tmp_path, 'broker_username = "collector"\nbroker_password = "changeme"\n')
+    with pytest.raises(ConfigFileError) as caught:
+        load_collector_settings(config)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{config}: broker_password: refusing a placeholder password")
+
+
 def test_a_placeholder_in_a_forwarding_destination_is_refused(tmp_path: Path) -> None:
     config = write(
         tmp_path,
