@@ -6,9 +6,15 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from campuswatch.collector.settings import CollectorSettings
 
 app = typer.Typer(help="The collector: ingest, storage, rules, alerts, API.", no_args_is_help=True)
 
@@ -89,6 +95,24 @@ def run(
     serve(_settings_or_exit(config, overrides))
 
 
+def http_server_config(
+    app: FastAPI, settings: CollectorSettings, host: str, port: int
+) -> uvicorn.Config:
+    """The HTTP server's settings: X-Forwarded-For is believed only from the proxies the
+    settings list (uvicorn would otherwise believe any local process), because the login
+    limits key on the client address it yields."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+    )
+
+
 def serve(settings: object) -> None:
     """Start the collector and its HTTP server; block until a signal arrives."""
     import uvicorn
@@ -113,18 +137,7 @@ def serve(settings: object) -> None:
         raise typer.Exit(2) from None
     host, port = split_listen(settings.listen)
     app = create_app(service.api_context)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            # X-Forwarded-For is believed only from the proxies the settings list (uvicorn
-            # would otherwise believe any local process): the login limits key on it.
-            proxy_headers=bool(settings.trusted_proxies),
-            forwarded_allow_ips=list(settings.trusted_proxies) or None,
-        )
-    )
+    server = uvicorn.Server(http_server_config(app, settings, host, port))
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
 from fastapi.testclient import TestClient
 from prometheus_client.registry import CollectorRegistry
 
+from campuswatch.collector.cli import http_server_config
+from campuswatch.collector.settings import CollectorSettings
 from campuswatch.collector.web.login_limits import LOGIN_LIMITER_KEY, LoginLimiter
 from tests.collector.web.conftest import PASSWORD, TESTSERVER, WebApp
 from tests.collector.web.test_pages import ORIGIN
+from tests.support.ports import free_port, wait_for_port
 
 
 class Clock:
@@ -188,3 +197,50 @@ def test_the_live_app_exposes_the_login_metric(web: WebApp) -> None:
         "campuswatch_web_login_refused_total", {"reason": "bad_password"}
     )
     assert value == 1
+
+
+@contextmanager
+def served(web: WebApp, trusted_proxies: list[str]) -> Iterator[str]:
+    """The app behind uvicorn configured as ``campuswatch collector run`` configures it."""
+    port = free_port()
+    settings = CollectorSettings(trusted_proxies=trusted_proxies)
+    server = uvicorn.Server(http_server_config(web.app, settings, "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, name="login-limits-server", daemon=True)
+    thread.start()
+    wait_for_port(port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def login_as(base: str, username: str, password: str, forwarded_for: str) -> int:
+    response = httpx.post(
+        f"{base}/ui/login",
+        data={"username": username, "password": password},
+        headers={"Origin": base, "X-Forwarded-For": forwarded_for},
+        follow_redirects=False,
+    )
+    return response.status_code
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(web: WebApp) -> None:
+    clock = Clock()
+    install_limiter(web, clock, per_address=2)
+    with served(web, trusted_proxies=["127.0.0.1"]) as base:
+        # Behind the proxy each client has its own counter.
+        assert login_as(base, "ghost1", "x", forwarded_for="203.0.113.5") == 401
+        assert login_as(base, "ghost2", "x", forwarded_for="203.0.113.5") == 401
+        assert login_as(base, "viewer", PASSWORD, forwarded_for="203.0.113.5") == 429
+        assert login_as(base, "viewer", PASSWORD, forwarded_for="203.0.113.6") == 303
+
+
+def test_forwarded_for_from_anyone_else_is_ignored(web: WebApp) -> None:
+    clock = Clock()
+    install_limiter(web, clock, per_address=2)
+    with served(web, trusted_proxies=[]) as base:
+        # A guesser cannot dodge the address limit by inventing a new X-Forwarded-For.
+        assert login_as(base, "ghost1", "x", forwarded_for="203.0.113.5") == 401
+        assert login_as(base, "ghost2", "x", forwarded_for="203.0.113.6") == 401
+        assert login_as(base, "viewer", PASSWORD, forwarded_for="203.0.113.7") == 429
