@@ -140,18 +140,21 @@ def _run(settings: AgentSettings) -> int:
 
 
 def _run_locked(settings: AgentSettings) -> int:
-    from campuswatch.agent.enrolment import EnrolmentError
     from campuswatch.agent.main import build_runner
     from campuswatch.wire.mqtt import BrokerUrlError
 
     try:
         runner = build_runner(settings)
-    except EnrolmentError as exc:
-        print(f"error: enrolment failed: {exc}", file=sys.stderr)
-        return 3
     except (BrokerUrlError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # The enrolment module is imported only by PCs that enrol; if it raised, it is loaded.
+        enrolment = sys.modules.get("campuswatch.agent.enrolment")
+        if enrolment is not None and isinstance(exc, enrolment.EnrolmentError):
+            print(f"error: enrolment failed: {exc}", file=sys.stderr)
+            return 3
+        raise
 
     def _on_signal(signum: int, frame: object) -> None:
         runner.request_stop()

@@ -10,7 +10,6 @@ from typing import Any
 
 import msgspec
 
-from campuswatch.agent.enrolment import enrolment_for
 from campuswatch.agent.identity import Identity, read_hardware_facts, resolve_identity
 from campuswatch.agent.probes import Probe, ProbeContext
 from campuswatch.agent.runner import AgentRunner
@@ -63,6 +62,14 @@ def apply_enrolment(
     """
     if settings.mqtt.username:
         return settings, _site(settings), identity
+    state_dir = settings.resolved_state_dir()
+    never_enrolled = not (state_dir / "enrolment.json").exists()  # enrolment.ENROLMENT_FILE
+    if never_enrolled and not (settings.enrolment.server and settings.enrolment.token):
+        # Most lab PCs: a plain broker login. The enrolment code (HTTP, hashing, the wire's
+        # enrolment schema) is then never imported.
+        return settings, _site(settings), identity
+    from campuswatch.agent.enrolment import enrolment_for
+
     enrolment, identity = enrolment_for(
         settings.resolved_state_dir(),
         identity,
