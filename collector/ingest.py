@@ -388,9 +388,10 @@ def _run_sink(
     return []
 
 
+# Not InterfaceError: SQLite raises it for a value it cannot bind, a message's fault; a
+# driver's closed connection still counts through ``connection_invalidated`` or the probe.
 _OUTAGE_ERRORS: Final = (
     sa_exc.OperationalError,  # refused, dropped, server shutting down, SQLite locked
-    sa_exc.InterfaceError,
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,  # no pooled connection in time
     ConnectionError,

@@ -87,8 +87,8 @@ class CampusWatchCollector(Collector):
             "Messages a sink failed on (dead-lettered as sink_error), by sink",
             labels=["sink"],
         )
-        for sink in self.sources.ingestor.sinks:
-            sink_errors.add_metric([sink.name], stats.sink_errors_total.get(sink.name, 0))
+        for name in [*(sink.name for sink in self.sources.ingestor.sinks), "after_commit"]:
+            sink_errors.add_metric([name], stats.sink_errors_total.get(name, 0))
         yield sink_errors
         pending = GaugeMetricFamily(
             "campuswatch_ingest_queue_messages", "Messages received but not yet stored"

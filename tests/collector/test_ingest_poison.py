@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.db.models import DeadLetter, Device, ProcessedMessage
-from campuswatch.collector.ingest import BatchContext
+from campuswatch.collector.ingest import BatchContext, is_storage_outage
 from campuswatch.collector.tsdb.points import Point
 from campuswatch.wire import HealthMessage, encode_message
 from campuswatch.wire.codec import DecodedMessage
@@ -312,3 +313,21 @@ def test_a_flood_of_malformed_messages_from_one_device_never_stalls_the_others(
     # And ingest still flows afterwards.
     publisher(*health("pc-after-flood"))
     wait_until(lambda: "pc-after-flood" in stored_devices(collector))
+
+
+def test_what_counts_as_an_outage() -> None:
+    orig = Exception("server closed the connection unexpectedly")
+    lost = OperationalError("SELECT 1", {}, orig)
+    assert is_storage_outage(lost)
+    assert is_storage_outage(ConnectionRefusedError())
+    try:
+        try:
+            raise lost
+        except OperationalError:
+            raise RuntimeError("rollback failed") from None  # what a dying session may raise
+    except RuntimeError as during_rollback:
+        assert is_storage_outage(during_rollback)  # found through __context__
+    assert not is_storage_outage(IntegrityError("INSERT", {}, orig))
+    assert not is_storage_outage(DataError("INSERT", {}, Exception("NUL in text")))
+    assert not is_storage_outage(ValueError("cannot encode this point"))
+    assert not is_storage_outage(RecursionError())
