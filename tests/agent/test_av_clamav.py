@@ -30,6 +30,7 @@ from campuswatch.agent.probes.av_clamav import (
     parse_clamav_version,
     parse_cvd_header,
     parse_sigtool_info,
+    running_clamav_processes,
 )
 from campuswatch.agent.settings import AgentSettings, AvSettings
 from campuswatch.wire.messages import AvMessage
@@ -348,3 +349,34 @@ def test_freshclam_before_0_102_is_up_to_date_counts_as_a_successful_run() -> No
     )
     last = last_update_from_freshclam_log(log, local_timezone=UTC)
     assert last == datetime(2019, 3, 4, 7, 0, 3, tzinfo=UTC)
+
+
+def test_running_daemons_are_found_by_name_and_freshclam_by_its_daemon_flag(
+    tmp_path: Path,
+) -> None:
+    """Real processes: a script's process name is its file name on Linux."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("process names from script file names are a Linux behaviour")
+    started = []
+    for name, args in (("clamd", []), ("freshclam", ["--daemon"])):
+        script = tmp_path / name
+        script.write_text("#!/bin/sh\nsleep 300\n", encoding="utf-8")
+        script.chmod(0o755)
+        started.append(subprocess.Popen([str(script), *args], start_new_session=True))
+    try:
+        deadline = time.monotonic() + 20
+        found = running_clamav_processes()
+        while not (found.clamd and found.freshclam_daemon) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            found = running_clamav_processes()
+        assert (found.clamd, found.clamonacc, found.freshclam_daemon) == (True, False, True)
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGKILL)  # the script and its sleep
+            process.wait()
