@@ -40,6 +40,9 @@ KeyKind = Literal["account", "address"]
 @dataclass(slots=True)
 class _Entry:
     failures: deque[float] = field(default_factory=deque)
+    """Times of failed attempts within the window."""
+    pending: int = 0
+    """Attempts still being checked: they count as failures until they end."""
     locked_until: float = 0.0
 
 
@@ -52,8 +55,16 @@ class Refusal:
         return max(1, math.ceil(self.retry_after_s / 60))
 
 
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """A login being checked: it holds a place in both counters until it ends."""
+
+    account: str | None
+    address: str
+
+
 class _Counters:
-    """One kind of key: failure times within the window and lock expiry, LRU-bounded."""
+    """One kind of key: attempt times within the window and lock expiry, LRU-bounded."""
 
     def __init__(self, limit: int, window_s: float, lockout_s: float, max_entries: int) -> None:
         self.limit = limit
@@ -62,33 +73,63 @@ class _Counters:
         self.max_entries = max_entries
         self.entries: OrderedDict[str, _Entry] = OrderedDict()
 
-    def locked_for(self, key: str, now: float) -> float:
-        entry = self.entries.get(key)
-        return 0.0 if entry is None else max(0.0, entry.locked_until - now)
-
-    def fail(self, key: str, now: float) -> bool:
-        """Record a failure; True when it locks the key."""
+    def _touch(self, key: str, now: float) -> _Entry:
         entry = self.entries.pop(key, None) or _Entry()
         self.entries[key] = entry  # most recently touched last
         while len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
         while entry.failures and entry.failures[0] <= now - self.window_s:
             entry.failures.popleft()
+        return entry
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` may try again; 0 when it may now."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return 0.0
+        if entry.locked_until > now:
+            return entry.locked_until - now
+        failures = [at for at in entry.failures if at > now - self.window_s]
+        if len(failures) + entry.pending < self.limit:
+            return 0.0
+        if entry.pending:
+            return 1.0  # all tries in flight: one frees its place within a second or so
+        return max(1.0, failures[-self.limit] + self.window_s - now)
+
+    def reserve(self, key: str, now: float) -> None:
+        self._touch(key, now).pending += 1
+
+    def fail(self, key: str, now: float) -> bool:
+        """The attempt reserved for ``key`` failed; True when that locks the key."""
+        entry = self._touch(key, now)
+        entry.pending = max(0, entry.pending - 1)
         entry.failures.append(now)
-        if len(entry.failures) < self.limit:
+        if len(entry.failures) < self.limit or entry.locked_until > now:
             return False
         entry.failures.clear()
         entry.locked_until = now + self.lockout_s
         return True
 
-    def forget(self, key: str) -> None:
-        self.entries.pop(key, None)
+    def succeed(self, key: str, *, forget_failures: bool) -> None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return
+        entry.pending = max(0, entry.pending - 1)
+        if forget_failures:
+            entry.failures.clear()
 
     def locked(self, now: float) -> int:
         return sum(1 for entry in self.entries.values() if entry.locked_until > now)
 
 
 class LoginLimiter(Collector):
+    """Per-account and per-address login limits.
+
+    Every login first takes a place (``attempt``): a request being checked counts as a
+    failure until it ends, so twenty guesses sent at once, each taking the time a password
+    hash takes, get no more tries than twenty sent one after another.
+    """
+
     def __init__(
         self,
         *,
@@ -112,32 +153,39 @@ class LoginLimiter(Collector):
         # " Admin" and "admin" must share a counter, whatever the user table's collation.
         return username.strip().casefold()
 
-    def refusal(self, username: str | None, address: str) -> Refusal | None:
-        """A Refusal (counted) when the account or the address is locked, else None."""
+    def attempt(self, username: str | None, address: str) -> LoginAttempt | Refusal:
+        """A place for one login (then ``failed`` or ``succeeded``), or a counted Refusal
+        when the account or the address is locked or has all its tries in flight."""
+        account = self.account_key(username) if username else None
         now = self._clock()
         with self._lock:
-            wait = self._addresses.locked_for(address, now)
-            if username:
-                wait = max(wait, self._accounts.locked_for(self.account_key(username), now))
-            if wait <= 0:
-                return None
-            self._refused["rate_limited"] += 1
-        return Refusal(wait)
+            wait = self._addresses.wait(address, now)
+            if account is not None:
+                wait = max(wait, self._accounts.wait(account, now))
+            if wait > 0:
+                self._refused["rate_limited"] += 1
+                return Refusal(wait)
+            self._addresses.reserve(address, now)
+            if account is not None:
+                self._accounts.reserve(account, now)
+        return LoginAttempt(account, address)
 
-    def failed(self, username: str | None, address: str, *, reason: RefusalReason) -> None:
+    def failed(self, attempt: LoginAttempt, *, reason: RefusalReason) -> None:
         now = self._clock()
         with self._lock:
             self._refused[reason] += 1
-            if username and self._accounts.fail(self.account_key(username), now):
+            if attempt.account is not None and self._accounts.fail(attempt.account, now):
                 self._lockouts["account"] += 1
-            if self._addresses.fail(address, now):
+            if self._addresses.fail(attempt.address, now):
                 self._lockouts["address"] += 1
 
-    def succeeded(self, username: str) -> None:
-        """The account's own failures are forgotten; the address's are not (an attacker
-        holding one account must not wipe its guesses at the others by logging in)."""
+    def succeeded(self, attempt: LoginAttempt) -> None:
+        """The account's failures are forgotten; the address's are not (an attacker holding
+        one account must not wipe its guesses at the others by logging in)."""
         with self._lock:
-            self._accounts.forget(self.account_key(username))
+            if attempt.account is not None:
+                self._accounts.succeed(attempt.account, forget_failures=True)
+            self._addresses.succeed(attempt.address, forget_failures=False)
 
     def tracked(self) -> int:
         with self._lock:

@@ -25,7 +25,7 @@ from campuswatch.collector.web.auth import (
 )
 from campuswatch.collector.web.i18n import LANGUAGES
 from campuswatch.collector.web.labels import N_
-from campuswatch.collector.web.login_limits import login_limiter
+from campuswatch.collector.web.login_limits import Refusal, login_limiter
 from campuswatch.collector.web.rendering import render
 
 router = APIRouter(prefix="/ui")
@@ -65,36 +65,38 @@ def login(
     # listed in ``trusted_proxies`` (the HTTP server then puts X-Forwarded-For's here).
     address = request.client.host if request.client else "unknown"
     account = None if token.strip() else username.strip() or None
-    refusal = limiter.refusal(account, address)
-    if refusal is not None:
+    started = limiter.attempt(account, address)
+    if isinstance(started, Refusal):
         values = {
             "next": safe_next(next),
             "error": LOGIN_LOCKED,
-            "error_values": {"minutes": refusal.minutes},
+            "error_values": {"minutes": started.minutes},
             "username": username,
         }
         refused = render(request, "login.html", values, user=None, status_code=429)
-        refused.headers["Retry-After"] = str(math.ceil(refusal.retry_after_s))
+        refused.headers["Retry-After"] = str(math.ceil(started.retry_after_s))
         return refused
     plain: str | None = None
     language: str | None = None
-    if token.strip():
-        if valid_api_token(session, token) is not None:
-            plain = token.strip()
-    elif account is not None:
-        user = authenticate_user(session, account, password)
-        if user is not None:
-            plain = start_session(session, user)
-            language = user.language
-    if plain is None:
+    try:
         if token.strip():
-            limiter.failed(None, address, reason="bad_token")
+            if valid_api_token(session, token) is not None:
+                plain = token.strip()
         elif account is not None:
-            limiter.failed(account, address, reason="bad_password")
+            user = authenticate_user(session, account, password)
+            if user is not None:
+                plain = start_session(session, user)
+                language = user.language
+    finally:
+        # Whatever happens (a database error too), the attempt ends: its place is given
+        # back on success, kept as a failure otherwise.
+        if plain is not None:
+            limiter.succeeded(started)
+        else:
+            limiter.failed(started, reason="bad_token" if token.strip() else "bad_password")
+    if plain is None:
         values = {"next": safe_next(next), "error": LOGIN_FAILED, "username": username}
         return render(request, "login.html", values, user=None, status_code=401)
-    if account is not None:
-        limiter.succeeded(account)
     response = RedirectResponse(safe_next(next), status_code=303)
     _set_session_cookie(request, response, plain)
     if language in LANGUAGES and LANGUAGE_COOKIE not in request.cookies:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
@@ -13,7 +14,12 @@ from prometheus_client.registry import CollectorRegistry
 
 from campuswatch.collector.cli import http_server_config
 from campuswatch.collector.settings import CollectorSettings
-from campuswatch.collector.web.login_limits import LOGIN_LIMITER_KEY, LoginLimiter
+from campuswatch.collector.web.login_limits import (
+    LOGIN_LIMITER_KEY,
+    LoginAttempt,
+    LoginLimiter,
+    Refusal,
+)
 from tests.collector.web.conftest import PASSWORD, TESTSERVER, WebApp
 from tests.collector.web.test_pages import ORIGIN
 from tests.support.ports import free_port, wait_for_port
@@ -177,10 +183,11 @@ def test_refusals_are_counted_by_reason() -> None:
     )
     limiter.expose_in(registry)
     limiter.expose_in(registry)  # idempotent
-    for _ in range(2):
-        assert limiter.refusal("admin", "10.0.0.1") is None
-        limiter.failed("admin", "10.0.0.1", reason="bad_password")
-    assert limiter.refusal("admin", "10.0.0.1") is not None
+    for n in range(2):
+        started = limiter.attempt("admin", "10.0.0.1")
+        assert isinstance(started, LoginAttempt), n
+        limiter.failed(started, reason="bad_password")
+    assert isinstance(limiter.attempt("admin", "10.0.0.1"), Refusal)
     metric = "campuswatch_web_login_refused_total"
     assert registry.get_sample_value(metric, {"reason": "bad_password"}) == 2
     assert registry.get_sample_value(metric, {"reason": "rate_limited"}) == 1
@@ -244,3 +251,39 @@ def test_forwarded_for_from_anyone_else_is_ignored(web: WebApp) -> None:
         assert login_as(base, "ghost1", "x", forwarded_for="203.0.113.5") == 401
         assert login_as(base, "ghost2", "x", forwarded_for="203.0.113.6") == 401
         assert login_as(base, "viewer", PASSWORD, forwarded_for="203.0.113.7") == 429
+
+
+def test_parallel_guesses_get_no_more_tries_than_sequential_ones(web: WebApp) -> None:
+    """Twenty wrong passwords at once: checking a password takes time, and each request
+    must not find the account unlocked only because the others have not failed yet."""
+    clock = Clock()
+    install_limiter(web, clock, per_account=5)
+    start = threading.Barrier(20)
+
+    def guess(n: int) -> int:
+        client = client_from(web, f"10.0.1.{n}")
+        start.wait()
+        return attempt(client, "admin", f"guess-{n}")
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = list(pool.map(guess, range(20)))
+    assert sorted(codes) == [401] * 5 + [429] * 15
+
+
+def test_an_attempt_in_flight_is_counted_until_it_ends() -> None:
+    clock = Clock()
+    limiter = LoginLimiter(
+        per_account=2, per_address=100, window_s=60, lockout_s=60, clock=clock, max_entries=100
+    )
+    first = limiter.attempt("admin", "10.0.0.1")
+    second = limiter.attempt("admin", "10.0.0.2")
+    assert isinstance(first, LoginAttempt) and isinstance(second, LoginAttempt)
+    assert isinstance(limiter.attempt("admin", "10.0.0.3"), Refusal)
+    limiter.succeeded(first)  # a right password frees its place at once
+    third = limiter.attempt("admin", "10.0.0.3")
+    assert isinstance(third, LoginAttempt)
+    limiter.failed(second, reason="bad_password")
+    limiter.failed(third, reason="bad_password")
+    assert isinstance(limiter.attempt("admin", "10.0.0.4"), Refusal)
+    clock.now += 61
+    assert isinstance(limiter.attempt("admin", "10.0.0.4"), LoginAttempt)
