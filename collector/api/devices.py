@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -148,6 +149,9 @@ def device_series(
         end=end,
         step=timedelta(seconds=step_s),
     )
+    # A bucket whose average overflowed (absurd values stored before the schema bounded
+    # them) is left out like an empty one: JSON has no inf.
+    points = [(time, value) for time, value in points if math.isfinite(value)]
     return SeriesOut(
         measurement=measurement,
         field=field,

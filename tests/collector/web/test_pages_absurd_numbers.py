@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from campuswatch.collector.tsdb.sqlite_store import SqliteStore
 from campuswatch.collector.web.rendering import format_number
 from campuswatch.collector.web.sparkline import sparkline
 from campuswatch.wire.ids import utc_now
-from campuswatch.wire.messages import HealthMessage, TelemetryMessage
+from campuswatch.wire.messages import DeviceType, HealthMessage, TelemetryMessage
 from tests.collector.web.conftest import WebApp
 from tests.support.device_state import set_latest
 
@@ -77,5 +78,40 @@ def test_the_device_page_shows_an_absurd_uptime_instead_of_failing(
         )
         assert api.status_code == 200, api.text
         assert api.json()["latest"]["health"]["uptime_s"] == 1e30
+    finally:
+        store.close()
+
+
+def test_a_series_whose_average_overflows_is_served_without_it(web: WebApp, tmp_path: Path) -> None:
+    # Two samples of 1.7e308 in one bucket average to inf in the store (their sum
+    # overflows); JSON has no inf, so the series answered 500.
+    now = utc_now()
+    store = SqliteStore(tmp_path / "series.sqlite")
+    web.context.timeseries = store
+    try:
+        # Two series of the device (two device types) in one bucket: their sum overflows.
+        samples: list[tuple[int, DeviceType, float]] = [
+            (30, "pc", 1.7e308),
+            (30, "env_sensor", 1.7e308),
+            (3600, "pc", 7.0),
+        ]
+        for offset_s, device_type, value in samples:
+            telemetry = TelemetryMessage(
+                device_id="pc-a1",
+                site="q1-a-lab",
+                device_type=device_type,
+                values={"energy": value},
+            )
+            store.write(points_from_message(telemetry, now - timedelta(seconds=offset_s)))
+        response = web.client().get(
+            "/api/v1/devices/pc-a1/series",
+            params={"measurement": "campus_telemetry", "field": "energy", "step_s": 60},
+            headers={"Authorization": f"Bearer {web.admin_token}"},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["values"] == [7.0] and len(body["times_ms"]) == 1
+        page = web.login("admin").get("/ui/devices/pc-a1")
+        assert page.status_code == 200
     finally:
         store.close()
