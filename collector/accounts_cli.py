@@ -30,6 +30,10 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option(help="The collector's data dir (default: the collector's settings)."),
 ]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="The collector's config file (collector.toml)."),
+]
 PasswordStdin = Annotated[
     bool,
     typer.Option(
@@ -44,18 +48,18 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @contextmanager
-def _register(db: str | None, data_dir: Path | None) -> Iterator[Session]:
+def _register(db: str | None, data_dir: Path | None, config: Path | None) -> Iterator[Session]:
     """A session on the existing register, migrated to this version's schema."""
-    from pydantic import ValidationError
-
+    from campuswatch.collector.config_file import ConfigFileError, load_collector_settings
     from campuswatch.collector.db.engine import session_factory, upgrade
     from campuswatch.collector.db.existing import RegisterUnavailable, open_existing_register
-    from campuswatch.collector.settings import CollectorSettings
 
     try:
-        settings = CollectorSettings(data_dir=data_dir) if data_dir else CollectorSettings()
-    except ValidationError as exc:
-        raise _fail(f"invalid collector settings: {exc.errors()[0]['msg']}", 2) from None
+        settings = load_collector_settings(config, {"data_dir": data_dir})
+    except ConfigFileError as exc:
+        for problem in exc.problems[1:]:
+            typer.echo(f"error: {problem}", err=True)
+        raise _fail(exc.problems[0] if exc.problems else "invalid settings", 2) from None
     try:
         engine = open_existing_register(db or settings.register_url(), writable=True)
     except RegisterUnavailable as exc:
@@ -95,12 +99,13 @@ def add(
     password_stdin: PasswordStdin = False,
     db: DbOption = None,
     data_dir: DataDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Create an account (the first admin: `campuswatch user add admin --role admin`)."""
     from campuswatch.collector.accounts import AccountError, add_account
 
     password = _read_password(password_stdin)
-    with _register(db, data_dir) as session:
+    with _register(db, data_dir, config) as session:
         try:
             add_account(
                 session,
@@ -119,11 +124,11 @@ def add(
 
 
 @app.command("list")
-def list_(db: DbOption = None, data_dir: DataDirOption = None) -> None:
+def list_(db: DbOption = None, data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
     """Every account with its role, scope and state."""
     from campuswatch.collector.accounts import list_accounts
 
-    with _register(db, data_dir) as session:
+    with _register(db, data_dir, config) as session:
         accounts = list_accounts(session)
     typer.echo(f"{'user':<24} {'role':<11} {'scope':<20} {'lang':<4} {'state':<8} created")
     for account in accounts:
@@ -134,10 +139,12 @@ def list_(db: DbOption = None, data_dir: DataDirOption = None) -> None:
         )
 
 
-def _set_disabled(username: str, disabled: bool, db: str | None, data_dir: Path | None) -> None:
+def _set_disabled(
+    username: str, disabled: bool, db: str | None, data_dir: Path | None, config: Path | None
+) -> None:
     from campuswatch.collector.accounts import AccountError, set_disabled
 
-    with _register(db, data_dir) as session:
+    with _register(db, data_dir, config) as session:
         try:
             set_disabled(session, username, disabled=disabled, actor=_actor())
         except AccountError as exc:
@@ -148,18 +155,24 @@ def _set_disabled(username: str, disabled: bool, db: str | None, data_dir: Path 
 
 @app.command("disable")
 def disable(
-    username: Annotated[str, typer.Argument()], db: DbOption = None, data_dir: DataDirOption = None
+    username: Annotated[str, typer.Argument()],
+    db: DbOption = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Refuse the account's logins and end its open sessions."""
-    _set_disabled(username, True, db, data_dir)
+    _set_disabled(username, True, db, data_dir, config)
 
 
 @app.command("enable")
 def enable(
-    username: Annotated[str, typer.Argument()], db: DbOption = None, data_dir: DataDirOption = None
+    username: Annotated[str, typer.Argument()],
+    db: DbOption = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Allow a disabled account to log in again."""
-    _set_disabled(username, False, db, data_dir)
+    _set_disabled(username, False, db, data_dir, config)
 
 
 @app.command("passwd")
@@ -168,12 +181,13 @@ def passwd(
     password_stdin: PasswordStdin = False,
     db: DbOption = None,
     data_dir: DataDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Set a new password; the account's open sessions end."""
     from campuswatch.collector.accounts import AccountError, change_password
 
     password = _read_password(password_stdin)
-    with _register(db, data_dir) as session:
+    with _register(db, data_dir, config) as session:
         try:
             change_password(session, username, password, actor=_actor())
         except AccountError as exc:

@@ -233,3 +233,18 @@ def test_a_register_the_user_may_not_read_is_one_line(data_dir: Path, tmp_path: 
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "permission denied" in lines[0], result.stderr
+
+
+def test_user_commands_read_the_collectors_config_file(data_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "collector.toml"
+    config.write_text(f'data_dir = "{data_dir}"\n', encoding="utf-8")
+    added = cli(
+        "user", "add", "soc-1", "--role", "soc", "--password-stdin", "--config", str(config),
+        stdin=PASSWORD + "\n", cwd=tmp_path,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert [user.username for user in rows(data_dir, User)] == ["soc-1"]
+    config.write_text('data_dir = "x"\nno_such_key = 1\n', encoding="utf-8")
+    refused = cli("user", "list", "--config", str(config), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "no_such_key" in refused.stderr and "Traceback" not in refused.stderr
