@@ -81,7 +81,15 @@ def table_counts(db_url: str) -> dict[str, int]:
 
 def _pg_args(db_url: str) -> tuple[list[str], dict[str, str]]:
     url = make_url(db_url)
-    args = ["--host", url.host or "127.0.0.1", "--port", str(url.port or 5432)]
+    args: list[str] = []
+    # No host is libpq's default, the Unix socket (peer authentication), as for the
+    # collector's own driver; ``?host=/run/postgresql`` names a socket folder.
+    query_host = url.query.get("host")
+    host = url.host or (query_host if isinstance(query_host, str) else None)
+    if host:
+        args += ["--host", host]
+    if url.port:
+        args += ["--port", str(url.port)]
     if url.username:
         args += ["--username", url.username]
     env = dict(os.environ)

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 from campuswatch.collector.backup import (
     REGISTER_SQLITE,
     BackupError,
+    _pg_args,
     create_backup,
     restore_backup,
 )
@@ -302,3 +303,16 @@ def test_backing_up_a_missing_register_is_an_error_and_creates_nothing(tmp_path:
     with pytest.raises(BackupError, match="no register"):
         create_backup(f"sqlite:///{missing}", tmp_path / "backup.tar.gz")
     assert not missing.exists() and not (tmp_path / "backup.tar.gz").exists()
+
+
+def test_pg_tools_get_the_register_url_as_written() -> None:
+    """A Unix-socket URL (peer authentication, as the deploy guide sets it up) must reach
+    pg_dump/psql as the socket, not as TCP to 127.0.0.1 where peer auth does not apply."""
+    socket_args, _ = _pg_args("postgresql+psycopg:///campuswatch")
+    assert "--host" not in socket_args and "--port" not in socket_args
+    assert socket_args[-2:] == ["--dbname", "campuswatch"]
+    in_query, _ = _pg_args("postgresql+psycopg:///campuswatch?host=/run/postgresql")
+    assert in_query[:2] == ["--host", "/run/postgresql"]
+    tcp, env = _pg_args("postgresql+psycopg://cw:s3cret@db.school.vn:5433/register")
+    assert tcp[:6] == ["--host", "db.school.vn", "--port", "5433", "--username", "cw"]
+    assert env["PGPASSWORD"] == "s3cret"
