@@ -71,7 +71,11 @@ class BatchContext:
 
 
 class BatchSink(Protocol):
-    """Acts on fresh (never seen) messages inside the batch transaction, in sink order."""
+    """Acts on fresh (never seen) messages inside the batch transaction, in sink order.
+
+    A sink that raises has its database work undone (a savepoint) and what it added to the
+    context forgotten, and is run again on halves of the batch; work it keeps outside the
+    database should wait for ``after_commit`` or tolerate seeing a message twice."""
 
     name: str
 
