@@ -17,6 +17,17 @@ LEVELS: tuple[Level, ...] = ("info", "low", "medium", "high", "critical")
 # CEF severity 0–10 and syslog severity for each level (RFC 5424: 2 crit … 6 info).
 CEF_SEVERITY: dict[Level, int] = {"info": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
 SYSLOG_SEVERITY: dict[Level, int] = {"info": 6, "low": 5, "medium": 4, "high": 3, "critical": 2}
+TEXT_LANGUAGES: tuple[str, ...] = ("vi", "en")
+TextPart = Literal["title", "summary", "description"]
+AlertTexts = dict[str, dict[str, str]]
+"""language → {"title", "summary", "description"}: an alert's prose in every language, rendered
+when it fired, so each reader (UI user, report, SOC destination) gets it in theirs."""
+
+
+def text_in(texts: AlertTexts, language: str, part: TextPart, fallback: str) -> str:
+    """``part`` of an alert in ``language``; ``fallback`` (the English text) when the alert
+    predates two-language rules or the language is not one the rules are written in."""
+    return texts.get(language, {}).get(part) or fallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +67,8 @@ class AlertSignal:
     runbook_vi: str = ""
     evidence: tuple[Evidence, ...] = ()
     occurrences: int = 1
+    texts: AlertTexts = field(default_factory=dict)
+    """``rule_title``, ``summary`` and ``description`` (English) in every language."""
 
 
 AlertEventType = Literal[
@@ -98,3 +111,5 @@ class AlertNotification:
     note: str | None = None
     collector_id: str = "collector"
     url: str | None = None
+    texts: AlertTexts = field(default_factory=dict)
+    """The title, summary and description in every language (each destination picks one)."""

@@ -31,6 +31,7 @@ from campuswatch.collector.rules.conditions import (
 )
 from campuswatch.collector.rules.fields import Getter, compile_getter
 from campuswatch.collector.rules.model import (
+    LANGUAGES,
     AbsenceCondition,
     ChangeCondition,
     MatchCondition,
@@ -329,11 +330,12 @@ class _RuleRuntime(ABC):
             "site_id": site,
             "device_id": device_id or "",
             "entity": entity or site,
-            "rule_title": rule.title,
+            "rule_title": rule.text("title", "en"),
             "level": rule.level,
             "device_type": alert.values.get("device_type", ""),
             **alert.values,
         }
+        # Labels are machine data for the SOC: rendered once, in English.
         labels = {name: _render(text, values) for name, text in rule.labels.items()}
         values.update(labels)
         labels.update(
@@ -349,31 +351,44 @@ class _RuleRuntime(ABC):
         )
         if entity is not None:
             labels["entity"] = entity
+        texts = {
+            language: {
+                "title": rule.text("title", language),
+                "summary": _render(
+                    rule.text("summary", language),
+                    {**values, "rule_title": rule.text("title", language)},
+                    language,
+                ),
+                "description": rule.text("description", language),
+            }
+            for language in LANGUAGES
+        }
         out.append(
             AlertSignal(
                 rule_id=rule.id,
-                rule_title=rule.title,
+                rule_title=texts["en"]["title"],
                 level=rule.level,
                 status="firing" if status == "firing" else "resolved",
                 fingerprint=fingerprint(rule.id, site, entity),
                 site_id=site,
                 device_id=device_id,
-                summary=_render(rule.summary, values),
+                summary=texts["en"]["summary"],
                 at=_as_datetime(at_s),
                 labels=labels,
                 tags=tuple(rule.tags),
-                description=rule.description,
-                runbook_en=rule.runbook.get("en", ""),
-                runbook_vi=rule.runbook.get("vi", ""),
+                description=texts["en"]["description"],
+                runbook_en=rule.text("runbook", "en"),
+                runbook_vi=rule.text("runbook", "vi"),
                 evidence=alert.evidence,
                 occurrences=occurrences,
+                texts=texts,
             )
         )
 
 
-def _render(template: str, values: dict[str, Any]) -> str:
+def _render(template: str, values: dict[str, Any], language: str = "en") -> str:
     # Minimised after rendering: a fact, a value or the template itself may hold a path.
-    return minimise_paths(render(template, values))
+    return minimise_paths(render(template, values, language))
 
 
 def _label_text(value: object) -> str:

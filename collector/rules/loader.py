@@ -2,8 +2,8 @@
 
 Structure is checked field by field against the types in ``model`` (so one bad field does
 not hide the next); meaning is checked after: UUIDs, duplicate ids, wire kinds and field
-paths against wire/messages.py, operators against the field's type, durations, runbook
-languages, summary placeholders and the test case beside each rule. ``load_rule_pack``
+paths against wire/messages.py, operators against the field's type, durations, every text in
+both languages, summary placeholders and the test case beside each rule. ``load_rule_pack``
 returns a pack only when there is no problem at all — never a half-loaded pack.
 """
 
@@ -23,8 +23,9 @@ import msgspec
 from campuswatch.collector.rules.fields import FieldPathError, FieldSpec, resolve_field
 from campuswatch.collector.rules.model import (
     CONDITION_KINDS,
+    LANGUAGES,
+    LOCALISED_FIELDS,
     OPERATORS,
-    RUNBOOK_LANGUAGES,
     WIRE_KINDS,
     AbsenceCondition,
     ChangeCondition,
@@ -162,6 +163,15 @@ def convert_struct(cls: type[Any], data: object, where: YPath, check: FileCheck)
                 ok = False
                 continue
             values[info.name] = value
+        elif cls is Rule and name in LOCALISED_FIELDS and not isinstance(value, dict):
+            values[info.name] = None
+            check.add(
+                here,
+                "missing-language",
+                f"{name} needs its text in each language, e.g. {name}: {{vi: …, en: …}}",
+            )
+            ok = False
+            continue
         elif cls is Rule and name == "id":
             if not _is_uuid(value):
                 values[info.name] = None
@@ -454,16 +464,20 @@ def _check_condition(rule: Rule, check: FileCheck) -> None:
 
 
 def _check_metadata(rule: Rule, placeholders: frozenset[str] | None, check: FileCheck) -> None:
-    for language in RUNBOOK_LANGUAGES:
-        if rule.runbook is not None and not rule.runbook.get(language, "").strip():
-            check.add(("runbook",), "missing-runbook-language", f"runbook has no {language!r} text")
-    vietnamese = (rule.runbook or {}).get("vi", "")
-    if vietnamese.strip() and vietnamese.isascii():
-        check.add(
-            ("runbook", "vi"),
-            "runbook-no-diacritics",
-            "the Vietnamese runbook has no diacritics (write tiếng Việt có dấu)",
-        )
+    for name in LOCALISED_FIELDS:
+        texts: dict[str, str] | None = getattr(rule, name)
+        if texts is None:
+            continue  # not a language map: reported while converting
+        for language in LANGUAGES:
+            if not texts.get(language, "").strip():
+                check.add((name,), "missing-language", f"{name} has no {language!r} text")
+        vietnamese = texts.get("vi", "")
+        if vietnamese.strip() and _without_placeholders(vietnamese).isascii():
+            check.add(
+                (name, "vi"),
+                "no-diacritics",
+                f"the Vietnamese {name} has no diacritics (write tiếng Việt có dấu)",
+            )
     for index, tag in enumerate(rule.tags or ()):
         if tag.startswith("attack.") and not _MITRE_TAG.match(tag):
             check.add(
@@ -474,11 +488,17 @@ def _check_metadata(rule: Rule, placeholders: frozenset[str] | None, check: File
     if placeholders is None or rule.summary is None or rule.labels is None:
         return  # which placeholders exist depends on the condition kind
     allowed = placeholders | set(rule.labels)
-    for where, template in [(("summary",), rule.summary)] + [
-        (("labels", key), text) for key, text in rule.labels.items()
-    ]:
+    templates: list[tuple[YPath, str]] = [
+        (("summary", language), text) for language, text in rule.summary.items()
+    ]
+    templates += [(("labels", key), text) for key, text in rule.labels.items()]
+    for where, template in templates:
         for problem in template_problems(template, allowed):
             check.add(where, "bad-template", problem)
+
+
+def _without_placeholders(text: str) -> str:
+    return re.sub(r"\{[^{}]*\}", "", text)
 
 
 # --- files and packs -----------------------------------------------------------------------

@@ -24,7 +24,9 @@ UUID_PATTERN: Final = (
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
 WIRE_KINDS: Final = tuple(kind for kind in KIND_TYPES if kind != "cmd")
-RUNBOOK_LANGUAGES: Final = ("en", "vi")
+LANGUAGES: Final = ("vi", "en")
+"""Every rule's prose is written in each of these (the UI, reports and SOCs pick one)."""
+LOCALISED_FIELDS: Final = ("title", "summary", "description", "runbook")
 
 Duration = Annotated[
     str, Meta(pattern=DURATION_PATTERN, description="e.g. 90s, 10m, 1h30m, 30d", examples=["10m"])
@@ -40,6 +42,31 @@ FieldPath = Annotated[
     ),
 ]
 Level = Literal["info", "low", "medium", "high", "critical"]
+Language = Literal["vi", "en"]
+
+
+_LANGUAGES_NOTE: Final = ", in Vietnamese (vi) and English (en)"
+_BOTH: Final = {"required": list(LANGUAGES)}
+Title = Annotated[
+    dict[Language, Annotated[str, Meta(min_length=1, max_length=200)]],
+    Meta(description="the alert's name" + _LANGUAGES_NOTE, extra_json_schema=_BOTH),
+]
+Summary = Annotated[
+    dict[Language, Annotated[str, Meta(min_length=1, max_length=500)]],
+    Meta(
+        description="template: {site_id} {device_id} {entity} {value} {ratio_pct} …"
+        + _LANGUAGES_NOTE,
+        extra_json_schema=_BOTH,
+    ),
+]
+Description = Annotated[
+    dict[Language, Annotated[str, Meta(min_length=1)]],
+    Meta(description="why it matters" + _LANGUAGES_NOTE, extra_json_schema=_BOTH),
+]
+Runbook = Annotated[
+    dict[Language, Annotated[str, Meta(min_length=1)]],
+    Meta(description="what to do" + _LANGUAGES_NOTE, extra_json_schema=_BOTH),
+]
 Number = int | float
 OPERATORS: Final = (
     "equals",
@@ -197,21 +224,14 @@ class Rule(_Strict):
     """One security rule (pySigma-like metadata + a CampusWatch condition)."""
 
     id: Annotated[str, Meta(pattern=UUID_PATTERN, description="UUID, stable for the rule's life")]
-    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    title: Title
     level: Level
     status: Literal["stable", "test", "experimental"]
     subject: Literal["device", "site"]
     condition: Condition
-    summary: Annotated[
-        str,
-        Meta(
-            min_length=1,
-            max_length=500,
-            description="template: {site_id} {device_id} {entity} {value} {ratio_pct} …",
-        ),
-    ]
-    runbook: dict[str, Annotated[str, Meta(min_length=1)]]
-    description: str = ""
+    summary: Summary
+    runbook: Runbook
+    description: Description
     tags: list[Annotated[str, Meta(pattern=r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")]] = msgspec.field(
         default_factory=list
     )
@@ -226,6 +246,11 @@ class Rule(_Strict):
     placeholder, a label and part of the evidence (what the SOC needs to act on)."""
     references: list[str] = msgspec.field(default_factory=list)
     author: str = ""
+
+    def text(self, name: str, language: str) -> str:
+        """One of the localised fields (``title``, ``summary``, …) in ``language``."""
+        texts: dict[str, str] = getattr(self, name)
+        return texts.get(language) or texts.get("en") or ""
 
     def condition_kind(self) -> str:
         chosen = self.condition.chosen()

@@ -5,7 +5,9 @@ the message held:
 
 * numbers print for people: a float shows at most two decimals (``677.67``, not
   ``677.6662070002778``); ``{value:hours}`` / ``{value:seconds}`` print a duration
-  (``28 days``, ``75 minutes``); any standard format spec (``{value:.0f}``) still works;
+  (``28 days``, ``75 minutes``; ``1 hour``, never ``1 hours``; Vietnamese ``28 ngày`` —
+  Vietnamese nouns have no plural, and it writes ``2,5``); any standard format spec
+  (``{value:.0f}``) still works;
 * a list prints as ``a, b``; a missing or empty value prints as nothing, never ``None``;
 * a part in square brackets is left out when a placeholder inside it is empty:
   ``"Unknown device {mac}[ ({vendor})]"`` → ``Unknown device aa:…`` when the vendor is
@@ -21,36 +23,50 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 DURATION_SPECS: Final = {"hours": 3600.0, "seconds": 1.0}
+# unit → (English singular, English plural, Vietnamese)
+_UNITS: Final = {
+    "second": ("second", "seconds", "giây"),
+    "minute": ("minute", "minutes", "phút"),
+    "hour": ("hour", "hours", "giờ"),
+    "day": ("day", "days", "ngày"),
+}
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 
 
-def human_number(value: float) -> str:
-    """At most two decimals, trailing zeros dropped: 677.6662 → 677.67, 2.50 → 2.5."""
+def human_number(value: float, language: str = "en") -> str:
+    """At most two decimals, trailing zeros dropped: 677.6662 → 677.67, 2.50 → 2.5 (vi 2,5)."""
     if not math.isfinite(value):
         return str(value)
     text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
+    if text == "-0":
+        text = "0"  # -0.001 rounds to nothing: a sign on zero only puzzles the reader
+    return text.replace(".", ",") if language == "vi" else text
 
 
-def human_duration(seconds: float) -> str:
-    """A duration as a person says it: 45 seconds, 12 minutes, 5 hours, 3.5 days, 28 days."""
+def human_duration(seconds: float, language: str = "en") -> str:
+    """A duration as a person says it: 45 seconds, 12 minutes, 1 hour, 3.5 days, 28 days."""
     if not math.isfinite(seconds):
         return str(seconds)
-    if seconds < 120:
-        return _unit(seconds, "second", 0)
-    if seconds < 2 * 3600:
-        return _unit(seconds / 60, "minute", 0)
-    if seconds < 48 * 3600:
-        return _unit(seconds / 3600, "hour", 1 if seconds < 10 * 3600 else 0)
+    if abs(seconds) < 120:
+        return _unit(seconds, "second", 0, language)
+    if abs(seconds) < 2 * 3600:
+        return _unit(seconds / 60, "minute", 0, language)
+    if abs(seconds) < 48 * 3600:
+        return _unit(seconds / 3600, "hour", 1 if abs(seconds) < 10 * 3600 else 0, language)
     days = seconds / 86400
-    return _unit(days, "day", 1 if days < 10 else 0)
+    return _unit(days, "day", 1 if abs(days) < 10 else 0, language)
 
 
-def _unit(amount: float, name: str, decimals: int) -> str:
+def _unit(amount: float, name: str, decimals: int, language: str) -> str:
     text = f"{amount:.{decimals}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return f"{text} {name}" + ("" if text == "1" else "s")
+    if text == "-0":
+        text = "0"
+    singular, plural, vietnamese = _UNITS[name]
+    if language == "vi":
+        return f"{text.replace('.', ',')} {vietnamese}"
+    return f"{text} {singular if text in ('1', '-1') else plural}"
 
 
 def _is_number(value: object) -> bool:
@@ -62,6 +78,9 @@ def is_empty(value: object) -> bool:
 
 
 class _PeopleFormatter(string.Formatter):
+    def __init__(self, language: str) -> None:
+        self.language = language
+
     def get_value(self, key: int | str, args: Any, kwargs: Mapping[str, Any]) -> Any:
         return kwargs.get(str(key))
 
@@ -72,10 +91,11 @@ class _PeopleFormatter(string.Formatter):
             return ", ".join(self.format_field(item, format_spec) for item in value)
         if format_spec in DURATION_SPECS:
             if _is_number(value):
-                return human_duration(float(value) * DURATION_SPECS[format_spec])
+                seconds = float(value) * DURATION_SPECS[format_spec]
+                return human_duration(seconds, self.language)
             return str(value)
         if not format_spec:
-            return human_number(value) if isinstance(value, float) else str(value)
+            return human_number(value, self.language) if isinstance(value, float) else str(value)
         try:
             return format(value, format_spec)
         except (ValueError, TypeError):
@@ -84,7 +104,7 @@ class _PeopleFormatter(string.Formatter):
             return str(value)
 
 
-_FORMATTER: Final = _PeopleFormatter()
+_FORMATTERS: Final = {language: _PeopleFormatter(language) for language in ("vi", "en")}
 
 
 def _names(template: str) -> list[tuple[str, str]]:
@@ -96,8 +116,9 @@ def _names(template: str) -> list[tuple[str, str]]:
     ]
 
 
-def render(template: str, values: Mapping[str, Any]) -> str:
-    """The template filled in; optional ``[…]`` parts with an empty placeholder left out."""
+def render(template: str, values: Mapping[str, Any], language: str = "en") -> str:
+    """The template filled in for a reader of ``language`` (numbers and units in its way);
+    optional ``[…]`` parts with an empty placeholder left out."""
 
     def optional(found: re.Match[str]) -> str:
         part = found.group(1)
@@ -107,14 +128,15 @@ def render(template: str, values: Mapping[str, Any]) -> str:
             return found.group(0)
         if any(is_empty(values.get(name)) for name, _ in names):
             return ""
-        return _format(part, values)
+        return _format(part, values, language)
 
-    return _format(_OPTIONAL.sub(optional, template), values)
+    return _format(_OPTIONAL.sub(optional, template), values, language)
 
 
-def _format(template: str, values: Mapping[str, Any]) -> str:
+def _format(template: str, values: Mapping[str, Any], language: str) -> str:
+    formatter = _FORMATTERS.get(language, _FORMATTERS["en"])
     try:
-        return _FORMATTER.vformat(template, (), values)
+        return formatter.vformat(template, (), values)
     except (ValueError, IndexError, KeyError, AttributeError, TypeError):
         return template  # checked at load time; never lose an alert over its prose
 

@@ -204,16 +204,17 @@ def run_pack_tests(pack: RulePack, root: Path | None = None) -> list[TestResult]
     for loaded in pack.rules:
         rule = loaded.rule
         shown = str(loaded.path.relative_to(root.parent)) if root else str(loaded.path)
+        title = rule.text("title", "en")
         if loaded.test_path is None:
-            results.append(TestResult(rule.id, rule.title, shown, False, ["no test case"]))
+            results.append(TestResult(rule.id, title, shown, False, ["no test case"]))
             continue
         case, problems = load_test_case(loaded.test_path, str(loaded.test_path))
         if case is None:
-            results.append(TestResult(rule.id, rule.title, shown, False, list(map(str, problems))))
+            results.append(TestResult(rule.id, title, shown, False, list(map(str, problems))))
             continue
         try:
             passed, details = run_test_case(rule, case)
         except Exception as exc:  # one broken rule fails its own test, not the whole run
             passed, details = False, [f"the engine raised {type(exc).__name__}: {exc}"]
-        results.append(TestResult(rule.id, rule.title, shown, passed, details))
+        results.append(TestResult(rule.id, title, shown, passed, details))
     return results

@@ -23,8 +23,10 @@ def rule(
     condition: str, *, subject: str = "device", summary: str = "s {site_id}", extra: str = ""
 ) -> Rule:
     return parse_rule_text(
-        f"id: {uuid.uuid4()}\ntitle: t\nlevel: high\nstatus: test\nsubject: {subject}\n"
-        f'summary: "{summary}"\nrunbook: {{en: a, vi: ấ}}\n{extra}condition:\n{condition}'
+        f"id: {uuid.uuid4()}\ntitle: {{en: t, vi: tê}}\ndescription: {{en: d, vi: đ}}\n"
+        f"level: high\nstatus: test\nsubject: {subject}\n"
+        f'summary: {{en: "{summary}", vi: "tiếng Việt: {summary}"}}\n'
+        f"runbook: {{en: a, vi: ấ}}\n{extra}condition:\n{condition}"
     )
 
 
@@ -252,8 +254,9 @@ def test_hot_reload_keeps_state_of_unchanged_rules_and_resolves_removed_ones() -
     )
     assert len(out) == 2
     retitled = parse_rule_text(
-        f"id: {kept.id}\ntitle: new title\nlevel: high\nstatus: test\nsubject: device\n"
-        f"summary: s\nrunbook: {{en: a, vi: ấ}}\ncondition:\n{AV_OFF}"
+        f"id: {kept.id}\ntitle: {{en: new title, vi: tên mới}}\ndescription: {{en: d, vi: đ}}\n"
+        f"level: high\nstatus: test\nsubject: device\n"
+        f"summary: {{en: s, vi: ś}}\nrunbook: {{en: a, vi: ấ}}\ncondition:\n{AV_OFF}"
     )
     resolved = engine.replace_pack(rule_pack_from_rules([retitled]))
     assert [(s.rule_id, s.status) for s in resolved] == [(removed.id, "resolved")]

@@ -13,7 +13,7 @@ from campuswatch.collector.rules.model import RulePackError
 
 GOOD = """\
 id: 11111111-2222-4333-8444-555555555555
-title: Good rule
+title: {en: Good rule, vi: Quy tắc tốt}
 level: high
 status: test
 subject: device
@@ -23,10 +23,11 @@ condition:
     where:
       - field: status
         equals: no_av
-summary: "x on {device_id}"
+summary: {en: "x on {device_id}", vi: "x trên {device_id}"}
 runbook:
   en: Do this.
   vi: Làm việc này.
+description: {en: Why it matters., vi: Vì sao điều này quan trọng.}
 """
 GOOD_TEST = """\
 steps:
@@ -63,12 +64,12 @@ BAD_LINES = {
     "unknown-kind": 8,
     "bad-duration": 9,
     "unknown-operator": 14,
-    "missing-runbook-language": 16,
+    "missing-language": 16,
 }
 
 FIELDS = """\
 id: 21111111-2222-4333-8444-555555555555
-title: Field problems
+title: {en: Field problems, vi: Lỗi trường}
 level: low
 status: test
 subject: device
@@ -82,8 +83,9 @@ condition:
         equals: no_avv
       - field: status
         gt: 3
-summary: "s"
+summary: {en: "s", vi: "ś"}
 runbook: {en: a, vi: ấ}
+description: {en: d, vi: đ}
 """
 
 
@@ -152,12 +154,8 @@ def test_clean_pack_passes_with_a_summary(tmp_path: Path) -> None:
     ("text", "code", "line"),
     [
         ("title: [unclosed\n", "yaml-syntax", 2),
-        (GOOD.replace("title: Good rule\n", "title: A\ntitle: B\n"), "duplicate-key", 3),
-        (
-            GOOD.replace("  vi: Làm việc này.\n", "  vi: Lam viec nay.\n"),
-            "runbook-no-diacritics",
-            15,
-        ),
+        (GOOD.replace("title: {en: Good", "title: A\ntitle: {en: Good"), "duplicate-key", 3),
+        (GOOD.replace("  vi: Làm việc này.\n", "  vi: Lam viec nay.\n"), "no-diacritics", 15),
         (GOOD.replace("level: high\n", "level: high\ntags: [attack.x1562]\n"), "bad-tag", 4),
         (GOOD.replace("condition:\n", "condition:\n  absence: {for: 5m}\n"), "bad-condition", 6),
         (GOOD.replace("subject: device", "subject: site"), "bad-condition", 5),
@@ -187,7 +185,7 @@ def test_orphan_test_case_is_reported(tmp_path: Path) -> None:
 
 EXISTS_RULE = """\
 id: 31111111-2222-4333-8444-555555555555
-title: Signature age unknown
+title: {en: Signature age unknown, vi: Chưa rõ tuổi chữ ký}
 level: medium
 status: test
 subject: device
@@ -199,10 +197,11 @@ condition:
         exists: true
       - field: products[*].signature_age_hours
         exists: false
-summary: "signature age of {device_id} unknown"
+summary: {en: "signature age of {device_id} unknown", vi: "chưa rõ tuổi chữ ký của {device_id}"}
 runbook:
   en: Do this.
   vi: Làm việc này.
+description: {en: Why it matters., vi: Vì sao điều này quan trọng.}
 """
 EXISTS_TEST = """\
 steps:
@@ -286,3 +285,44 @@ def test_rules_test_reports_an_engine_error_as_a_failure_not_a_traceback(
     assert result.exit_code == 1 and result.exception is not None
     assert isinstance(result.exception, SystemExit)
     assert "FAIL" in result.output and "the engine raised ValueError: boom" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "wording"),
+    [
+        # no English title
+        (GOOD.replace("{en: Good rule, vi: Quy tắc tốt}", "{vi: Quy tắc tốt}"), 2, "'en'"),
+        # no Vietnamese summary
+        (GOOD.replace(', vi: "x trên {device_id}"', ""), 12, "'vi'"),
+        # a runbook without its Vietnamese text
+        (GOOD.replace("  vi: Làm việc này.\n", ""), 13, "'vi'"),
+        # a description in one language only, written the old way
+        (GOOD.replace("{en: Why it matters., vi: Vì sao điều này quan trọng.}", "Why."), 16, "vi"),
+        # an empty English title
+        (GOOD.replace("{en: Good rule,", '{en: " ",'), 2, "'en'"),
+    ],
+)
+def test_rules_check_fails_a_rule_missing_a_language(
+    tmp_path: Path, text: str, line: int, wording: str
+) -> None:
+    write(tmp_path, "rule.yaml", text)
+    result = CliRunner().invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    problem = f"{tmp_path.name}/rule.yaml:{line}: missing-language:"
+    assert problem in result.output, result.output
+    assert wording in result.output.split(problem)[1].splitlines()[0]
+    with pytest.raises(RulePackError):
+        load_rule_pack(tmp_path)
+
+
+def test_every_language_of_every_text_reaches_the_check(tmp_path: Path) -> None:
+    """A Vietnamese summary is checked like the English one (placeholders, diacritics)."""
+    text = GOOD.replace('vi: "x trên {device_id}"', 'vi: "x trên {thiet_bi}"')
+    write(tmp_path, "rule.yaml", text)
+    _, problems = check_rule_pack(tmp_path)
+    assert [(p.code, p.line) for p in problems] == [("bad-template", 12)]
+    assert "{thiet_bi}" in problems[0].message
+    plain = GOOD.replace("vi: Quy tắc tốt", "vi: Quy tac tot")
+    write(tmp_path, "rule.yaml", plain)
+    _, problems = check_rule_pack(tmp_path)
+    assert [(p.code, p.line) for p in problems] == [("no-diacritics", 2)]
