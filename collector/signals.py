@@ -30,6 +30,22 @@ def text_in(texts: AlertTexts, language: str, part: TextPart, fallback: str) -> 
     return texts.get(language, {}).get(part) or fallback
 
 
+def bounded_texts(texts: object, max_chars: int) -> AlertTexts:
+    """Only the known languages and parts, as bounded text (a signal is not trusted input)."""
+    if not isinstance(texts, dict):
+        return {}
+    kept: AlertTexts = {}
+    for language in TEXT_LANGUAGES:
+        parts = texts.get(language)
+        if isinstance(parts, dict):
+            kept[language] = {
+                part: str(parts[part])[:max_chars]
+                for part in ("title", "summary", "description")
+                if parts.get(part) is not None
+            }
+    return kept
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """A message that made a rule fire, small enough to store with the alert."""

@@ -73,6 +73,7 @@ from campuswatch.collector.signals import (
     AlertSignal,
     Evidence,
     Level,
+    bounded_texts,
 )
 from campuswatch.wire.ids import new_message_id
 
@@ -243,6 +244,7 @@ class AlertManager:
             tags=list(signal.tags),
             runbook_en=signal.runbook_en,
             runbook_vi=signal.runbook_vi,
+            texts=signal.texts,
             first_seen=signal.at,
             last_seen=signal.at,
             opened_at=signal.at,
@@ -311,6 +313,7 @@ class AlertManager:
         alert.tags = list(signal.tags)
         alert.runbook_en = signal.runbook_en
         alert.runbook_vi = signal.runbook_vi
+        alert.texts = signal.texts
 
     def _add_evidence(
         self, run: _Pass, alert: Alert, evidence: Iterable[Evidence], *, known_alert: bool
@@ -379,6 +382,7 @@ class AlertManager:
             runbook_vi=str(signal.runbook_vi)[:MAX_TEXT_CHARS],
             evidence=tuple(item for item in signal.evidence if _usable_evidence(item)),
             occurrences=signal.occurrences,
+            texts=bounded_texts(signal.texts, MAX_TEXT_CHARS),
         )
 
     # --- time -----------------------------------------------------------------------------
@@ -838,6 +842,7 @@ class AlertManager:
                 description=alert.description,
                 runbook_en=alert.runbook_en,
                 runbook_vi=alert.runbook_vi,
+                texts=dict(alert.texts or {}),
                 actor=actor,
                 note=note,
                 collector_id=self._collector_id,

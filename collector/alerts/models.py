@@ -119,6 +119,8 @@ class Alert(Base):
     tags: Mapped[list[str]] = mapped_column(default=list)
     runbook_en: Mapped[str] = mapped_column(Text, default="")
     runbook_vi: Mapped[str] = mapped_column(Text, default="")
+    # language → {title, summary, description}; the columns above hold the English ones.
+    texts: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
     first_seen: Mapped[datetime] = mapped_column()
     last_seen: Mapped[datetime] = mapped_column(index=True)
     # Start of the current episode; a reopen inside the flap window keeps it, so a flapping

@@ -20,6 +20,8 @@ from campuswatch.collector.db.engine import (
 from campuswatch.collector.db.models import Base
 
 ALERT_TABLES = {"alerts", "alert_evidence", "alert_audit", "silences"}
+# Columns later revisions add to these tables (0008_alert_texts: alerts.texts).
+LATER_COLUMNS = {("alerts", "texts")}
 
 
 def _schema_diff(url: str) -> list[object]:
@@ -38,7 +40,10 @@ def _is_alert_object(
     item: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
     table = item if type_ == "table" else getattr(item, "table", None)
-    return getattr(table, "name", name) in ALERT_TABLES
+    table_name = getattr(table, "name", name)
+    if type_ == "column" and (table_name, name) in LATER_COLUMNS:
+        return False
+    return table_name in ALERT_TABLES
 
 
 def _downgrade(url: str, revision: str) -> None:
