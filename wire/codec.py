@@ -86,22 +86,27 @@ def encode_message(message: Message) -> bytes:
 
 # Only quotes and brackets matter for depth, and only how many brackets are open, not which
 # kind (a mismatch is malformed JSON, refused by msgspec before it recurses any further).
+# Backslashes are kept at first, to see whether a quote may be escaped.
 _NOT_STRUCTURE: Final = bytes(byte for byte in range(256) if byte not in b'"[]{}')
+_NOT_STRUCTURE_OR_ESCAPE: Final = bytes(byte for byte in range(256) if byte not in b'"[]{}\\')
 _AS_SQUARE: Final = bytes.maketrans(b"{}", b"[]")
 
 
 def nesting_depth_exceeds(payload: bytes, limit: int = MAX_DEPTH) -> bool:
     """True if arrays/objects in ``payload`` nest deeper than ``limit`` (brackets inside
     strings do not count). Runs before msgspec on every message, so it uses only C-speed
-    byte operations; a Python loop runs only over what is left of a malformed document."""
-    structure = payload
-    if b'\\"' in structure:
-        # Only a backslash before a quote can hide one. Escaped backslashes first (left to
-        # right, as a JSON reader pairs them), then escaped quotes.
-        structure = structure.replace(b"\\\\", b"").replace(b'\\"', b"")
-    structure = structure.translate(_AS_SQUARE, _NOT_STRUCTURE)
+    byte operations, over the whole payload only once in the usual case."""
+    structure = payload.translate(_AS_SQUARE, _NOT_STRUCTURE_OR_ESCAPE)
     if structure.count(b"[") <= limit:
         return False  # too few brackets to be that deep: most messages stop here
+    if b'\\"' in structure:
+        # A quote may be escaped (or an escape merely ends a string): read the escapes from
+        # the payload itself, escaped backslashes first (left to right, as a JSON reader
+        # pairs them), then escaped quotes.
+        unescaped = payload.replace(b"\\\\", b"").replace(b'\\"', b"")
+        structure = unescaped.translate(_AS_SQUARE, _NOT_STRUCTURE)
+    else:
+        structure = structure.translate(None, b"\\")
     # Strings: drop every pair of adjacent quotes (an empty string, or one string's end and
     # the next one's start: either way string content stays between the remaining pairs),
     # then whatever lies between the quotes left, the few strings that contain brackets.
