@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,10 +93,11 @@ def state_dir_problem(state_dir: Path) -> str | None:
     """Why the agent cannot keep its identity and queue in ``state_dir``, or None."""
     if state_dir.exists() and not state_dir.is_dir():
         return f"state dir {state_dir} is not a directory"
+    probe = state_dir / f".write-test-{os.getpid()}"
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=state_dir):
-            pass
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        probe.unlink()
     except OSError as exc:
         return f"state dir {state_dir} is not writable: {exc.strerror or exc}"
     return None
