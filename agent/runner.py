@@ -123,6 +123,8 @@ class AgentRunner:
         self._inflight_lock = threading.Lock()
         self._last_sent_seq = 0
         self._inventory_digest: str | None = None
+        self._inventory_seq: int | None = None
+        """Queue seq of the last inventory until the broker acknowledges it."""
         self._force_inventory = True
         self._tokens = 0.0
         self._tokens_at = time.monotonic()
@@ -324,21 +326,32 @@ class AgentRunner:
                 return
             self._inventory_digest = message.digest
             self._force_inventory = False
-        self.enqueue(message)
+            self._inventory_seq = self.enqueue(message)
+        else:
+            self.enqueue(message)
         self._wake_scheduler.set()
 
-    def enqueue(self, message: Message) -> None:
+    def enqueue(self, message: Message) -> int | None:
+        """Queue a message for sending; its queue ``seq``, or None if the queue refused it."""
         topic = build_topic(self.site, self.device_id, kind_of(message))
-        dropped = self.queue.put(topic, encode_message(message))
+        seq, dropped = self.queue.append(topic, encode_message(message))
         self.stats.produced_total += 1
         if dropped:
             log.warning(
                 "store-and-forward queue full (%d bytes): dropped %d oldest message(s), %d in all",
-                self.settings.queue.max_bytes,
+                self.queue.max_bytes,
                 dropped,
                 self.queue.dropped_total,
             )
+            inventory_seq = self._inventory_seq
+            if inventory_seq is not None and not self.queue.contains(inventory_seq):
+                # Dropped unsent (an acknowledged one clears _inventory_seq first). It is only
+                # sent when it changes, so forget its digest: the next check queues it again.
+                self._inventory_seq = None
+                self._inventory_digest = None
+                log.warning("the inventory was dropped unsent; it is queued again at next check")
         self._wake_sender.set()
+        return seq
 
     # --- sending -----------------------------------------------------------------------
 
@@ -406,6 +419,8 @@ class AgentRunner:
             entry = self._inflight.pop(mid, None)
         if entry is None:
             return  # hello/state (not queued) or a late ack after a resend
+        if entry.seq == self._inventory_seq:
+            self._inventory_seq = None  # delivered: no longer at risk of being dropped
         self.queue.remove(entry.seq)
         self.stats.acked_total += 1
         self._wake_sender.set()

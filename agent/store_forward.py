@@ -58,6 +58,10 @@ class StoreAndForwardQueue:
 
     def put(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
         """Append a message; return how many old messages had to be dropped to make room."""
+        return self.append(topic, payload, retain=retain)[1]
+
+    def append(self, topic: str, payload: bytes, *, retain: bool = False) -> tuple[int | None, int]:
+        """Append a message; return its ``seq`` (None if refused) and how many were dropped."""
         size = len(payload) + len(topic)
         dropped = 0
         with self._lock:
@@ -65,7 +69,7 @@ class StoreAndForwardQueue:
                 # Making room would empty the queue and still not fit: lose only this one.
                 self._dropped += 1
                 self._save_dropped(self._dropped)
-                return 1
+                return None, 1
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 while self._depth and self._bytes + size > self.max_bytes:
@@ -90,7 +94,7 @@ class StoreAndForwardQueue:
             self._bytes += size
             self._depth += 1
             assert cursor.lastrowid is not None
-            return dropped
+            return int(cursor.lastrowid), dropped
 
     def peek(self, after_seq: int, limit: int) -> list[QueuedMessage]:
         """The oldest messages with ``seq`` greater than ``after_seq``, in order."""

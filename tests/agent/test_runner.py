@@ -18,7 +18,7 @@ from campuswatch.agent.runner import QUEUE_FILE, AgentRunner
 from campuswatch.agent.settings import load_settings
 from campuswatch.agent.store_forward import StoreAndForwardQueue
 from campuswatch.wire import CommandMessage, HealthMessage, decode_message, encode_message
-from campuswatch.wire.messages import HelloMessage, StateMessage
+from campuswatch.wire.messages import HelloMessage, InventoryMessage, StateMessage
 from campuswatch.wire.mqtt import MqttConnection
 from campuswatch.wire.topics import build_topic
 from tests.support.mosquitto import MosquittoBroker, subscribe
@@ -158,6 +158,53 @@ def test_a_clone_never_sends_the_golden_image_s_queue_as_the_original(
     as_golden = [m.topic for m in capture.messages if f"/{golden.device_id}/" in m.topic]
     assert as_golden == []
     assert runner.queue.dropped_total == 3, "the dropped messages are counted"
+
+
+class SameInventoryProbe:
+    """An inventory that never changes: the runner sends it at start, then only on change."""
+
+    name = "inventory"
+    kind = "inventory"
+
+    def collect(self, context: ProbeContext) -> InventoryMessage:
+        return InventoryMessage(
+            device_id=context.device_id, site=context.site, digest="a" * 64, hostname="lab-01"
+        )
+
+
+def test_an_inventory_dropped_from_a_full_queue_is_sent_again(tmp_path: Path) -> None:
+    """A long outage fills the queue and drops the oldest messages; the inventory, sent only
+    when it changes, must not be lost for good with them."""
+    settings = load_settings(
+        overrides={
+            "site": SITE,
+            "state_dir": str(tmp_path / "state"),
+            "mqtt": {"broker": f"mqtt://127.0.0.1:{free_port()}"},  # nobody listens
+            "intervals": {"health": 0.05, "inventory_check": 0.5, "jitter_fraction": 0.0},
+        },
+        environ={},
+    )
+    identity = resolve_identity(tmp_path / "state", TEST_FACTS)
+    runner = AgentRunner(
+        settings,
+        identity,
+        SITE,
+        [SameInventoryProbe(), CountingProbe()],
+        state_dir=tmp_path / "state",
+    )
+    runner.queue.max_bytes = 8_000  # a small queue fills in a second of health messages
+    runner.start()
+    try:
+
+        def inventories_queued() -> int:
+            return sum(m.topic.endswith("/inventory") for m in runner.queue.peek(0, 1000))
+
+        _wait(lambda: inventories_queued() == 1)
+        _wait(lambda: runner.queue.dropped_total > 0 and inventories_queued() == 0)
+        # Evicted unsent: the next check queues it again although its digest is unchanged.
+        _wait(lambda: inventories_queued() == 1)
+    finally:
+        runner.stop(timeout_s=0.5)
 
 
 @pytest.mark.slow
