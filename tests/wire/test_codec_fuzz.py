@@ -15,11 +15,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campuswatch.wire import MAX_PAYLOAD_BYTES, WireRejection, decode_message, encode_message
-from campuswatch.wire.codec import REJECT_REASONS, DecodedMessage, nesting_depth_exceeds
+from campuswatch.wire.codec import (
+    MAX_DEPTH,
+    REJECT_REASONS,
+    DecodedMessage,
+    nesting_depth_exceeds,
+)
 from campuswatch.wire.messages import KIND_TYPES
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
@@ -224,3 +230,17 @@ def test_the_depth_check_measures_what_a_json_reader_sees(
     # Brackets, quotes and backslashes inside strings must neither hide nor invent depth.
     payload = json.dumps(value, ensure_ascii=ascii).encode()
     assert nesting_depth_exceeds(payload, limit) == (true_depth(value) > limit)
+
+
+@pytest.mark.parametrize("strings", [3, 300])  # few escapes visited one by one, many replaced
+@pytest.mark.parametrize("deep", [False, True])
+def test_escaped_quotes_neither_hide_nor_invent_depth(strings: int, deep: bool) -> None:
+    # Each string holds escaped quotes and backslashes next to brackets: read wrongly, a
+    # quote's escape would swap inside and outside, hiding the nesting or inventing it.
+    tricky = ['\\" [[[[ \\\\', '\\\\" ]]', '{{\\"\\\\\\"'] * strings
+    nested: object = "end"
+    for _ in range(MAX_DEPTH + 1 if deep else MAX_DEPTH - 2):
+        nested = [nested, '\\"[']
+    value = {"strings": tricky, "nested": nested}
+    payload = json.dumps(value).encode()
+    assert nesting_depth_exceeds(payload) == (true_depth(value) > MAX_DEPTH) == deep
