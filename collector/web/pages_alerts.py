@@ -12,14 +12,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
 from campuswatch.collector.alerts.manager import AlertError, AlertManager
+from campuswatch.collector.alerts.models import Alert
 from campuswatch.collector.alerts.queries import AlertNotFound, get_alert, list_alerts
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.api.deps import Context, DbSession
 from campuswatch.collector.db.models import Site
-from campuswatch.collector.signals import LEVELS, AlertNotification
+from campuswatch.collector.signals import LEVELS, AlertNotification, TextPart, text_in
 from campuswatch.collector.web.auth import check_csrf
 from campuswatch.collector.web.deps import PageUser, require_role, require_visible
-from campuswatch.collector.web.rendering import render
+from campuswatch.collector.web.rendering import render, request_language
 from campuswatch.wire.ids import utc_now
 
 router = APIRouter(prefix="/ui/alerts")
@@ -56,6 +57,28 @@ def _forward(context: ApiContext, notifications: Sequence[AlertNotification]) ->
         log.warning(
             "no SOC outbox registered; %d alert notifications not forwarded", len(notifications)
         )
+
+
+_ENGLISH_COLUMNS: Final[dict[TextPart, str]] = {
+    "title": "rule_title",
+    "summary": "summary",
+    "description": "description",
+}
+
+
+def alert_text_for(request: Request) -> Callable[[Alert, TextPart], str]:
+    """``alert_text(alert, part)`` for templates: the alert's prose in the reader's language.
+
+    Chosen per request, so switching the UI language shows every alert in the new language
+    (both were rendered when it fired); alerts older than that show their English text.
+    """
+    language = request_language(request)
+
+    def alert_text(alert: Alert, part: TextPart) -> str:
+        fallback = str(getattr(alert, _ENGLISH_COLUMNS[part]) or "")
+        return text_in(alert.texts or {}, language, part, fallback)
+
+    return alert_text
 
 
 def _visible_sites(session: DbSession, user: PageUser) -> list[Site]:
@@ -107,6 +130,7 @@ def alert_queue(
         },
         "sites": _visible_sites(session, user),
         "levels": tuple(reversed(LEVELS)),
+        "alert_text": alert_text_for(request),
     }
     return render(request, "alerts.html", values, user=user)
 
@@ -127,6 +151,7 @@ def alert_detail(
         "silence_hours": SILENCE_HOURS,
         "may_act": user.may(*RESPONDER_ROLES),
         "error": request.query_params.get("error"),
+        "alert_text": alert_text_for(request),
     }
     return render(request, "alert_detail.html", values, user=user)
 

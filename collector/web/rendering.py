@@ -67,6 +67,8 @@ def format_number(value: float | int | None, digits: int, language: str) -> str:
         return "—"
     if isinstance(value, float) and math.isinf(value):
         return "∞" if value > 0 else "-∞"
+    if round(value, digits) == 0:
+        value = 0  # -0.04 shown with one decimal is "0", never "-0"
     if abs(value) >= MAX_PLAIN_NUMBER:
         return format_scientific(value, format=f"0.{'#' * digits}E0", locale=language)
     return format_decimal(value, format=f"#,##0.{'#' * digits}", locale=language)
