@@ -119,7 +119,7 @@ def test_tls_failure_is_logged_once(caplog: pytest.LogCaptureFixture, tmp_path: 
     assert "TLS certificate not accepted" in said[0]
 
 
-def test_refused_login_is_logged_once_and_recovery_is_said(
+def test_refused_login_is_logged_once(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     broker = _auth_broker(tmp_path)
