@@ -8,7 +8,7 @@ Kept in one small module so each side can be built and tested without the others
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -129,3 +129,13 @@ class AlertNotification:
     url: str | None = None
     texts: AlertTexts = field(default_factory=dict)
     """The title, summary and description in every language (each destination picks one)."""
+
+
+def notification_in(n: AlertNotification, language: str) -> AlertNotification:
+    """``n`` with its title, summary and description in ``language`` (a destination's)."""
+    return replace(
+        n,
+        rule_title=text_in(n.texts, language, "title", n.rule_title),
+        summary=text_in(n.texts, language, "summary", n.summary),
+        description=text_in(n.texts, language, "description", n.description),
+    )

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Final
 
 from campuswatch.collector.forward import PRODUCT, PRODUCT_VERSION, VENDOR
-from campuswatch.collector.signals import CEF_SEVERITY, AlertNotification
+from campuswatch.collector.signals import CEF_SEVERITY, AlertNotification, notification_in
 
 EXTENSION_KEY: Final = re.compile(r"[A-Za-z0-9]+")
 # Control characters other than CR/LF have no CEF escape; a SIEM's line reader would choke on
@@ -111,8 +111,13 @@ def render_cef(
     vendor: str = VENDOR,
     product: str = PRODUCT,
     version: str = PRODUCT_VERSION,
+    language: str = "en",
 ) -> str:
-    """One CEF line (no trailing newline): ``CEF:0|Vendor|Product|Version|Sig|Name|Sev|Ext``."""
+    """One CEF line (no trailing newline): ``CEF:0|Vendor|Product|Version|Sig|Name|Sev|Ext``.
+
+    Name and ``msg`` are in ``language`` (the destination's setting).
+    """
+    n = notification_in(n, language)
     header = [vendor, product, version, n.rule_id, n.rule_title or n.rule_id]
     severity = CEF_SEVERITY.get(n.level, 5)
     escaped = "|".join(escape_header(field) for field in header)

@@ -13,7 +13,13 @@ from typing import Any, Final
 
 from campuswatch.collector.forward import PRODUCT, PRODUCT_VERSION, VENDOR
 from campuswatch.collector.forward.cef import epoch_ms, normalise_ip, normalise_mac
-from campuswatch.collector.signals import CEF_SEVERITY, AlertEventType, AlertNotification, Level
+from campuswatch.collector.signals import (
+    CEF_SEVERITY,
+    AlertEventType,
+    AlertNotification,
+    Level,
+    notification_in,
+)
 
 ECS_VERSION: Final = "8.11.0"
 OCSF_VERSION: Final = "1.1.0"
@@ -90,8 +96,13 @@ def render_ecs(
     vendor: str = VENDOR,
     product: str = PRODUCT,
     version: str = PRODUCT_VERSION,
+    language: str = "en",
 ) -> dict[str, Any]:
-    """The notification as one ECS document (``event.kind: alert``)."""
+    """The notification as one ECS document (``event.kind: alert``).
+
+    Title, message and description in ``language`` (the destination's setting).
+    """
+    n = notification_in(n, language)
     ip = normalise_ip(n.ip)
     mac = normalise_mac(n.mac)
     document: dict[str, Any] = {
@@ -168,8 +179,13 @@ def render_ocsf(
     vendor: str = VENDOR,
     product: str = PRODUCT,
     version: str = PRODUCT_VERSION,
+    language: str = "en",
 ) -> dict[str, Any]:
-    """The notification as one OCSF 1.1.0 Detection Finding (class_uid 2004)."""
+    """The notification as one OCSF 1.1.0 Detection Finding (class_uid 2004).
+
+    Title, message and description in ``language`` (the destination's setting).
+    """
+    n = notification_in(n, language)
     activity_id, activity_name = OCSF_ACTIVITY.get(n.event, (99, "Other"))
     severity_id, severity_name = OCSF_SEVERITY.get(n.level, (0, "Unknown"))
     status_id, status_name = OCSF_STATUS.get(n.state, (0, "Unknown"))

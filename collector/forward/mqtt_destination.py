@@ -79,12 +79,14 @@ class MqttDestination:
         vendor: str = VENDOR,
         product: str = PRODUCT,
         product_version: str = PRODUCT_VERSION,
+        language: str = "en",
     ) -> None:
         check_topic_template(topic_template)
         if qos not in (1, 2):
             raise ValueError("alerts need an acknowledged delivery: qos must be 1 or 2")
         self.topic_template = topic_template
         self.message_format: MqttFormat = message_format
+        self.language = language
         self.qos = qos
         self.ack_timeout_s = ack_timeout_s
         self._product = (vendor, product, product_version)
@@ -111,9 +113,13 @@ class MqttDestination:
     def render(self, n: AlertNotification) -> bytes:
         vendor, product, version = self._product
         if self.message_format == "cef":
-            return render_cef(n, vendor=vendor, product=product, version=version).encode()
+            return render_cef(
+                n, vendor=vendor, product=product, version=version, language=self.language
+            ).encode()
         render = render_ecs if self.message_format == "ecs" else render_ocsf
-        document = render(n, vendor=vendor, product=product, version=version)
+        document = render(
+            n, vendor=vendor, product=product, version=version, language=self.language
+        )
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     def send(self, batch: Sequence[OutboxItem]) -> None:

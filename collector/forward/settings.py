@@ -49,12 +49,21 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Language = Literal["en", "vi"]
+"""The language of the alert text a destination receives (title, summary, description).
+
+English by default: a SOC's correlation rules and analysts' searches are usually written
+against English rule names, and an upgrade must not change what they match. Set ``vi``
+for a provincial SOC whose analysts read Vietnamese."""
+
+
 class SyslogOptions(_Options):
     host: str
     port: int | None = Field(default=None, ge=1, le=65535)
     transport: Literal["udp", "tcp", "tls"] = "tls"
     facility: str = "local4"
     message_format: Literal["cef", "ecs", "ocsf"] = "cef"
+    language: Language = "en"
     hostname: str | None = None
     app_name: str = "campuswatch"
     utf8_bom: bool = False
@@ -72,6 +81,7 @@ class WebhookOptions(_Options):
     url: str
     document_format: Literal["ecs", "ocsf"] = "ecs"
     body_framing: Literal["json_array", "ndjson"] = "json_array"
+    language: Language = "en"
     hmac_secret: SecretStr | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout_s: float = Field(default=10.0, gt=0)
@@ -104,6 +114,7 @@ class MqttOptions(_Options):
     broker_url: str
     topic_template: str = DEFAULT_TOPIC
     message_format: Literal["ecs", "ocsf", "cef"] = "ecs"
+    language: Language = "en"
     qos: Literal[1, 2] = 1
     client_id: str = "campuswatch-forwarder"
     ack_timeout_s: float = Field(default=10.0, gt=0)
@@ -244,6 +255,7 @@ def build_destination(settings: TargetSettings) -> Destination:
             options.url,
             document_format=options.document_format,
             body_framing=options.body_framing,
+            language=options.language,
             hmac_secret=options.hmac_secret.get_secret_value() if options.hmac_secret else None,
             headers={k: v.get_secret_value() for k, v in options.headers.items()},
             timeout_s=options.timeout_s,

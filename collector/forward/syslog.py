@@ -182,6 +182,7 @@ class SyslogDestination:
         vendor: str = VENDOR,
         product: str = PRODUCT,
         product_version: str = PRODUCT_VERSION,
+        language: str = "en",
     ) -> None:
         if transport not in DEFAULT_PORTS:
             raise ValueError(f"syslog transport must be udp, tcp or tls, not {transport!r}")
@@ -194,6 +195,7 @@ class SyslogDestination:
         self.transport: Transport = transport
         self.facility = FACILITIES[facility]
         self.message_format: MessageFormat = message_format
+        self.language = language
         self.hostname = hostname or socket.gethostname()
         self.app_name = app_name
         self.utf8_bom = utf8_bom
@@ -218,9 +220,13 @@ class SyslogDestination:
     def render_body(self, n: AlertNotification) -> str:
         vendor, product, version = self._product
         if self.message_format == "cef":
-            return render_cef(n, vendor=vendor, product=product, version=version)
+            return render_cef(
+                n, vendor=vendor, product=product, version=version, language=self.language
+            )
         render = render_ecs if self.message_format == "ecs" else render_ocsf
-        document = render(n, vendor=vendor, product=product, version=version)
+        document = render(
+            n, vendor=vendor, product=product, version=version, language=self.language
+        )
         return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
     def render(self, n: AlertNotification) -> bytes:

@@ -78,12 +78,14 @@ class WebhookDestination:
         vendor: str = VENDOR,
         product: str = PRODUCT,
         product_version: str = PRODUCT_VERSION,
+        language: str = "en",
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url
         self.document_format: DocumentFormat = document_format
         self.body_framing: BodyFraming = body_framing
+        self.language = language
         self._secret = hmac_secret.encode("utf-8") if hmac_secret else None
         self._product = (vendor, product, product_version)
         self._clock = clock
@@ -104,7 +106,13 @@ class WebhookDestination:
         vendor, product, version = self._product
         render = render_ecs if self.document_format == "ecs" else render_ocsf
         documents: list[dict[str, Any]] = [
-            render(item.notification, vendor=vendor, product=product, version=version)
+            render(
+                item.notification,
+                vendor=vendor,
+                product=product,
+                version=version,
+                language=self.language,
+            )
             for item in batch
         ]
         if self.body_framing == "ndjson":
