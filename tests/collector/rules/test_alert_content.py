@@ -250,3 +250,30 @@ def test_repeated_triggers_keep_the_device_identity() -> None:
     assert repeats, "the second trigger is a repeat"
     assert all(signal.labels.get("ip") == "10.20.1.57" for signal in repeats)
     assert all(signal.labels.get("hostname") == "LAB1-PC07" for signal in repeats)
+
+
+def test_a_shipped_rule_reaches_a_vietnamese_soc_in_vietnamese(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Rule → engine → alert manager → outbox payload → CEF/ECS/OCSF with ``language: vi``."""
+    from campuswatch.collector.forward.payload import notification_from_json, notification_to_json
+
+    engine = RuleEngine(shipped("av_signatures_stale"))
+    product = {"name": "Defender", "source": "defender", "signature_age_hours": 97}
+    signals = engine.process(
+        msg(0, kind="av", site=SITE, device_id="pc-01", status="at_risk", products=[product])
+    )
+    stored = notification_from_json(notification_to_json(notify(sessions, signals)))
+    vietnamese = "Chữ ký virus trên pc-01 tại thcs-le-loi đã 4 ngày chưa được cập nhật"
+    english = "Signatures on pc-01 at thcs-le-loi are 4 days old"
+    cef = render_cef(stored, language="vi")
+    assert f"msg={vietnamese}" in cef and "|Chữ ký virus cũ hơn 3 ngày|" in cef
+    assert render_ecs(stored, language="vi")["message"] == vietnamese
+    ocsf = render_ocsf(stored, language="vi")
+    assert ocsf["finding_info"]["title"] == "Chữ ký virus cũ hơn 3 ngày"
+    assert ocsf["message"] == vietnamese
+    assert f"msg={english}" in render_cef(stored)
+    assert (
+        render_ecs(stored, language="en")["rule"]["name"]
+        == "Antivirus signatures older than 3 days"
+    )
