@@ -14,8 +14,10 @@ from typing import Final, Literal
 
 from campuswatch.wire.topics import KINDS, PREFIX, VERSION, build_topic, is_identifier
 
-Role = Literal["device", "scanner", "collector"]
-ROLES: Final[tuple[Role, ...]] = ("device", "scanner", "collector")
+Role = Literal["device", "scanner", "collector", "edge"]
+ROLES: Final[tuple[Role, ...]] = ("device", "scanner", "collector", "edge")
+# A school's edge broker logs in to the district broker as ``edge-{site}`` (docs/broker.md).
+EDGE_USER_PREFIX: Final = "edge-"
 
 # A device may publish every kind under its own id except ``cmd``: commands come only from
 # the collector, so a compromised device cannot order its neighbours (or itself) around.
@@ -38,9 +40,16 @@ def is_password_hash(value: str) -> bool:
     return _HASH.fullmatch(value) is not None
 
 
+def edge_username(site: str) -> str:
+    """The district broker login of ``site``'s edge bridge; one name per school, so the ACL
+    and the credential store can tell from the name alone which school a bridge speaks for."""
+    return f"{EDGE_USER_PREFIX}{site}"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerAccount:
-    """One login on the broker. Devices and scanners are pinned to ``cw/v1/{site}/{id}``."""
+    """One login on the broker. Devices and scanners are pinned to ``cw/v1/{site}/{id}``; a
+    school's edge bridge (role ``edge``, no device id) to ``cw/v1/{site}/+``."""
 
     username: str
     role: Role
@@ -57,6 +66,16 @@ def account_rules(account: BrokerAccount) -> list[str]:
             f"topic read {PREFIX}/{VERSION}/#",
             f"topic write {PREFIX}/{VERSION}/+/+/cmd",
         ]
+    if account.role == "edge":
+        if account.site is None or not is_identifier(account.site):
+            raise ValueError(f"edge account {account.username!r} needs a site")
+        # Whatever its school's devices may send, for any device of that school, and their
+        # commands down the bridge. Kinds listed one by one: Mosquitto's ACL has no "except
+        # cmd", and an edge that could write ``cmd`` could order its school's PCs around.
+        school = f"{PREFIX}/{VERSION}/{account.site}/+"
+        rules = [f"topic write {school}/{kind}" for kind in DEVICE_KINDS]
+        rules.append(f"topic read {school}/cmd")
+        return rules
     if account.site is None or account.device_id is None:
         raise ValueError(
             f"{account.role} account {account.username!r} needs a site and a device id"

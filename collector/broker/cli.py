@@ -66,11 +66,40 @@ def config(
     run_as: Annotated[
         str | None, typer.Option(help="Mosquitto's `user` setting (it drops root to this user).")
     ] = None,
+    bridge_to: Annotated[
+        str | None,
+        typer.Option(
+            help="School edge: bridge this school's topics to the district broker "
+            "mqtts://HOST:PORT (needs --site, --bridge-ca, --bridge-password-file)."
+        ),
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="School edge: the school's site id.")] = None,
+    bridge_ca: Annotated[
+        Path | None, typer.Option(help="School edge: the district broker's ca.pem.")
+    ] = None,
+    bridge_password_file: Annotated[
+        Path | None,
+        typer.Option(help="School edge: its district password (`broker add-edge` output)."),
+    ] = None,
+    bridge_user: Annotated[
+        str | None, typer.Option(help="School edge: its district login (default edge-SITE).")
+    ] = None,
+    school_devices: Annotated[
+        int, typer.Option(help="School edge: devices at the school; sizes the 1-hour queue.")
+    ] = 500,
+    bridge_retry_s: Annotated[
+        tuple[int, int],
+        typer.Option(help="School edge: first and longest wait (s) between uplink retries."),
+    ] = (5, 60),
 ) -> None:
-    """Write mosquitto.conf, certificates, password file and ACL into --out."""
+    """Write mosquitto.conf, certificates, password file and ACL into --out.
+
+    With --bridge-to it is a school's edge broker: the school's devices log in here, and its
+    messages go up to the district broker (queued here while the uplink is down)."""
     from campuswatch.collector.broker.config import (
         BrokerConfigError,
         BrokerConfigOptions,
+        EdgeOptions,
         write_broker_config,
     )
     from campuswatch.collector.broker.credentials import CredentialsError
@@ -79,6 +108,23 @@ def config(
     if create_ca and (ca_cert or ca_key):
         raise typer.BadParameter("--create-ca cannot be combined with --ca-cert/--ca-key")
     names = tuple(hostname or (socket.gethostname(), "localhost", "127.0.0.1"))
+    edge = None
+    if bridge_to is not None:
+        if site is None or bridge_ca is None or bridge_password_file is None:
+            raise typer.BadParameter(
+                "--bridge-to needs --site, --bridge-ca and --bridge-password-file"
+            )
+        edge = EdgeOptions(
+            bridge_to=bridge_to,
+            site=site,
+            district_ca=bridge_ca,
+            password_file=bridge_password_file,
+            username=bridge_user,
+            school_devices=school_devices,
+            restart_timeout_s=bridge_retry_s,
+        )
+    elif site or bridge_ca or bridge_password_file or bridge_user:
+        raise typer.BadParameter("--site and the --bridge-* options go with --bridge-to")
     options = BrokerConfigOptions(
         out_dir=out,
         hostnames=names,
@@ -91,6 +137,7 @@ def config(
         run_as_user=run_as,
         collector_username=collector_user,
         devices_file=devices,
+        edge=edge,
     )
     try:
         result = write_broker_config(options)
@@ -103,6 +150,39 @@ def config(
     typer.echo(f"collector: user {collector_user}, password in {result.collector_password_file}")
     if result.issued_file is not None:
         typer.echo(f"devices:   {len(result.issued)} new login(s) in {result.issued_file}")
+    if edge is not None:
+        typer.echo(
+            f"bridge:    {edge.bridge_to} as {edge.login}, site {edge.site}; queue "
+            f"{edge.queue_messages} messages (1 h of {edge.school_devices} devices)"
+        )
+
+
+@app.command("add-edge")
+def add_edge(
+    directory: DirOption,
+    site: Annotated[str, typer.Option(help="The school whose edge broker bridges here.")],
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="Also write the password to this file (mode 0600) for the edge."),
+    ] = None,
+    pid: PidOption = None,
+) -> None:
+    """On the district broker: a login for a school's edge bridge (edge-SITE), allowed to
+    publish that school's topics only and to receive its devices' commands."""
+    from campuswatch.collector.broker.credentials import (
+        BrokerCredentials,
+        CredentialsError,
+        write_atomically,
+    )
+
+    try:
+        username, password = BrokerCredentials(directory, pid=pid).add_edge(site)
+        if password_file is not None:
+            write_atomically(password_file, f"{username} {password}\n", mode=0o600)
+    except (CredentialsError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{username} {password}")
 
 
 @app.command("add-device")

@@ -37,6 +37,7 @@ from campuswatch.collector.broker.acl import (
     BrokerFileError,
     Role,
     account_rules,
+    edge_username,
     is_password_hash,
     parse_acl,
     parse_password_file,
@@ -261,8 +262,15 @@ class BrokerCredentials:
         with self._locked() as data:
             accounts = _accounts(data)
             existing = accounts.get(device_id)
-            if existing is not None and existing.role == "collector":
-                raise CredentialsError(f"{device_id!r} is the name of a service account")
+            if existing is not None and existing.role in ("collector", "edge"):
+                raise CredentialsError(f"{device_id!r} is the name of a {existing.role} account")
+            only_site = data.get("settings", {}).get("only_site")
+            if only_site is not None and site != only_site:
+                # A school's edge broker carries its own school's devices and no others: the
+                # district's ACL would refuse their messages anyway, silently.
+                raise CredentialsError(
+                    f"this broker is the edge of site {only_site}; it has no logins for {site}"
+                )
             admit(data, existing)
             accounts[device_id] = BrokerAccount(
                 username=device_id,
@@ -302,6 +310,33 @@ class BrokerCredentials:
             self._save(data, accounts)
         self.reload()
         return password
+
+    def add_edge(self, site: str) -> tuple[str, str]:
+        """A (new) login for ``site``'s edge bridge on this, the district's, broker; returns
+        (user name, password). Re-running it rotates the password (the old edge is cut off
+        at the reload). A revoked edge is refused until reinstated, as a device is."""
+        if not is_identifier(site):
+            raise CredentialsError(f"site {site[:80]!r} is not a valid identifier")
+        username = edge_username(site)
+        if not is_identifier(username):
+            raise CredentialsError(f"site {site[:40]!r} is too long for an edge login {username!r}")
+        password = new_password()
+        with self._locked() as data:
+            _refuse_if_revoked(data, username)
+            accounts = _accounts(data)
+            existing = accounts.get(username)
+            if existing is not None and existing.role != "edge":
+                raise CredentialsError(f"{username!r} is already a {existing.role} account")
+            accounts[username] = BrokerAccount(
+                username=username,
+                role="edge",
+                password_hash=hash_password(password),
+                site=site,
+                created_at=_now(),
+            )
+            self._save(data, accounts)
+        self.reload()
+        return username, password
 
     def revoke_device(self, device_id: str) -> bool:
         """Remove a device's login; False if there was none. Takes effect at once (SIGHUP)."""
@@ -347,13 +382,17 @@ class BrokerCredentials:
         with self._locked() as data:
             self._save(data, _accounts(data))
 
-    def remember_settings(self, *, pid_file: Path | None, file_group: str | None) -> None:
-        """Record how to reach this broker so later callers need only the directory."""
+    def remember_settings(
+        self, *, pid_file: Path | None, file_group: str | None, only_site: str | None = None
+    ) -> None:
+        """Record how to reach this broker so later callers need only the directory, and,
+        on a school's edge broker, the one site whose devices it may have logins for."""
         self.pid_file, self.file_group = pid_file, file_group
         with self._locked() as data:
             data["settings"] = {
                 "pid_file": str(pid_file) if pid_file else None,
                 "file_group": file_group,
+                "only_site": only_site,
             }
             self._save(data, _accounts(data))
 
@@ -458,6 +497,11 @@ def account_problem(account: BrokerAccount) -> str | None:
         return None
     if account.site is None or not is_identifier(account.site):
         return f"site {str(account.site)[:80]!r} is not a valid identifier"
+    if account.role == "edge":
+        if account.username != edge_username(account.site) or account.device_id is not None:
+            # The ACL grants an edge its school by site; the name must say which school.
+            return f"edge login {account.username[:80]!r} is not {edge_username(account.site)!r}"
+        return None
     if account.device_id != account.username:
         # The ACL pins a login to the topics of its device id: they must be one name.
         return f"device id {str(account.device_id)[:80]!r} is not its user name"
