@@ -173,6 +173,9 @@ def test_a_message_that_fails_its_whole_batch_is_isolated_and_the_rest_stored(
     assert letter.reason == "store_error"
     assert "ValueError: cannot encode this point" in letter.detail
     assert ingestor.stats.rejected_total == {"store_error": 1}
+    metrics = collector.api.get("/metrics").text
+    assert 'campuswatch_ingest_rejected_total{reason="store_error"} 1.0' in metrics
+    assert "campuswatch_ingest_store_failing 0.0" in metrics
     assert ingestor.stats.store_failures_total == 0, "a message's fault is not an outage"
     assert len(attempts) <= 2 * 16, "isolation is a binary split, not a retry loop"
 
