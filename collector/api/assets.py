@@ -140,15 +140,34 @@ def export_csv(
     )
 
 
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+SheetLanguage = Annotated[transfer.Language, Query(description="Titles and words: vi or en.")]
+
+
 @router.get("/export.xlsx", response_class=Response, responses=problems(404))
 def export_xlsx(
-    session: DbSession, principal: CurrentPrincipal, site_id: str | None = None
+    session: DbSession,
+    principal: CurrentPrincipal,
+    site_id: str | None = None,
+    language: SheetLanguage = "vi",
 ) -> Response:
-    data = transfer.export_assets_xlsx(session, _scope_site(principal, site_id))
+    """The register for people: titles and words in ``language``, Excel dates in local time,
+    filter and frozen header; the import reads it back (the CSV keeps codes)."""
+    data = transfer.export_assets_xlsx(session, _scope_site(principal, site_id), language=language)
     return Response(
         data,
-        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        media_type=XLSX_MEDIA_TYPE,
         headers={"Content-Disposition": 'attachment; filename="assets.xlsx"'},
+    )
+
+
+@router.get("/import-template.xlsx", response_class=Response)
+def import_template(principal: CurrentPrincipal, language: SheetLanguage = "vi") -> Response:
+    """An empty register to fill in, with an example row and a guide sheet for each column."""
+    return Response(
+        transfer.import_template_xlsx(language=language),
+        media_type=XLSX_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="assets-template.{language}.xlsx"'},
     )
 
 

@@ -85,7 +85,7 @@ _TEXT_LIMITS: Final = {
     "room": 128,
     "notes": 10_000,
 }
-_DATE_FIELDS: Final = ("purchase_date", "warranty_end", "protection_plan_approved_on")
+DATE_FIELDS: Final = ("purchase_date", "warranty_end", "protection_plan_approved_on")
 # Placeholder serials that cheap boards ship with; matching on them would merge every
 # machine of one model into a single asset.
 _JUNK_SERIALS: Final = frozenset(
@@ -669,6 +669,9 @@ def apply_message(session: Session, decoded: DecodedMessage) -> list[AssetChange
 # --- manual edits ---------------------------------------------------------------------------
 
 
+_DAY_FIRST: Final = re.compile(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})")
+
+
 def _parse_date(value: object) -> date | None:
     if value is None or value == "":
         return None
@@ -677,7 +680,13 @@ def _parse_date(value: object) -> date | None:
     if isinstance(value, date):
         return value
     if isinstance(value, str):
-        return date.fromisoformat(value.strip())
+        text = value.strip()
+        # Day first, as Vietnamese (and British) people write it: 05/01/2024 is 5 January.
+        day_first = _DAY_FIRST.fullmatch(text)
+        if day_first is not None:
+            day, month, year = (int(part) for part in day_first.groups())
+            return date(year, month, day)
+        return date.fromisoformat(text)
     raise ValueError("not a date")
 
 
@@ -706,11 +715,11 @@ def _clean_value(session: Session, asset: Asset | None, key: str, raw: object) -
         raw = raw.strip()
         if raw == "":
             raw = None
-    if key in _DATE_FIELDS:
+    if key in DATE_FIELDS:
         try:
             return _parse_date(raw)
         except ValueError:
-            raise ValueError(f"{raw!r} is not a date (use YYYY-MM-DD)") from None
+            raise ValueError(f"{raw!r} is not a date (use DD/MM/YYYY or YYYY-MM-DD)") from None
     if key == "security_level":
         if raw is None:
             return None

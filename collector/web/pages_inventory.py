@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from campuswatch.collector.api.assets import MAX_IMPORT_BYTES
+from campuswatch.collector.api.assets import MAX_IMPORT_BYTES, XLSX_MEDIA_TYPE
 from campuswatch.collector.api.deps import DbSession, ensure_still_visible
 from campuswatch.collector.db.models import ASSET_KINDS, ASSET_STATUSES, Asset, Site
 from campuswatch.collector.register import assets as register
@@ -18,7 +18,7 @@ from campuswatch.collector.register import transfer
 from campuswatch.collector.web.auth import UiUser, check_csrf
 from campuswatch.collector.web.deps import PageUser, require_role, require_visible
 from campuswatch.collector.web.labels import LAST_SEEN_FILTER
-from campuswatch.collector.web.rendering import render
+from campuswatch.collector.web.rendering import render, request_language
 from campuswatch.wire.ids import utc_now
 
 router = APIRouter(prefix="/ui/inventory")
@@ -160,11 +160,26 @@ def export_csv(
 
 @router.get("/export.xlsx")
 def export_xlsx(
-    session: DbSession, user: PageUser, site_id: Annotated[str | None, Query(max_length=64)] = None
+    request: Request,
+    session: DbSession,
+    user: PageUser,
+    site_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    data = transfer.export_assets_xlsx(session, _scope(user, site_id))
-    media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-    return _export_response(data, media, "assets.xlsx")
+    language = _sheet_language(request)
+    data = transfer.export_assets_xlsx(session, _scope(user, site_id), language=language)
+    return _export_response(data, XLSX_MEDIA_TYPE, f"assets.{language}.xlsx")
+
+
+@router.get("/import-template.xlsx")
+def import_template(request: Request, user: PageUser) -> Response:
+    language = _sheet_language(request)
+    data = transfer.import_template_xlsx(language=language)
+    return _export_response(data, XLSX_MEDIA_TYPE, f"assets-template.{language}.xlsx")
+
+
+def _sheet_language(request: Request) -> transfer.Language:
+    """Spreadsheets in the page's language: the one the reader chose."""
+    return "en" if request_language(request) == "en" else "vi"
 
 
 def _require_importer(user: UiUser) -> None:

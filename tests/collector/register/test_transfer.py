@@ -17,6 +17,7 @@ from campuswatch.collector.register.transfer import (
     EXPORT_ONLY_COLUMNS,
     export_assets_csv,
     export_assets_xlsx,
+    header_title,
     import_assets,
 )
 
@@ -112,14 +113,14 @@ def test_xlsx_cells_are_text(session: Session) -> None:
     _seed(session)
     sheet = load_workbook(io.BytesIO(export_assets_xlsx(session))).worksheets[0]
     header = [cell.value for cell in sheet[1]]
-    assert header == list(COLUMNS)
+    assert header == [header_title(column, "vi") for column in COLUMNS]
     serial = sheet.cell(row=2, column=COLUMNS.index("serial") + 1)
     assert serial.value == "0012345" and serial.data_type == "s"
 
 
 BAD_CSV = """asset_tag,kind,name,macs,status,purchase_date,security_level
 A-1,pc,Máy 1,aa:bb:cc:dd:ee:01,in_service,2024-01-05,
-A-2,pc,Máy 2,,in_service,05/01/2024,
+A-2,pc,Máy 2,,in_service,31/02/2024,
 A-3,pc,Máy 3,,broken,,
 A-4,pc,Máy 4,aa:bb:cc:dd:ee:01,in_service,,
 A-5,information_system,Hệ thống 5,,in_service,,7
