@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ from campuswatch.collector.api.deps import (
     refuse_nul,
 )
 from campuswatch.collector.api.schemas import (
+    MAX_ROW_ID,
     AssetEdit,
     AssetHistoryOut,
     AssetOut,
@@ -105,6 +107,10 @@ def list_assets(
     registered: bool | None = None,
     source: str | None = None,
     search: Annotated[str | None, Query(max_length=128)] = None,
+    review: Annotated[
+        Literal["registered", "discovered", "to_confirm", "unknown", "ignored"] | None,
+        Query(description="registered; discovered = to_confirm + unknown; ignored"),
+    ] = None,
     page: PageNumber = 1,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
@@ -117,6 +123,7 @@ def list_assets(
         registered=registered,
         source=source,
         search=search,
+        review=review,
         page=page,
         page_size=page_size,
     )
@@ -201,6 +208,44 @@ async def import_assets(
         "applied": report.applied,
         "errors": [{"row": e.row, "column": e.column, "message": e.message} for e in report.errors],
     }
+
+
+class ConfirmItem(BaseModel):
+    asset_id: Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
+    room: Annotated[str | None, Field(max_length=128)] = None
+    asset_tag: Annotated[str | None, Field(max_length=64)] = None
+
+
+class ConfirmIn(BaseModel):
+    items: Annotated[list[ConfirmItem], Field(min_length=1, max_length=1000)]
+    action: Literal["register", "ignore"] = "register"
+
+
+@router.post("/confirm", response_model=list[AssetOut], responses=problems(400, 403, 404))
+def confirm_assets(body: ConfirmIn, session: DbSession, principal: Editor) -> list[dict[str, Any]]:
+    """Accept discovered assets into the register in bulk (room and tag each), or ignore
+    them (not school equipment). All or nothing; 404 if any asset is outside your scope."""
+    for item in body.items:
+        asset = session.get(Asset, item.asset_id)
+        if asset is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+        ensure_visible(principal, asset.site_id)
+    confirmations = [
+        register.Confirmation(item.asset_id, room=item.room, asset_tag=item.asset_tag)
+        for item in body.items
+    ]
+    try:
+        confirmed = register.confirm_assets(
+            session, confirmations, f"user:{principal.name}", ignore=body.action == "ignore"
+        )
+    except register.AssetValidationError as exc:
+        session.rollback()
+        errors = _scoped_errors(session, principal, exc.errors)
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from None
+    for asset in confirmed:
+        ensure_still_visible(session, principal, asset.site_id)
+    session.commit()
+    return [asset_out(asset) for asset in confirmed]
 
 
 @router.get("/{asset_id}", response_model=AssetOut, responses=problems(404))

@@ -884,6 +884,7 @@ def _filtered(
     registered: bool | None,
     source: str | None,
     search: str | None,
+    review: str | None = None,
 ) -> Select[Any]:
     if site_id is not None:
         query = query.where(Asset.site_id.in_(site_subtree_ids(session, site_id)))
@@ -895,6 +896,8 @@ def _filtered(
         query = query.where(Asset.registered == registered)
     if source is not None:
         query = query.where(Asset.source == source)
+    if review is not None:
+        query = query.where(review_condition(review))
     if search:
         pattern = f"%{search.strip()}%"
         mac = normalize_mac(search)
@@ -925,6 +928,7 @@ def list_assets(
     registered: bool | None = None,
     source: str | None = None,
     search: str | None = None,
+    review: str | None = None,
     page: int = 1,
     page_size: int = 50,
 ) -> tuple[list[Asset], int]:
@@ -942,12 +946,127 @@ def list_assets(
             registered=registered,
             source=source,
             search=search,
+            review=review,
         )
 
     total = int(session.scalar(narrowed(select(func.count(Asset.id)))) or 0)
     rows_query = narrowed(select(Asset)).order_by(Asset.id)
     rows = list(session.scalars(rows_query.offset((page - 1) * page_size).limit(page_size)))
     return rows, total
+
+
+# Where an asset stands with the facilities manager: the register page's filter and badge.
+REVIEW_STATES: Final = ("registered", "to_confirm", "unknown", "ignored")
+"""``registered``: accepted. ``to_confirm``: reports as a device or agent, nobody accepted it
+yet. ``unknown``: only network sweeps see it (no agent, no device id) and nobody accepted or
+ignored it: the rogue hotspot. ``ignored``: looked at and let be (a visitor's phone)."""
+
+
+def review_state(asset: Asset) -> str:
+    if asset.registered:
+        return "registered"
+    if asset.ignored:
+        return "ignored"
+    return "unknown" if _is_unknown_host(asset) else "to_confirm"
+
+
+def review_condition(review: str) -> Any:
+    """The SQL condition of one of ``REVIEW_STATES``; ``discovered`` = not yet decided
+    (to confirm or unknown)."""
+    undecided = Asset.registered.is_(False) & Asset.ignored.is_(False)
+    sweep_only = (Asset.source == "discovery") & Asset.device_id.is_(None)
+    conditions: dict[str, Any] = {
+        "registered": Asset.registered.is_(True),
+        "ignored": Asset.registered.is_(False) & Asset.ignored.is_(True),
+        "discovered": undecided,
+        "to_confirm": undecided & ~sweep_only,
+        "unknown": undecided & sweep_only,
+    }
+    if review not in conditions:
+        raise ValueError(f"unknown review state {review!r}")
+    return conditions[review]
+
+
+def display_name(asset: Asset) -> str:
+    """The one name every page shows for an asset and for its device.
+
+    What people call it (the name, which agents fill from the hostname and a person may
+    correct) before what machines call it: the tag, the device id, the model, a MAC.
+    """
+    for candidate in (asset.name, asset.asset_tag, asset.device_id, asset.model):
+        if candidate:
+            return candidate
+    macs = asset.mac_list
+    return macs[0] if macs else f"#{asset.id}"
+
+
+def device_names(session: Session, device_ids: Iterable[str | None]) -> dict[str, str]:
+    """device id → the display name of its asset, for the devices a page lists; a device
+    without an asset (or whose asset has no better name) keeps its id."""
+    wanted = sorted({device_id for device_id in device_ids if device_id})
+    if not wanted:
+        return {}
+    names = {device_id: device_id for device_id in wanted}
+    for asset in session.scalars(select(Asset).where(Asset.device_id.in_(wanted))):
+        if asset.device_id is not None:
+            names[asset.device_id] = display_name(asset)
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """One asset of a bulk confirmation and what the facilities manager typed for it;
+    None leaves a field as it is."""
+
+    asset_id: int
+    room: str | None = None
+    asset_tag: str | None = None
+
+
+def confirm_assets(
+    session: Session,
+    confirmations: Sequence[Confirmation],
+    actor: str,
+    *,
+    ignore: bool = False,
+) -> list[Asset]:
+    """Accept discovered assets into the register in one go (room and tag each), or mark
+    them ignored (not school equipment). All or nothing: one bad row and nothing changes.
+
+    Raises ``AssetNotFound`` for a missing id and ``AssetValidationError`` keyed
+    ``"<asset_id>.<field>"`` with every problem at once (a tag used twice in the batch too).
+    """
+    assets: list[Asset] = []
+    planned: list[dict[str, object]] = []
+    errors: dict[str, str] = {}
+    tags: dict[str, int] = {}
+    for item in confirmations:
+        asset = session.get(Asset, item.asset_id)
+        if asset is None:
+            raise AssetNotFound(f"no asset {item.asset_id}")
+        changes: dict[str, object] = (
+            {"ignored": True, "registered": False}
+            if ignore
+            else {"registered": True, "ignored": False}
+        )
+        if item.room is not None and item.room.strip():
+            changes["room"] = item.room
+        if item.asset_tag is not None and item.asset_tag.strip():
+            tag = item.asset_tag.strip()
+            changes["asset_tag"] = tag
+            first = tags.setdefault(tag, item.asset_id)
+            if first != item.asset_id:
+                errors[f"{item.asset_id}.asset_tag"] = f"{tag!r} is also given to asset {first}"
+        clean, field_errors = validate_changes(session, asset, changes)
+        for key, text in field_errors.items():
+            errors.setdefault(f"{item.asset_id}.{key}", text)
+        assets.append(asset)
+        planned.append(clean)
+    if errors:
+        raise AssetValidationError(errors)
+    for asset, clean in zip(assets, planned, strict=True):
+        apply_manual_changes(session, asset, clean, actor=actor, source="manual")
+    return assets
 
 
 def asset_history(session: Session, asset_id: int) -> list[AssetHistory]:
