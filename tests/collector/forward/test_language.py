@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from campuswatch.collector.forward.base import OutboxItem
+from campuswatch.collector.forward.base import Destination, OutboxItem
 from campuswatch.collector.forward.cef import render_cef
 from campuswatch.collector.forward.json_formats import render_ecs, render_ocsf
 from campuswatch.collector.forward.mqtt_destination import MqttDestination
@@ -42,7 +43,26 @@ def notification() -> AlertNotification:
     )
 
 
-def destinations(tmp_path: Path, language: str | None) -> dict[str, object]:
+Build = Callable[[str | None], dict[str, Destination]]
+
+
+@pytest.fixture
+def destinations(tmp_path: Path) -> Iterator[Build]:
+    """The three destination types from one settings file; closed after the test (the MQTT
+    one keeps reconnecting to its broker otherwise)."""
+    built: list[Destination] = []
+
+    def build(language: str | None) -> dict[str, Destination]:
+        made = _from_settings(tmp_path, language)
+        built.extend(made.values())
+        return made
+
+    yield build
+    for destination in built:
+        destination.close()
+
+
+def _from_settings(tmp_path: Path, language: str | None) -> dict[str, Destination]:
     chosen = "" if language is None else f"\n        language: {language}"
     path = tmp_path / "forwarding.yaml"
     path.write_text(
@@ -69,8 +89,8 @@ destinations:
     return {entry.name: build_destination(entry) for entry in settings.destinations}
 
 
-def test_a_destination_set_to_vi_sends_vietnamese_cef_ocsf_and_ecs(tmp_path: Path) -> None:
-    built = destinations(tmp_path, "vi")
+def test_a_destination_set_to_vi_sends_vietnamese_cef_ocsf_and_ecs(destinations: Build) -> None:
+    built = destinations("vi")
     syslog, webhook, mqtt = built["provincial-soc"], built["soc-webhook"], built["ioc-wall"]
     assert isinstance(syslog, SyslogDestination) and isinstance(webhook, WebhookDestination)
     assert isinstance(mqtt, MqttDestination)
@@ -93,8 +113,8 @@ def test_a_destination_set_to_vi_sends_vietnamese_cef_ocsf_and_ecs(tmp_path: Pat
 
 
 @pytest.mark.parametrize("language", [None, "en"])
-def test_destinations_send_english_by_default(tmp_path: Path, language: str | None) -> None:
-    built = destinations(tmp_path, language)
+def test_destinations_send_english_by_default(destinations: Build, language: str | None) -> None:
+    built = destinations(language)
     n = notification()
     syslog = built["provincial-soc"]
     assert isinstance(syslog, SyslogDestination)
@@ -110,6 +130,6 @@ def test_an_alert_from_before_two_language_rules_is_sent_in_english() -> None:
     assert render_ocsf(n, language="vi")["finding_info"]["title"] == n.rule_title
 
 
-def test_an_unknown_language_is_refused(tmp_path: Path) -> None:
+def test_an_unknown_language_is_refused(destinations: Build) -> None:
     with pytest.raises(ValidationError, match="language"):
-        destinations(tmp_path, "fr")
+        destinations("fr")
