@@ -210,6 +210,40 @@ class LivenessTracker:
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
+    def adopt(
+        self,
+        rows: list[tuple[str, str, str | None, bool | None, datetime | None, datetime | None]],
+    ) -> None:
+        """Take in what the register says other collectors sharing it have heard (device,
+        site, type, online, last_seen, status_changed_at): later contact restarts a device's
+        heartbeat clock here too, and a later verdict on its state is adopted. No change is
+        returned: the collector that heard the device has already acted on it."""
+        with self._lock:
+            for device_id, site_id, device_type, online, last_seen, changed_at in rows:
+                entry = self._devices.get(device_id)
+                if entry is None:
+                    entry = DeviceLiveness(device_id, site_id, device_type or "default")
+                    self._devices[device_id] = entry
+                entry.site_id = site_id
+                if device_type:
+                    entry.device_type = device_type
+                if last_seen is not None and (
+                    entry.last_seen is None or last_seen > entry.last_seen
+                ):
+                    entry.last_seen = last_seen
+                if online is None or online == entry.online:
+                    continue
+                if (
+                    changed_at is not None
+                    and entry.changed_at is not None
+                    and changed_at < entry.changed_at
+                ):
+                    continue  # this tracker decided since (a timeout the register has yet to see)
+                entry.online, entry.reason = online, "register"
+                if changed_at is not None:
+                    entry.changed_at = changed_at
+                    entry.transitions.append(changed_at)
+
     def load(self, rows: list[tuple[str, str, str | None, bool | None, datetime | None]]) -> None:
         """Seed from the devices table at start-up (device, site, type, online, last_seen)."""
         with self._lock:

@@ -39,6 +39,9 @@ from campuswatch.wire.mqtt import MqttConnection, ReceivedMessage, TlsOptions, p
 from campuswatch.wire.topics import build_topic, subscription
 
 log = logging.getLogger(__name__)
+# A batch is stamped when received and committed a little later: re-read that much of the
+# past at each liveness refresh so another collector's late commit is not missed.
+LIVENESS_SYNC_OVERLAP = timedelta(seconds=30)
 
 
 def log_forwarding_destinations(forwarding: ForwardingSettings | None) -> None:
@@ -241,7 +244,29 @@ class CollectorService:
                 describe_site_cycle(cycle),
             )
 
+    def _refresh_liveness(self) -> None:
+        """Adopt devices other collectors on this register heard since the last refresh.
+
+        Collectors that share one register but not one broker (a district each, docs/scale.md)
+        hear disjoint devices: without this, each would show the others' devices as unknown
+        and, after a heartbeat timeout, write them offline while they are talking."""
+        since = self._liveness_synced_at - LIVENESS_SYNC_OVERLAP
+        self._liveness_synced_at = utc_now()
+        with self.sessions() as session:
+            rows = session.execute(
+                select(
+                    Device.device_id,
+                    Device.site_id,
+                    Device.device_type,
+                    Device.online,
+                    Device.last_seen,
+                    Device.status_changed_at,
+                ).where((Device.last_seen >= since) | (Device.status_changed_at >= since))
+            ).all()
+        self.liveness.adopt([tuple(row) for row in rows])  # type: ignore[misc]
+
     def _seed_liveness(self) -> None:
+        self._liveness_synced_at = utc_now()
         with self.sessions() as session:
             rows = session.execute(
                 select(
@@ -277,6 +302,7 @@ class CollectorService:
         )
 
     def housekeeping(self) -> None:
+        self._refresh_liveness()
         now = utc_now()
         changes = self.liveness.expire(now)
         with self.sessions() as session, session.begin():

@@ -363,6 +363,7 @@ class User(Base):
 from campuswatch.collector.alerts import models as _alert_models  # noqa: E402, F401
 from campuswatch.collector.enrolment import models as _enrolment_models  # noqa: E402, F401
 from campuswatch.collector.forward import models as _outbox_models  # noqa: E402, F401
+from campuswatch.collector.reports import snapshot_model as _snapshot_models  # noqa: E402, F401
 
 
 class AuditEvent(Base):

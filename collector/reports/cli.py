@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -189,10 +189,17 @@ def generate_due_command(
     tsdb_file: TsdbOption = None,
 ) -> None:
     """Archive every due report not archived yet (safe to run from cron every hour)."""
-    from campuswatch.collector.reports.schedule import generate_due
+    from campuswatch.collector.reports.schedule import generate_due, local_day
+    from campuswatch.collector.reports.snapshots import take_daily_snapshot
 
     day = date.fromisoformat(today) if today else date.today()
     with _open(db, tsdb_file) as (session, store):
+        if today is None:
+            # Run from cron instead of the collector's scheduler: keep the daily snapshot
+            # too, or closed periods would have no antivirus or broadband figures.
+            now = datetime.now(UTC)
+            take_daily_snapshot(session, local_day(now), now)
+            session.commit()
         written = generate_due(
             session,
             _archive_dir(archive),

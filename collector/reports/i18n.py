@@ -7,7 +7,8 @@ Vietnamese writes 87,5 % and 1.234; English 87.5 % and 1,234.
 
 from __future__ import annotations
 
-import math
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from typing import Final, Literal
 
 Lang = Literal["vi", "en"]
@@ -108,6 +109,34 @@ CATALOGUE: Final[dict[str, dict[Lang, str]]] = {
         "vi": "Không có dữ liệu chuỗi thời gian nên không thống kê mất kết nối.",
         "en": "No time-series store was given, so outages are not reported.",
     },
+    "note_no_snapshot": {
+        "vi": "Không có số liệu lưu hằng ngày trong kỳ này nên không báo cáo tỷ lệ diệt virus "
+        "và băng rộng (không lấy số liệu hiện tại thay cho kỳ đã đóng).",
+        "en": "No daily snapshot was recorded in this period, so antivirus and broadband are "
+        "not reported (today's figures never stand in for a closed period).",
+    },
+    "note_partial": {
+        "vi": "CampusWatch bắt đầu ghi nhận lúc {date}: số liệu chỉ tính từ thời điểm đó.",
+        "en": "CampusWatch started recording on {date}: the figures cover only the time since.",
+    },
+    "note_no_data": {
+        "vi": "Kỳ này kết thúc trước khi CampusWatch bắt đầu ghi nhận ({date}): không có số liệu.",
+        "en": "This period ended before CampusWatch started recording ({date}): no data.",
+    },
+    "partial_banner": {
+        "vi": "Số liệu một phần: từ {date}",
+        "en": "Partial data: from {date}",
+    },
+    "no_data_banner": {
+        "vi": "Không có số liệu: kỳ kết thúc trước khi lắp đặt ({date})",
+        "en": "No data: the period ended before the install ({date})",
+    },
+    "numerator": {"vi": "Tử số", "en": "Numerator"},
+    "denominator": {"vi": "Mẫu số", "en": "Denominator"},
+    "computers": {"vi": "Số máy tính", "en": "Computers"},
+    "share_column": {"vi": "Tỷ lệ", "en": "Share"},
+    "assets_column": {"vi": "Số thiết bị", "en": "Assets"},
+    "systems_column": {"vi": "Số HTTT", "en": "Information systems"},
     "minutes_unit": {"vi": "phút", "en": "min"},
     "hours_unit": {"vi": "giờ", "en": "h"},
     "uplink_fibre": {"vi": "cáp quang", "en": "fibre"},
@@ -126,20 +155,63 @@ def t(key: str, lang: str) -> str:
     return CATALOGUE[key]["vi" if lang == "vi" else "en"]
 
 
-def number(value: float, lang: str, decimals: int = 0) -> str:
+def number(value: float | Decimal, lang: str, decimals: int = 0) -> str:
     text = f"{value:,.{decimals}f}"
     if lang == "vi":
         text = text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
     return text
 
 
-def percent(value: float | None, lang: str) -> str:
-    """0.875 → "87.5 %" / "87,5 %"; one decimal so 99.9 % never rounds up to a pass."""
-    if value is None:
+TENTH: Final = Decimal("0.1")
+
+
+def percent_points(
+    numerator: float | Fraction | Decimal, denominator: float | Fraction | Decimal = 1
+) -> Decimal | None:
+    """THE rounding rule of every share CampusWatch shows (UI, wall, HTML, PDF, XLSX):
+    percent, half-up to one decimal, computed exactly from the fraction (1583 / 2000 is
+    79.15 % → 79.2 %, never 79.1 % because the float 0.7915 is 0.79149999…).
+
+    One exception keeps a target honest: a share below 100 % never shows as 100.0 % (99.96 %
+    is 99.9 %), and one above 0 never shows as 0.0 % — a rounded pass must not hide a PC.
+    None for 0 of 0 (nothing to measure).
+    """
+    whole = _exact(denominator)
+    if whole == 0:
+        return None
+    share = _exact(numerator) / whole * 100
+    points = Decimal(share.numerator) / Decimal(share.denominator)
+    rounded = points.quantize(TENTH, rounding=ROUND_HALF_UP)
+    if rounded == 100 and share < 100:
+        return Decimal("99.9")
+    if rounded == 0 and share > 0:
+        return TENTH
+    return rounded
+
+
+def _exact(value: float | Fraction | Decimal) -> Fraction:
+    # A float goes through its shortest repr: 0.7915 means 0.7915, not 0.79149999….
+    if isinstance(value, float):
+        return Fraction(Decimal(repr(value)))
+    return Fraction(value)
+
+
+def points_text(points: Decimal | float | None, lang: str) -> str:
+    """An already rounded percentage (``percent_points``) as "79.2 %" / "79,2 %"."""
+    if points is None:
         return "—"
-    # Truncate, not round: 99.96 % shown as "100.0 %" would read as a met 100 % target.
-    tenths = math.floor(value * 1000 + 1e-9) / 10
-    return f"{number(tenths, lang, 1)} %"
+    tenths = Decimal(repr(points)) if isinstance(points, float) else points
+    return f"{number(tenths.quantize(TENTH, rounding=ROUND_DOWN), lang, 1)} %"
+
+
+def percent(value: float | None, lang: str) -> str:
+    """A ratio 0.875 → "87.5 %" / "87,5 %" by the one rule (``percent_points``)."""
+    return "—" if value is None else points_text(percent_points(value), lang)
+
+
+def share_text(numerator: float, denominator: float, lang: str) -> str:
+    """``numerator / denominator`` as a percentage by the one rule, exactly ("—" for 0/0)."""
+    return points_text(percent_points(numerator, denominator), lang)
 
 
 def duration(seconds: float | None, lang: str) -> str:

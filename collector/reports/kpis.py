@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.db.models import AssetHistory, Device, Site
@@ -32,6 +32,7 @@ from campuswatch.collector.reports.alert_figures import AlertFigures, alert_figu
 from campuswatch.collector.reports.outages import SeriesReader, site_outages
 from campuswatch.collector.reports.periods import Period
 from campuswatch.collector.reports.register_history import AssetAt, assets_as_of
+from campuswatch.collector.reports.snapshot_model import KpiSnapshot
 
 # Kinds that run an antivirus product: the commune plan's "school computers".
 COMPUTER_KINDS: Final = frozenset({"pc", "laptop", "server"})
@@ -155,12 +156,23 @@ class ComplianceReport:
     site_name: str
     generated_at: datetime
     measured_at: datetime
-    live_measured_at: datetime
+    live_measured_at: datetime | None
+    """When the antivirus and broadband figures were measured: now for a running period,
+    the snapshot's time for a closed one; None when no snapshot of the period exists."""
     kpis: list[Kpi]
     alerts: AlertFigures
     previous_alerts: AlertFigures
     schools: list[SchoolFigures]
     outages_available: bool
+    data_from: datetime | None = None
+    """The install time when the period began before CampusWatch was installed (partial)."""
+    installed_at: datetime | None = None
+    """``install_time``: the register's first site (None: an empty register)."""
+
+    @property
+    def no_data(self) -> bool:
+        """The period ended before anything was recorded: every figure is empty."""
+        return self.installed_at is None or self.period.end_at <= self.installed_at
 
     def kpi(self, code: str) -> Kpi:
         for kpi in self.kpis:
@@ -193,7 +205,11 @@ class ComplianceReport:
             "site_name": self.site_name,
             "generated_at": self.generated_at.isoformat(),
             "measured_at": self.measured_at.isoformat(),
-            "live_measured_at": self.live_measured_at.isoformat(),
+            "live_measured_at": (
+                None if self.live_measured_at is None else self.live_measured_at.isoformat()
+            ),
+            "data_from": None if self.data_from is None else self.data_from.isoformat(),
+            "no_data": self.no_data,
             "kpis": [
                 {
                     "code": kpi.code,
@@ -441,55 +457,25 @@ def build_report(
     counts, assets = _period_counts(session, tree, period, now, series)
     previous_counts, previous_assets = _period_counts(session, tree, period.previous, now, series)
 
-    # Live state: antivirus per computer and reachability per school.
-    current_assets = assets_as_of(session, now + timedelta(microseconds=1), tree.subtree)
-    computers = [a for a in current_assets if a.kind in COMPUTER_KINDS and a.status == "in_service"]
-    av_latest, av_of_device = latest_of_kind("av")
-    net_latest, net_of_device = latest_of_kind("net")
-    device_query = (
-        select(Device.asset_id, Device.site_id, av_latest.body, net_latest.body)
-        .outerjoin(av_latest, av_of_device)
-        .outerjoin(net_latest, net_of_device)
+    # Live KPIs: the devices' state now for a running period; for a closed one, the daily
+    # snapshot of its last recorded day (today's state would be another period's figures).
+    closed = period.end_at <= now
+    state = (
+        snapshot_state(session, period)
+        if closed
+        else measure_live(session, now, max_signature_age_hours)
     )
-    if tree.subtree is not None:
-        device_query = device_query.where(Device.site_id.in_(list(tree.subtree)))
-    device_rows = session.execute(device_query).all()
-    av_by_asset: dict[int, dict[str, Any]] = {}
-    for asset_id, _site, av, _net in device_rows:
-        if asset_id is None or not av:
-            continue
-        known = av_by_asset.get(asset_id)
-        if known is None or str(av.get("ts", "")) > str(known.get("ts", "")):
-            av_by_asset[asset_id] = av
-    parts = dict.fromkeys(AV_PARTS, 0)
-    protected_by_school: dict[str, int] = defaultdict(int)
-    computers_by_school: dict[str, int] = defaultdict(int)
-    for computer in computers:
-        latest_av = av_by_asset.get(computer.id)
-        category = av_category(latest_av, now, max_signature_age_hours=max_signature_age_hours)
-        parts[category] += 1
-        if (
-            category == "at_risk"
-            and latest_av is not None
-            and _signatures_stale(latest_av, max_signature_age_hours)
-        ):
-            parts["stale_signatures"] += 1
-        school = tree.school_of.get(computer.site_id or "")
-        if school is not None:
-            computers_by_school[school] += 1
-            protected_by_school[school] += category == "protected"
-    reachable_sites = _reachable_sites(
-        [(site, net or {}) for _asset, site, _av, net in device_rows], now
-    )
-    reachable_schools = {tree.school_of[s] for s in reachable_sites if s in tree.school_of}
+    live = _live_totals(state, tree)
+    previous_state = snapshot_state(session, period.previous)
+    previous_live = dict(previous_live or {})
+    if previous_state is not None:
+        previous_totals = _live_totals(previous_state, tree)
+        previous_live = {"av_coverage": previous_totals.av, "broadband": previous_totals.broadband}
+    parts = live.parts
     schools = tree.schools()
-    declared = [s for s in schools if s.uplink_type in BROADBAND_UPLINKS]
-    broadband_parts = {
-        "declared": len(declared),
-        "reachable": sum(1 for s in schools if s.id in reachable_schools),
-        "not_declared": len(schools) - len(declared),
-    }
-    broadband = Measure(sum(1 for s in declared if s.id in reachable_schools), len(schools))
+    computers_by_school, protected_by_school = live.computers_by_school, live.protected_by_school
+    reachable_schools = live.reachable_schools
+    broadband_parts, broadband = live.broadband_parts, live.broadband
 
     records, systems = _share(assets)
     previous_records, previous_systems = _share(previous_assets)
@@ -516,11 +502,10 @@ def build_report(
         )
 
     outages_now, outages_before = outage_totals(counts), outage_totals(previous_counts)
-    previous_live = previous_live or {}
     kpis = [
         Kpi(
             "av_coverage",
-            Measure(parts["protected"], len(computers)),
+            live.av,
             previous_live.get("av_coverage"),
             target=TARGETS["av_coverage"],
             parts={key: value for key, value in parts.items() if key != "protected"},
@@ -594,19 +579,178 @@ def build_report(
             )
         )
     site_name = "" if site_id is None else tree.sites[site_id].name
+    installed = install_time(session)
     return ComplianceReport(
         period=period,
         site_id=site_id,
         site_name=site_name,
         generated_at=now,
         measured_at=measured_at,
-        live_measured_at=now,
+        live_measured_at=None if state is None else state.measured_at,
         kpis=kpis,
         alerts=counts.alerts,
         previous_alerts=previous_counts.alerts,
         schools=school_rows,
         outages_available=series is not None,
+        data_from=installed if installed and period.start_at < installed < period.end_at else None,
+        installed_at=installed,
     )
+
+
+# --- live KPIs: measured now, or read back from the daily snapshots ---------------------
+
+
+@dataclass(slots=True)
+class SiteLive:
+    """Computers standing at one site and how their antivirus fared."""
+
+    computers: int = 0
+    protected: int = 0
+    parts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(AV_PARTS[1:], 0))
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """The live KPIs' raw figures for every site, measured at one instant.
+
+    ``sites``: site id ("" for computers placed nowhere) → its computers; ``schools``:
+    school id → (declared uplink, reachable). What ``kpi_snapshots`` stores, one row a site.
+    """
+
+    measured_at: datetime
+    sites: dict[str, SiteLive]
+    schools: dict[str, tuple[str | None, bool]]
+
+
+def measure_live(
+    session: Session, now: datetime, max_signature_age_hours: float = MAX_SIGNATURE_AGE_HOURS
+) -> LiveState:
+    """Antivirus per computer and reachability per school from each device's latest report."""
+    tree = _tree(session, None)
+    current_assets = assets_as_of(session, now + timedelta(microseconds=1), None)
+    computers = [a for a in current_assets if a.kind in COMPUTER_KINDS and a.status == "in_service"]
+    av_latest, av_of_device = latest_of_kind("av")
+    net_latest, net_of_device = latest_of_kind("net")
+    device_rows = session.execute(
+        select(Device.asset_id, Device.site_id, av_latest.body, net_latest.body)
+        .outerjoin(av_latest, av_of_device)
+        .outerjoin(net_latest, net_of_device)
+    ).all()
+    av_by_asset: dict[int, dict[str, Any]] = {}
+    for asset_id, _site, av, _net in device_rows:
+        if asset_id is None or not av:
+            continue
+        known = av_by_asset.get(asset_id)
+        if known is None or str(av.get("ts", "")) > str(known.get("ts", "")):
+            av_by_asset[asset_id] = av
+    sites: dict[str, SiteLive] = defaultdict(SiteLive)
+    for computer in computers:
+        latest_av = av_by_asset.get(computer.id)
+        category = av_category(latest_av, now, max_signature_age_hours=max_signature_age_hours)
+        site = sites[computer.site_id or ""]
+        site.computers += 1
+        if category == "protected":
+            site.protected += 1
+        else:
+            site.parts[category] += 1
+        if (
+            category == "at_risk"
+            and latest_av is not None
+            and _signatures_stale(latest_av, max_signature_age_hours)
+        ):
+            site.parts["stale_signatures"] += 1
+    reachable_sites = _reachable_sites(
+        [(site_id, net or {}) for _asset, site_id, _av, net in device_rows], now
+    )
+    reachable_schools = {tree.school_of[s] for s in reachable_sites if s in tree.school_of}
+    schools = {
+        site.id: (site.uplink_type, site.id in reachable_schools)
+        for site in tree.sites.values()
+        if site.level == "school"
+    }
+    return LiveState(now, dict(sites), schools)
+
+
+def snapshot_state(session: Session, period: Period) -> LiveState | None:
+    """The snapshot of ``period``'s last recorded local day (None: nothing recorded in it)."""
+    day = session.scalar(
+        select(func.max(KpiSnapshot.day)).where(
+            KpiSnapshot.day >= period.start, KpiSnapshot.day <= period.end
+        )
+    )
+    if day is None:
+        return None
+    rows = session.scalars(select(KpiSnapshot).where(KpiSnapshot.day == day)).all()
+    sites: dict[str, SiteLive] = {}
+    schools: dict[str, tuple[str | None, bool]] = {}
+    for row in rows:
+        parts = dict.fromkeys(AV_PARTS[1:], 0)
+        parts.update({k: int(v) for k, v in (row.av_parts or {}).items() if k in parts})
+        if row.computers:
+            sites[row.site_id] = SiteLive(row.computers, row.av_protected, parts)
+        if row.is_school:
+            schools[row.site_id] = (row.uplink_type, row.reachable)
+    return LiveState(max(row.taken_at for row in rows), sites, schools)
+
+
+@dataclass(frozen=True, slots=True)
+class _LiveTotals:
+    av: Measure
+    parts: dict[str, int]
+    broadband: Measure
+    broadband_parts: dict[str, int]
+    computers_by_school: dict[str, int]
+    protected_by_school: dict[str, int]
+    reachable_schools: set[str]
+
+
+def _live_totals(state: LiveState | None, tree: _Tree) -> _LiveTotals:
+    """``state`` summed over ``tree``'s subtree; 0 of 0 (shown "—") without a state."""
+    parts = dict.fromkeys(AV_PARTS[1:], 0)
+    computers_by_school: dict[str, int] = defaultdict(int)
+    protected_by_school: dict[str, int] = defaultdict(int)
+    if state is None:
+        empty = Measure(0, 0)
+        return _LiveTotals(empty, parts, empty, {}, computers_by_school, protected_by_school, set())
+    computers = protected = 0
+    for site_id, site in state.sites.items():
+        if tree.subtree is not None and site_id not in tree.subtree:
+            continue
+        computers += site.computers
+        protected += site.protected
+        for key, value in site.parts.items():
+            parts[key] += value
+        school = tree.school_of.get(site_id)
+        if school is not None:
+            computers_by_school[school] += site.computers
+            protected_by_school[school] += site.protected
+    schools = {
+        school_id: known
+        for school_id, known in state.schools.items()
+        if tree.subtree is None or school_id in tree.subtree
+    }
+    declared = {s for s, (uplink, _) in schools.items() if uplink in BROADBAND_UPLINKS}
+    reachable = {s for s, (_, is_reachable) in schools.items() if is_reachable}
+    return _LiveTotals(
+        Measure(protected, computers),
+        parts,
+        Measure(len(declared & reachable), len(schools)),
+        {
+            "declared": len(declared),
+            "reachable": len(reachable),
+            "not_declared": len(schools) - len(declared),
+        },
+        computers_by_school,
+        protected_by_school,
+        reachable,
+    )
+
+
+def install_time(session: Session) -> datetime | None:
+    """When CampusWatch began recording: the register's first site (nothing is measured
+    before a site exists; a later import of old assets does not move it back)."""
+    first: datetime | None = session.scalar(select(func.min(Site.created_at)))
+    return first
 
 
 def previous_live_from_archive(figures: Mapping[str, Any]) -> dict[str, Measure]:

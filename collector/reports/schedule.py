@@ -42,6 +42,7 @@ from campuswatch.collector.reports.kpis import (
     ComplianceReport,
     Measure,
     build_report,
+    install_time,
     previous_live_from_archive,
 )
 from campuswatch.collector.reports.outages import SeriesReader
@@ -101,17 +102,32 @@ class ArchivedReport:
     origin: str = SCHEDULED  # or ON_DEMAND; indexes written before it existed are scheduled
 
 
-ScheduleStateName = Literal["on_time", "late", "due", "overdue", "upcoming"]
+ScheduleStateName = Literal["on_time", "late", "due", "overdue", "upcoming", "no_data"]
 
 
 @dataclass(frozen=True, slots=True)
 class ScheduleState:
     """A scheduled report as the archive answers for it: in on time or late, still due,
-    overdue (deadline passed, nothing archived), or upcoming (its period has not ended)."""
+    overdue (deadline passed, nothing archived), upcoming (its period has not ended), or
+    no data (the period ended before CampusWatch was installed: nothing to report)."""
 
     due: DueReport
     state: ScheduleStateName
     archived_at: datetime | None
+    data_from: datetime | None = None
+    """Set when the period began before the install: its report covers only from then."""
+
+
+def before_install(period: Period, installed: datetime | None) -> bool:
+    """Did ``period`` end before anything was recorded (no register yet: everything did)?"""
+    return installed is None or period.end_at <= installed
+
+
+def partial_from(period: Period, installed: datetime | None) -> datetime | None:
+    """The install time when ``period`` began before it and ended after it."""
+    if installed is not None and period.start_at < installed < period.end_at:
+        return installed
+    return None
 
 
 def default_archive_dir(data_dir: Path) -> Path:
@@ -177,9 +193,12 @@ def schedule_states(
     site: str | None,
     schedule: dict[PeriodKind, int] = SCHEDULE,
     calendar: ReportCalendar = DEFAULT_CALENDAR,
+    *,
+    installed: datetime | None,
 ) -> list[ScheduleState]:
     """Each kind's latest ended period with what the archive holds for ``site``, then the
-    next period of each kind. In on time means archived on a local day before the deadline."""
+    next period of each kind. In on time means archived on a local day before the deadline;
+    a period that ended before ``installed`` (``kpis.install_time``) has no data."""
     archived: dict[tuple[str, str], datetime] = {}
     for entry in entries:
         if entry.origin != SCHEDULED or entry.site != site:
@@ -191,15 +210,19 @@ def schedule_states(
     states: list[ScheduleState] = []
     for due in due_reports(today, schedule, calendar):
         archived_at = archived.get((due.kind, due.period.key))
-        if archived_at is not None:
+        data_from = partial_from(due.period, installed)
+        if before_install(due.period, installed):
+            states.append(ScheduleState(due, "no_data", None))
+        elif archived_at is not None:
             on_time = local_day(archived_at, calendar) < due.submit_before
-            states.append(ScheduleState(due, "on_time" if on_time else "late", archived_at))
+            state: ScheduleStateName = "on_time" if on_time else "late"
+            states.append(ScheduleState(due, state, archived_at, data_from))
         else:
-            states.append(
-                ScheduleState(due, "due" if today < due.submit_before else "overdue", None)
-            )
+            state = "due" if today < due.submit_before else "overdue"
+            states.append(ScheduleState(due, state, None, data_from))
     states += [
-        ScheduleState(due, "upcoming", None) for due in upcoming_reports(today, schedule, calendar)
+        ScheduleState(due, "upcoming", None, partial_from(due.period, installed))
+        for due in upcoming_reports(today, schedule, calendar)
     ]
     return states
 
@@ -401,9 +424,15 @@ def generate_due(
     calendar: ReportCalendar = DEFAULT_CALENDAR,
     now: datetime | None = None,
 ) -> list[ArchivedReport]:
-    """Archive every due report (each site, language and format) not archived yet."""
+    """Archive every due report (each site, language and format) not archived yet.
+
+    A period that ended before the install (``kpis.install_time``) is skipped: there is
+    nothing to report, and an archived file would be "submitted late" for ever."""
     written: list[ArchivedReport] = []
+    installed = install_time(session)
     for due in due_reports(today, schedule, calendar):
+        if before_install(due.period, installed):
+            continue
         for site in sites:
             written += archive_report(
                 session,

@@ -1,6 +1,7 @@
 """Archiving due reports from inside the running collector, so no cron job is needed.
 
-``ReportScheduler`` runs ``schedule.generate_due`` once when started and then every
+``ReportScheduler`` takes the day's KPI snapshot (``snapshots.take_daily_snapshot``) and
+runs ``schedule.generate_due`` once when started and then every
 ``interval_s`` (an hour) in its own thread: one pass can render dozens of PDFs (seven kinds ×
 sites × two languages), and the collector's 10-second housekeeping (liveness, rule ticks)
 must never wait for that. Missing a pass costs nothing: the next one catches up, as the
@@ -29,6 +30,7 @@ from campuswatch.collector.reports.outages import SeriesReader
 from campuswatch.collector.reports.periods import DEFAULT_CALENDAR, ReportCalendar
 from campuswatch.collector.reports.render import FORMATS
 from campuswatch.collector.reports.schedule import ArchivedReport, generate_due, local_day
+from campuswatch.collector.reports.snapshots import take_daily_snapshot
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 3600.0
@@ -64,12 +66,18 @@ class ReportScheduler:
         self.passes = 0
         self.failures = 0
         self.written = 0
+        self.snapshot_rows = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self, now: datetime | None = None) -> list[ArchivedReport]:
-        """One pass: archive every due report the index lacks (``now`` for tests)."""
+        """One pass: today's KPI snapshot, then every due report the index lacks (``now``
+        for tests). The snapshot comes first and is committed on its own: a failing render
+        must not cost the day's figures, which nothing can measure again later."""
         now = now or datetime.now(UTC)
+        with self.sessions() as session:
+            self.snapshot_rows = take_daily_snapshot(session, local_day(now, self.calendar), now)
+            session.commit()
         with self.sessions() as session:
             sites = list(self.sites)
             if self.site_levels:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from campuswatch.collector.reports.i18n import duration, number, percent, t
+from campuswatch.collector.reports.i18n import duration, number, percent, share_text, t
 from campuswatch.collector.reports.kpis import ComplianceReport, Kpi, Measure, SchoolFigures
 
 TREND_ARROWS = {"up": "↑", "down": "↓", "flat": "→"}
@@ -35,7 +35,7 @@ def measure_texts(measure: Measure | None, lang: str) -> tuple[str, str]:
         count = number(measure.numerator, lang, decimals)
         return count, count
     fraction = f"{number(measure.numerator, lang)} / {number(measure.denominator, lang)}"
-    return fraction, percent(measure.value, lang)
+    return fraction, share_text(measure.numerator, measure.denominator, lang)
 
 
 def _target_text(kpi: Kpi, lang: str) -> str:
@@ -88,7 +88,7 @@ def school_row(school: SchoolFigures, lang: str) -> list[str]:
     def share(numerator: int, denominator: int) -> str:
         if denominator == 0:
             return "—"
-        return f"{numerator} / {denominator} ({percent(numerator / denominator, lang)})"
+        return f"{numerator} / {denominator} ({share_text(numerator, denominator, lang)})"
 
     outages = "—"
     if school.outages is not None and school.outage_minutes is not None:

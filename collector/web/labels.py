@@ -109,6 +109,15 @@ LAST_SEEN_FILTER: Final = {
     "stale30": N_("not seen for 30 days"),
     "never": N_("never seen"),
 }
+REVIEW_FILTER: Final = {
+    "registered": N_("registered"),
+    "discovered": N_("discovered, not yet decided"),
+    "to_confirm": N_("to confirm"),
+    "unknown": N_("unknown device"),
+    "ignored": N_("ignored"),
+}
+"""Where an asset stands with the facilities manager (``register.review_condition``); the
+badge of each row uses the same words (``discovered`` is only a filter)."""
 MESSAGE_KIND: Final = {
     "state": N_("state"),
     "hello": N_("identity"),
@@ -154,6 +163,7 @@ REPORT_STATE: Final = {
     "upcoming": N_("upcoming"),
     "on_demand": N_("on request"),
     "unscheduled": N_("not scheduled"),
+    "no_data": N_("no data (before the install)"),
 }
 LANGUAGE: Final = {
     "vi": N_("Vietnamese"),

@@ -27,6 +27,7 @@ from campuswatch.collector.api.deps import Principal
 from campuswatch.collector.db.models import Asset, Device, Site
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.register.device_state import latest_of_kind
+from campuswatch.collector.reports.i18n import percent_points
 from campuswatch.collector.reports.kpis import has_fresh_active_product, signatures_up_to_date
 from campuswatch.collector.signals import LEVELS
 
@@ -73,7 +74,9 @@ class Figures:
 
     @staticmethod
     def percent(part: int, whole: int) -> float | None:
-        return None if whole == 0 else round(100.0 * part / whole, 1)
+        # The reports' rule (half-up from the exact fraction), not float round().
+        points = percent_points(part, whole)
+        return None if points is None else float(points)
 
     @property
     def av_coverage(self) -> float | None:

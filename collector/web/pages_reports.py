@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.api.deps import Context, DbSession
 from campuswatch.collector.db.models import Site
+from campuswatch.collector.reports.kpis import install_time
 from campuswatch.collector.reports.periods import PERIOD_KINDS, Period, report_period
 from campuswatch.collector.reports.render import FORMATS
 from campuswatch.collector.reports.schedule import (
@@ -272,7 +273,7 @@ def _page(
         form = {"site_id": made.site or "", "period": period_value, "lang": made.lang}
     values: dict[str, Any] = {
         "nav": "reports",
-        "schedule": schedule_states(entries, today, scope),
+        "schedule": schedule_states(entries, today, scope, installed=install_time(session)),
         "schedule_scope": names.get(scope, scope) if scope else None,
         "reports": reports[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
         "total": len(reports),

@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from campuswatch.collector.reports.i18n import percent_points, points_text
 from campuswatch.collector.web import labels
 from campuswatch.collector.web.auth import CSRF_FIELD, LANGUAGE_COOKIE, UiUser
 from campuswatch.collector.web.i18n import LANGUAGES, gettext_for, pick_language
@@ -74,6 +75,12 @@ def format_number(value: float | int | None, digits: int, language: str) -> str:
     return format_decimal(value, format=f"#,##0.{'#' * digits}", locale=language)
 
 
+def format_percent(value: float | None, language: str) -> str:
+    """A percentage (0–100, from ``Figures``) by the reports' one rounding rule, so the UI,
+    the wall and every report print one ratio the same way."""
+    return points_text(None if value is None else percent_points(value, 100), language)
+
+
 def page_url(request: Request, **changes: object) -> str:
     """The current page's URL with some query parameters replaced (None removes one)."""
     params = dict(request.query_params)
@@ -101,7 +108,7 @@ def render(
         return format_number(value, digits, language)
 
     def percent(value: float | None) -> str:
-        return "—" if value is None else f"{number(value)} %"
+        return format_percent(value, language)
 
     context = {
         "request": request,

@@ -20,11 +20,15 @@ from campuswatch.collector.alerts.models import Alert, AlertAudit
 from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
 from campuswatch.collector.db.models import Asset, AssetHistory, Device, Site
 from campuswatch.collector.reports.periods import Period, report_period
+from campuswatch.collector.reports.snapshots import take_daily_snapshot
 from campuswatch.collector.tsdb.points import MEASUREMENT_NET, Point
 from campuswatch.collector.tsdb.sqlite_store import SqliteStore
 from tests.support.device_state import set_latest
 
 NOW = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+# The device reports below are as fresh at February's last snapshot as at NOW (within the
+# 7-day and 72-hour limits), so the snapshot's figures are EXPECTED's.
+FEB_SNAPSHOT_AT = NOW
 FEB = datetime(2026, 2, 1, tzinfo=UTC)
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 DEC = datetime(2025, 12, 1, tzinfo=UTC)
@@ -347,6 +351,10 @@ def district(db_url: str, tmp_path: Path) -> Iterator[District]:
     with session_factory(engine)() as session:
         fill_district(session)
         fill_store(store)
+        # The scheduler's snapshot of February's last day: the figures a closed February
+        # reports for antivirus and broadband (the rows above describe that state).
+        take_daily_snapshot(session, date(2026, 2, 28), FEB_SNAPSHOT_AT)
+        session.commit()
         yield District(session, store, report_period("month", date(2026, 2, 15)))
     store.close()
     engine.dispose()

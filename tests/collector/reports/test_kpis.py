@@ -14,6 +14,7 @@ from campuswatch.collector.register.assets import (
 from campuswatch.collector.reports.alert_figures import percentile
 from campuswatch.collector.reports.kpis import Measure, av_category, build_report
 from campuswatch.collector.reports.periods import report_period
+from campuswatch.collector.reports.snapshots import take_daily_snapshot
 from tests.collector.reports.conftest import EXPECTED, NOW, District
 from tests.support.device_state import set_latest
 
@@ -198,6 +199,8 @@ def test_stale_defender_counts_as_at_risk_with_stale_signatures(district: Distri
         district.session, "pc-1", "av", _report([_defender(signature_age_hours=9600.0)]), NOW
     )
     district.session.flush()
+    # February is closed: its figures are its last snapshot's, so take it again.
+    take_daily_snapshot(district.session, date(2026, 2, 28), NOW)
     report = build_report(district.session, district.period, "dist", series=district.store, now=NOW)
     av = report.kpi("av_coverage")
     assert _pair(av.current) == (2, 7)

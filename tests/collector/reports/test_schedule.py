@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from campuswatch.collector.db.models import Device
+from campuswatch.collector.reports.kpis import install_time
 from campuswatch.collector.reports.periods import report_period
 from campuswatch.collector.reports.schedule import (
     ON_DEMAND,
@@ -24,6 +25,7 @@ from campuswatch.collector.reports.schedule import (
     upcoming_reports,
     verify_archive,
 )
+from campuswatch.collector.reports.snapshots import take_daily_snapshot
 from tests.collector.reports.conftest import NOW, District
 from tests.support.device_state import set_latest
 
@@ -69,8 +71,10 @@ def test_generate_due_is_idempotent_and_checksummed(district: District, tmp_path
         series=district.store,
         now=NOW,
     )
-    # 7 scheduled kinds × (figures JSON + 2 languages × 2 formats)
-    assert len(first) == 7 * 5
+    # The register began on 1 December 2025: the school year 2024–2025, the six-month
+    # report 2025-H1 and the annual report 2025 ended before it (no data, not archived).
+    # 4 scheduled kinds × (figures JSON + 2 languages × 2 formats)
+    assert len(first) == 4 * 5
     monthly = archive / "2026" / "month" / "2026-02"
     assert sorted(path.name for path in monthly.iterdir()) == [
         "dist.en.html",
@@ -91,7 +95,7 @@ def test_generate_due_is_idempotent_and_checksummed(district: District, tmp_path
     )
     assert again == []
     assert {path: path.read_bytes() for path in archive.rglob("*") if path.is_file()} == before
-    assert len(list_archive(archive)) == 35
+    assert len(list_archive(archive)) == 20
     assert verify_archive(archive) == []
     (monthly / "dist.vi.html").write_text("tampered", encoding="utf-8")
     assert verify_archive(archive) == ["checksum mismatch: 2026/month/2026-02/dist.vi.html"]
@@ -99,13 +103,11 @@ def test_generate_due_is_idempotent_and_checksummed(district: District, tmp_path
     assert {entry["format"] for entry in index["reports"]} == {"json", "html", "xlsx"}
 
 
-def test_previous_live_figures_come_from_the_archive(district: District, tmp_path: Path) -> None:
-    """January's archived AV coverage becomes February's "previous" value and trend."""
+def test_previous_live_figures_come_from_the_snapshots(district: District, tmp_path: Path) -> None:
+    """January's last snapshot becomes February's "previous" AV value and trend."""
     archive = tmp_path / "archive"
-    january = report_period("month", date(2026, 1, 15))
-    generate_due(district.session, archive, date(2026, 2, 1), sites=["dist"], formats=(), now=NOW)
-    assert archived_figures(archive, january, "dist") is not None
-    # pc-3 gets an antivirus before February's report is made.
+    take_daily_snapshot(district.session, date(2026, 1, 31), NOW)
+    # pc-3 gets an antivirus before February ends.
     device = district.session.get_one(Device, "pc-3")
     defender = {"name": "Defender", "source": "defender", "signatures_up_to_date": True}
     av = {
@@ -114,6 +116,7 @@ def test_previous_live_figures_come_from_the_archive(district: District, tmp_pat
         "products": [{**defender, "signature_age_hours": 3.0}],
     }
     set_latest(district.session, "pc-3", "av", av, NOW)
+    take_daily_snapshot(district.session, date(2026, 2, 28), NOW)
     district.session.commit()
     generate_due(district.session, archive, date(2026, 3, 1), sites=["dist"], formats=(), now=NOW)
     february = archived_figures(archive, report_period("month", date(2026, 2, 1)), "dist")
@@ -122,6 +125,9 @@ def test_previous_live_figures_come_from_the_archive(district: District, tmp_pat
     assert (av["current"]["numerator"], av["current"]["denominator"]) == (4, 7)
     assert (av["previous"]["numerator"], av["previous"]["denominator"]) == (3, 7)
     assert (av["trend"], av["improved"]) == ("up", True)
+
+
+INSTALLED = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def _entry(kind: str, key: str, generated: str, **changes: object) -> ArchivedReport:
@@ -144,7 +150,7 @@ def test_schedule_states_tell_on_time_late_due_overdue_and_upcoming() -> None:
         _entry("quarter", "2026-Q1", "2026-04-02T01:00:00+00:00", origin=ON_DEMAND),
         _entry("quarter", "2026-Q1", "2026-04-02T01:00:00+00:00", site="dist"),
     ]
-    states = schedule_states(entries, today, None)
+    states = schedule_states(entries, today, None, installed=INSTALLED)
     latest = {s.due.kind: s.state for s in states if s.state != "upcoming"}
     assert latest["six-month"] == "on_time" and latest["month"] == "late"
     assert latest["week"] == "due"  # week 23 ended yesterday, due before Tuesday 9 June
@@ -154,7 +160,8 @@ def test_schedule_states_tell_on_time_late_due_overdue_and_upcoming() -> None:
     upcoming = {s.due.kind: s.due for s in states if s.state == "upcoming"}
     assert upcoming["annual"].submit_before == date(2026, 12, 5)
     assert set(upcoming) == set(latest)
-    dist = {s.due.kind: s.state for s in schedule_states(entries, today, "dist")[:7]}
+    for_dist = schedule_states(entries, today, "dist", installed=INSTALLED)[:7]
+    dist = {s.due.kind: s.state for s in for_dist}
     assert dist["quarter"] == "on_time" and dist["six-month"] == "overdue"
     assert submit_before("six-month", date(2026, 5, 31)) == date(2026, 6, 5)
     assert submit_before("semester2", date(2026, 5, 31)) is None
@@ -190,5 +197,7 @@ def test_on_demand_reports_live_apart_and_leave_the_schedule_alone(
     assert "2026/month/2026-02/dist.en.html" in {entry.path for entry in scheduled}
     assert archived_figures(archive, february, "dist") is not None
     assert verify_archive(archive) == []
-    states = schedule_states(list_archive(archive), date(2026, 3, 2), "dist")
+    states = schedule_states(
+        list_archive(archive), date(2026, 3, 2), "dist", installed=install_time(district.session)
+    )
     assert next(s for s in states if s.due.kind == "month").state == "on_time"
