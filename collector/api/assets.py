@@ -72,7 +72,7 @@ def _refuse_foreign_device(
 _HELD_BY = re.compile(r"already belongs to asset (\d+)$")
 
 
-def _scoped_errors(
+def scoped_errors(
     session: Session, principal: Principal, errors: Mapping[str, str]
 ) -> dict[str, str]:
     """The register's field errors, but a uniqueness refusal names the holding asset only
@@ -240,7 +240,7 @@ def confirm_assets(body: ConfirmIn, session: DbSession, principal: Editor) -> li
         )
     except register.AssetValidationError as exc:
         session.rollback()
-        errors = _scoped_errors(session, principal, exc.errors)
+        errors = scoped_errors(session, principal, exc.errors)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from None
     for asset in confirmed:
         ensure_still_visible(session, principal, asset.site_id)
@@ -287,7 +287,7 @@ def edit_asset(
         )
     except register.AssetValidationError as exc:
         session.rollback()
-        errors = _scoped_errors(session, principal, exc.errors)
+        errors = scoped_errors(session, principal, exc.errors)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from None
     except register.AssetConflict as exc:
         session.rollback()
@@ -312,7 +312,7 @@ def create_asset(
         asset = register.create_asset(session, body, f"user:{principal.name}")
     except register.AssetValidationError as exc:
         session.rollback()
-        errors = _scoped_errors(session, principal, exc.errors)
+        errors = scoped_errors(session, principal, exc.errors)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from None
     ensure_still_visible(session, principal, asset.site_id)
     session.commit()

@@ -118,6 +118,15 @@ REVIEW_FILTER: Final = {
 }
 """Where an asset stands with the facilities manager (``register.review_condition``); the
 badge of each row uses the same words (``discovered`` is only a filter)."""
+REVIEW_FILTER: Final = {
+    "registered": N_("registered"),
+    "discovered": N_("discovered, not yet decided"),
+    "to_confirm": N_("to confirm"),
+    "unknown": N_("unknown device"),
+    "ignored": N_("ignored"),
+}
+"""Where an asset stands with the facilities manager (``register.review_condition``); the
+badge of each row uses the same words (``discovered`` is only a filter)."""
 MESSAGE_KIND: Final = {
     "state": N_("state"),
     "hello": N_("identity"),

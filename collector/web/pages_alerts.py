@@ -17,6 +17,7 @@ from campuswatch.collector.alerts.queries import AlertNotFound, get_alert, list_
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.api.deps import Context, DbSession
 from campuswatch.collector.db.models import Site
+from campuswatch.collector.register.assets import device_names
 from campuswatch.collector.signals import LEVELS, AlertNotification, TextPart, text_in
 from campuswatch.collector.web.auth import check_csrf
 from campuswatch.collector.web.deps import PageUser, require_role, require_visible
@@ -131,6 +132,7 @@ def alert_queue(
         "sites": _visible_sites(session, user),
         "levels": tuple(reversed(LEVELS)),
         "alert_text": alert_text_for(request),
+        "device_names": device_names(session, [alert.device_id for alert in rows]),
     }
     return render(request, "alerts.html", values, user=user)
 
@@ -152,6 +154,7 @@ def alert_detail(
         "may_act": user.may(*RESPONDER_ROLES),
         "error": request.query_params.get("error"),
         "alert_text": alert_text_for(request),
+        "device_names": device_names(session, [detail.alert.device_id]),
     }
     return render(request, "alert_detail.html", values, user=user)
 

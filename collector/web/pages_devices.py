@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from campuswatch.collector.api.deps import Context, DbSession
 from campuswatch.collector.api.devices import list_devices
-from campuswatch.collector.db.models import Device, Site
+from campuswatch.collector.db.models import Asset, Device, Site
+from campuswatch.collector.register.assets import device_names, display_name
 from campuswatch.collector.tsdb import points
 from campuswatch.collector.web.deps import PageUser, require_visible
 from campuswatch.collector.web.labels import LIVENESS
@@ -78,6 +79,7 @@ def device_list(
     values = {
         "nav": "devices",
         "devices": result["items"],
+        "names": device_names(session, [item["device_id"] for item in result["items"]]),
         "total": result["total"],
         "page": page,
         "pages": max(1, -(-result["total"] // PAGE_SIZE)),
@@ -121,9 +123,14 @@ def device_detail(
     if device is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
     require_visible(user, device.site_id)
+    asset = session.get(Asset, device.asset_id) if device.asset_id is not None else None
+    if asset is None:
+        asset = session.scalar(select(Asset).where(Asset.device_id == device_id))
     values = {
         "nav": "devices",
         "device": device,
+        "asset": asset,
+        "name": display_name(asset) if asset is not None else device_id,
         "state": context.liveness.status(device_id, utc_now()),
         "latest": sorted((device.latest or {}).items()),
         "received": device.last_message_at or {},

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any, Final
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from campuswatch.collector.api.assets import MAX_IMPORT_BYTES, XLSX_MEDIA_TYPE
+from campuswatch.collector.api.assets import MAX_IMPORT_BYTES, XLSX_MEDIA_TYPE, scoped_errors
 from campuswatch.collector.api.deps import DbSession, ensure_still_visible
 from campuswatch.collector.db.models import ASSET_KINDS, ASSET_STATUSES, Asset, Site
 from campuswatch.collector.register import assets as register
 from campuswatch.collector.register import transfer
 from campuswatch.collector.web.auth import UiUser, check_csrf
 from campuswatch.collector.web.deps import PageUser, require_role, require_visible
-from campuswatch.collector.web.labels import LAST_SEEN_FILTER
+from campuswatch.collector.web.labels import LAST_SEEN_FILTER, REVIEW_FILTER
 from campuswatch.collector.web.rendering import render, request_language
 from campuswatch.wire.ids import utc_now
 
@@ -63,6 +64,7 @@ def filtered_assets(
     search: str | None,
     room: str | None,
     last_seen: str | None,
+    review: str | None = None,
 ) -> Select[Any]:
     """The register's own filters (the API's) plus room and last-seen, which the UI adds."""
     query = register._filtered(
@@ -74,6 +76,7 @@ def filtered_assets(
         registered=None,
         source=None,
         search=search,
+        review=review,
     )
     if room:
         query = query.where(func.lower(Asset.room) == room.strip().lower())
@@ -104,42 +107,133 @@ def inventory_list(
     status_name: Annotated[str | None, Query(alias="status", max_length=16)] = None,
     room: Annotated[str | None, Query(max_length=128)] = None,
     last_seen: Annotated[str | None, Query(max_length=8)] = None,
+    review: Annotated[str | None, Query(max_length=16)] = None,
     search: Annotated[str | None, Query(max_length=128)] = None,
     page: Annotated[int, Query(ge=1)] = 1,
+    confirmed: Annotated[int | None, Query(ge=0, le=1000)] = None,
+) -> HTMLResponse:
+    filters = {
+        "site_id": site_id or "",
+        "kind": kind or "",
+        "status": status_name or "",
+        "room": room or "",
+        "last_seen": last_seen or "",
+        "review": review or "",
+        "search": search or "",
+    }
+    return _inventory_page(
+        request, session, user, filters, page=page, confirmed=confirmed, errors=[]
+    )
+
+
+def _inventory_page(
+    request: Request,
+    session: Session,
+    user: UiUser,
+    filters: dict[str, str],
+    *,
+    page: int,
+    confirmed: int | None,
+    errors: list[tuple[str, str, str]],
+    status_code: int = 200,
 ) -> HTMLResponse:
     query = filtered_assets(
         session,
-        site_id=_scope(user, site_id),
-        kind=kind if kind in ASSET_KINDS else None,
-        status_name=status_name if status_name in ASSET_STATUSES else None,
-        search=search,
-        room=room,
-        last_seen=last_seen if last_seen in LAST_SEEN_FILTER else None,
+        site_id=_scope(user, filters["site_id"] or None),
+        kind=filters["kind"] if filters["kind"] in ASSET_KINDS else None,
+        status_name=filters["status"] if filters["status"] in ASSET_STATUSES else None,
+        search=filters["search"] or None,
+        room=filters["room"] or None,
+        last_seen=filters["last_seen"] if filters["last_seen"] in LAST_SEEN_FILTER else None,
+        review=filters["review"] if filters["review"] in REVIEW_FILTER else None,
     )
     total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
     rows = session.scalars(query.order_by(Asset.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE))
-    export_site = site_id or ""
     values = {
         "nav": "inventory",
         "assets": list(rows),
         "total": total,
         "page": page,
         "pages": max(1, -(-total // PAGE_SIZE)),
-        "filters": {
-            "site_id": site_id or "",
-            "kind": kind or "",
-            "status": status_name or "",
-            "room": room or "",
-            "last_seen": last_seen or "",
-            "search": search or "",
-        },
+        "filters": filters,
         "sites": _sites(session, user),
         "kinds": ASSET_KINDS,
         "statuses": ASSET_STATUSES,
-        "export_site": export_site,
+        "export_site": filters["site_id"],
         "may_import": user.may(*EDITOR_ROLES) and user.principal.site_scope is None,
+        "may_confirm": user.may(*EDITOR_ROLES),
+        "display_name": register.display_name,
+        "review_state": register.review_state,
+        "confirmed": confirmed,
+        "confirm_errors": errors,
+        "back": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
     }
-    return render(request, "inventory.html", values, user=user)
+    return render(request, "inventory.html", values, user=user, status_code=status_code)
+
+
+def _back_to_inventory(back: str) -> str:
+    """Where the confirmation returns: the list the user came from, never another site."""
+    if back == "/ui/inventory" or back.startswith("/ui/inventory?"):
+        return back
+    return "/ui/inventory"
+
+
+@router.post("/confirm", response_model=None)
+async def confirm_selected(request: Request, session: DbSession, user: PageUser) -> Response:
+    """Accept (or ignore) the ticked assets in one go, each with the room and tag typed on
+    its row; a room typed once for all fills the rows left empty."""
+    form = await request.form()
+    check_csrf(request, user, str(form.get("csrf_token") or ""))
+    require_role(user, *EDITOR_ROLES)
+    back = _back_to_inventory(str(form.get("back") or ""))
+    room_for_all = str(form.get("room_all") or "").strip()
+    confirmations: list[register.Confirmation] = []
+    for raw in form.getlist("asset_id"):
+        try:
+            asset_id = int(str(raw))
+        except ValueError:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "bad asset id") from None
+        asset = session.get(Asset, asset_id)
+        if asset is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+        require_visible(user, asset.site_id)
+        room = str(form.get(f"room-{asset_id}") or "").strip() or room_for_all
+        tag = str(form.get(f"tag-{asset_id}") or "").strip()
+        confirmations.append(register.Confirmation(asset_id, room=room, asset_tag=tag))
+    ignore = form.get("action") == "ignore"
+    try:
+        confirmed = register.confirm_assets(session, confirmations, user.actor, ignore=ignore)
+    except register.AssetValidationError as exc:
+        session.rollback()
+        errors = _confirm_errors(session, user, exc.errors)
+        filters = {key: request.query_params.get(key, "") for key in _FILTER_KEYS}
+        query = back.partition("?")[2]
+        filters.update({k: v for k, v in parse_qsl(query) if k in _FILTER_KEYS})
+        return _inventory_page(
+            request, session, user, filters, page=1, confirmed=None, errors=errors,
+            status_code=422,
+        )  # fmt: skip
+    for asset in confirmed:
+        ensure_still_visible(session, user.principal, asset.site_id)
+    session.commit()
+    separator = "&" if "?" in back else "?"
+    return RedirectResponse(f"{back}{separator}confirmed={len(confirmed)}", status_code=303)
+
+
+_FILTER_KEYS: Final = ("site_id", "kind", "status", "room", "last_seen", "review", "search")
+
+
+def _confirm_errors(
+    session: Session, user: UiUser, errors: dict[str, str]
+) -> list[tuple[str, str, str]]:
+    """(asset name, field, message) per refusal; a tag held at another school says only so."""
+    shown: list[tuple[str, str, str]] = []
+    for key, message in scoped_errors(session, user.principal, errors).items():
+        asset_id, _, field_name = key.partition(".")
+        asset = session.get(Asset, int(asset_id))
+        name = register.display_name(asset) if asset is not None else asset_id
+        shown.append((name, field_name, message))
+    return shown
 
 
 def _export_response(data: bytes, media_type: str, filename: str) -> Response:

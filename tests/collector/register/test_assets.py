@@ -239,7 +239,7 @@ def test_edit_validation_collects_every_error(session: Session) -> None:
         edit_asset(
             session,
             asset.id,
-            {"security_level": 7, "purchase_date": "31/12/2024", "status": "broken", "x": 1},
+            {"security_level": 7, "purchase_date": "31/13/2024", "status": "broken", "x": 1},
             actor="admin",
             expected_version=None,
         )
