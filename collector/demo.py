@@ -19,13 +19,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
 from campuswatch.collector.listen import ListenError, bind_listen_socket, split_listen
 from campuswatch.localports import free_port, wait_for_port
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "firmware_sim" / "scenarios" / "demo.yaml"
 DISTRICT = "sim-d1"
@@ -175,6 +179,7 @@ def demo(
             session.add(site)
         if session.query(User).filter_by(username="admin").first() is None:
             create_user(session, username="admin", password=password, role="admin")
+        seed_register(session, schools=schools, devices=devices, seed=seed)
     service.start()
     host, port = split_listen(listen)
     server = uvicorn.Server(
@@ -232,6 +237,56 @@ run again to resume, or with --fresh to start clean.
     service.stop()
     _stop_process(broker_process)
     log_file.close()
+
+
+REGISTERED_SHARE = 0.8
+"""Of the simulated equipment, the share the demo's register already holds (room, tag,
+purchase date), as a school's register looks after its first import: the rest shows up
+unregistered when it reports, and the scenario's rogue hotspot as an unknown device."""
+
+
+def seed_register(session: Session, *, schools: int, devices: int, seed: int) -> int:
+    """Give a fresh demo a realistic register: most of the simulator's devices (the same
+    fleet, same ids, MACs and serials) registered with room and asset tag, the others left
+    for a facilities manager to confirm. Nothing on a register that already has assets (a
+    resumed demo keeps what people did). Returns how many assets it added."""
+    from sqlalchemy import func, select
+
+    from campuswatch.collector.db.models import Asset, AssetMac
+    from campuswatch.firmware_sim.device import stable_fraction
+    from campuswatch.firmware_sim.fleet import build_fleet
+
+    if session.scalar(select(func.count(Asset.id))):
+        return 0
+    fleet = build_fleet(seed=seed, schools=schools, devices=devices, site_prefix=DISTRICT)
+    added = 0
+    equipment = [*fleet.devices, *fleet.scanners.values()]
+    for device in equipment:
+        if stable_fraction("demo-register", seed, device.device_id) >= REGISTERED_SHARE:
+            continue
+        bought = 2019 + int(stable_fraction("bought", seed, device.device_id) * 6)
+        asset = Asset(
+            kind=device.device_type,
+            name=device.hostname,
+            vendor=device.vendor,
+            model=device.model_name,
+            serial=device.serial,
+            device_id=device.device_id,
+            site_id=device.site,
+            room=f"{device.building}{device.room}",
+            asset_tag=f"TB-{device.school:02d}-{device.index + 1:05d}",
+            status="in_service",
+            registered=True,
+            source="import",
+            purchase_date=date(bought, 1 + device.index % 12, 1 + device.index % 28),
+            warranty_end=date(bought + 3, 1 + device.index % 12, 1 + device.index % 28),
+            manual_fields=["room", "asset_tag"],
+        )
+        asset.macs.append(AssetMac(mac=device.mac))
+        session.add(asset)
+        added += 1
+    session.flush()
+    return added
 
 
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
