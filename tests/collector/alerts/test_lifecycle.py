@@ -177,10 +177,14 @@ def test_bad_signals_are_counted_and_the_good_ones_still_apply(
     bad_level = AlertSignal(**{**_fields(signal("pc-04")), "level": "urgent"})
     no_site = AlertSignal(**{**_fields(signal("pc-05")), "site_id": ""})
     long_fingerprint = AlertSignal(**{**_fields(signal("pc-06")), "fingerprint": "x" * 1000})
+    no_count = AlertSignal(**{**_fields(signal("pc-07")), "occurrences": 0})
 
-    manager.process([naive, bad_level, no_site, "junk", good, long_fingerprint], T0)  # type: ignore[list-item]
+    batch = [naive, bad_level, no_site, "junk", good, long_fingerprint, no_count]
+    manager.process(batch, T0)  # type: ignore[arg-type]
 
-    assert manager.rejected == {"at": 1, "level": 1, "site_id": 1, "not_a_signal": 1}
+    assert manager.rejected == {
+        "at": 1, "level": 1, "site_id": 1, "not_a_signal": 1, "occurrences": 1,
+    }  # fmt: skip
     stored = alerts(factory)
     assert [alert.device_id for alert in stored] == ["pc-02", "pc-06"]
     assert stored[1].fingerprint.startswith("sha256:")
