@@ -327,7 +327,9 @@ def test_wall_display_opens_with_the_display_or_a_viewer_token_only(web: WebApp)
     assert client.get("/ui/wall").status_code == 401
     assert client.get("/ui/wall", params={"token": web.admin_token}).status_code == 401
     wall = client.get("/ui/wall", params={"token": DISPLAY_TOKEN})
-    assert wall.status_code == 200 and 'http-equiv="refresh" content="30"' in wall.text
+    # No meta refresh (a failed reload showed the browser's error page): wall.js polls.
+    assert wall.status_code == 200 and 'http-equiv="refresh"' not in wall.text
+    assert 'data-poll-s="30.0"' in wall.text and "/ui/static/wall.js" in wall.text
     assert "body" in wall.text and 'class="wall"' in wall.text
 
 
