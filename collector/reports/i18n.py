@@ -156,6 +156,8 @@ def t(key: str, lang: str) -> str:
 
 
 def number(value: float | Decimal, lang: str, decimals: int = 0) -> str:
+    if round(value, decimals) == 0:
+        value = 0  # -0.04 with one decimal reads "0.0": a sign on zero only puzzles
     text = f"{value:,.{decimals}f}"
     if lang == "vi":
         text = text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
