@@ -31,6 +31,7 @@ from campuswatch.collector.web.rendering import render
 router = APIRouter(prefix="/ui")
 LOGIN_FAILED = N_("Wrong user name, password or token.")
 LOGIN_LOCKED = N_("Too many failed logins. Try again in %(minutes)s minutes.")
+LOGIN_LOCKED_ONE_MINUTE = N_("Too many failed logins. Try again in 1 minute.")
 
 
 def _set_session_cookie(request: Request, response: Response, token: str) -> None:
@@ -69,7 +70,7 @@ def login(
     if isinstance(started, Refusal):
         values = {
             "next": safe_next(next),
-            "error": LOGIN_LOCKED,
+            "error": LOGIN_LOCKED_ONE_MINUTE if started.minutes == 1 else LOGIN_LOCKED,
             "error_values": {"minutes": started.minutes},
             "username": username,
         }

@@ -14,6 +14,7 @@ from campuswatch.collector.web.rendering import format_number
 from tests.collector.rules.test_engine import msg
 from tests.collector.web.catalogue import untranslated_left, visible_text
 from tests.collector.web.conftest import WebApp
+from tests.collector.web.test_pages import ORIGIN
 
 RULES = Path(__file__).resolve().parents[3] / "rules"
 
@@ -105,3 +106,30 @@ def test_a_clock_difference_that_rounds_to_zero_shows_no_sign(web: WebApp) -> No
     assert format_number(-0.0, 0, "vi") == "0"
     assert format_number(-0.06, 1, "en") == "-0.1"
     assert format_number(-0.06, 1, "vi") == "-0,1"
+
+
+def test_a_login_lockout_of_one_minute_says_minute(web: WebApp) -> None:
+    from tests.collector.web.test_login_limits import Clock, client_from, install_limiter
+
+    clock = Clock()
+    install_limiter(web, clock)
+    for language, one, many in (
+        ("en", "Try again in 1 minute.", "Try again in 15 minutes."),
+        ("vi", "1 phút", "15 phút"),
+    ):
+        clock.now += 10_000  # a fresh lockout for each language
+        client = client_from(web, f"10.0.9.{len(language)}", language)
+        for n in range(5):
+            client.post(
+                "/ui/login", data={"username": "admin", "password": f"x{n}"}, headers=ORIGIN
+            )
+        refused = client.post(
+            "/ui/login", data={"username": "admin", "password": "y"}, headers=ORIGIN
+        )
+        assert refused.status_code == 429 and many in visible_text(refused.text)
+        clock.now += 900 - 30  # 30 s of the lockout left
+        refused = client.post(
+            "/ui/login", data={"username": "admin", "password": "y"}, headers=ORIGIN
+        )
+        assert refused.status_code == 429
+        assert one in visible_text(refused.text) and "1 minutes" not in refused.text
