@@ -238,9 +238,9 @@ def render_xlsx(report: ComplianceReport, lang: str) -> bytes:
             ]
         )
         number_format = "0.0%" if kpi.is_share else ("0" if _whole(kpi) else "0.0")
-        for column in (3, 4, 6):
-            sheet.cell(sheet.max_row, column).number_format = number_format
-        sheet.cell(sheet.max_row, 4).number_format = "0.0%"
+        for index in (3, 6):  # value and previous
+            sheet.cell(sheet.max_row, index).number_format = number_format
+        sheet.cell(sheet.max_row, 4).number_format = "0.0%"  # a target is always a share
     sheet.append([])
     sheet.append([t("alerts_heading", lang)])
     sheet.cell(sheet.max_row, 1).font = bold
@@ -253,8 +253,8 @@ def render_xlsx(report: ComplianceReport, lang: str) -> bytes:
     for note in notes(report, lang):
         sheet.append([note])
     sheet.column_dimensions["A"].width = 60
-    for column in "BCDEFGHIJ":
-        sheet.column_dimensions[column].width = 16
+    for letter in "BCDEFGHIJ":
+        sheet.column_dimensions[letter].width = 16
 
     school_headers = [t(key, lang) for key in SCHOOL_COLUMNS]
     share_columns = [i + 1 for i, key in enumerate(SCHOOL_COLUMNS) if key == "share_column"]
@@ -265,8 +265,8 @@ def render_xlsx(report: ComplianceReport, lang: str) -> bytes:
             cell.font = bold
         for school in report.schools:
             overview.append(_school_cells(school, lang))
-            for column in share_columns:
-                overview.cell(overview.max_row, column).number_format = "0.0%"
+            for share_column in share_columns:
+                overview.cell(overview.max_row, share_column).number_format = "0.0%"
         overview.column_dimensions["A"].width = 40
     for school in report.schools:
         detail = workbook.create_sheet(_sheet_title(school.name, used))
