@@ -286,9 +286,9 @@ def _write_sheet(
     """Header in bold, frozen, filterable; dates as dates; every column as wide as it needs."""
     widths = [len(header_title(column, language)) + 3 for column in columns]  # filter arrow
     for column_number, column in enumerate(columns, start=1):
-        cell = sheet.cell(row=1, column=column_number, value=header_title(column, language))
-        cell.font = Font(bold=True)
-        cell.alignment = Alignment(vertical="top", wrap_text=False)
+        title = sheet.cell(row=1, column=column_number, value=header_title(column, language))
+        title.font = Font(bold=True)
+        title.alignment = Alignment(vertical="top", wrap_text=False)
     row_number = 1
     for row_number, row in enumerate(rows, start=2):
         for column_number, (column, value) in enumerate(zip(columns, row, strict=True), start=1):
@@ -593,7 +593,9 @@ def _from_sheet(column: str, text: str) -> str:
         return _YES_NO_CODES.get(_fold(text), text)
     if column in DATE_FIELDS and _EXCEL_SERIAL.fullmatch(text):
         # 10000–99999 days after 1899-12-30: 1927–2173, never a plausible typed number.
-        return from_excel(float(text)).date().isoformat()
+        converted = from_excel(float(text))
+        if isinstance(converted, datetime):
+            return converted.date().isoformat()
     return text
 
 

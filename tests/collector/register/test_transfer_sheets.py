@@ -18,6 +18,7 @@ from campuswatch.collector.register.assets import create_asset
 from campuswatch.collector.register.transfer import (
     COLUMNS,
     EXPORT_ONLY_COLUMNS,
+    Language,
     export_assets_xlsx,
     import_assets,
     import_template_xlsx,
@@ -96,7 +97,7 @@ def test_xlsx_export_in_english(session: Session) -> None:
 
 
 @pytest.mark.parametrize("language", ["vi", "en"])
-def test_xlsx_round_trip_changes_nothing(session: Session, language: str) -> None:
+def test_xlsx_round_trip_changes_nothing(session: Session, language: Language) -> None:
     _seed(session)
     before = [_facts(asset) for asset in session.scalars(select(Asset).order_by(Asset.id))]
     data = export_assets_xlsx(session, language=language)
@@ -160,7 +161,7 @@ def test_impossible_dates_and_words_are_row_errors(session: Session) -> None:
 
 @pytest.mark.parametrize("language", ["vi", "en"])
 def test_template_has_a_guide_and_imports_cleanly(
-    session: Session, language: str, tmp_path: Path
+    session: Session, language: Language, tmp_path: Path
 ) -> None:
     data = import_template_xlsx(language=language)
     book = load_workbook(io.BytesIO(data))
