@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
 from campuswatch.collector.db.models import Site
-from campuswatch.collector.reports.i18n import CATALOGUE, percent_points, share_text
+from campuswatch.collector.reports.i18n import CATALOGUE, percent_points, share_text, t
 from campuswatch.collector.reports.kpis import Kpi, Measure, build_report
 from campuswatch.collector.reports.periods import report_period
 from campuswatch.collector.reports.render import render_html, render_pdf, render_xlsx
@@ -210,20 +210,20 @@ def test_xlsx_numbers_are_numbers_and_headers_are_translated(district: District,
     header = next(
         [cell.value for cell in row]
         for row in kpis.iter_rows()
-        if row[0].value == CATALOGUE["indicator"][lang]
+        if row[0].value == t("indicator", lang)
     )
     if lang == "vi":
         english = {"numerator", "denominator", "ratio", "Numerator", "Denominator"}
         assert not english & set(header)
     by_name = {row[0].value: row for row in kpis.iter_rows()}
-    av = by_name[CATALOGUE["av_coverage"][lang]]
+    av = by_name[t("av_coverage", lang)]
     assert [av[i].data_type for i in (2, 3, 8, 9)] == ["n", "n", "n", "n"]
     assert (av[8].value, av[9].value) == (3, 7)
-    alerts = by_name[CATALOGUE["alerts"][lang]]
+    alerts = by_name[t("alerts", lang)]
     assert alerts[2].data_type == "n" and alerts[2].value == 3
     schools = workbook.worksheets[1]
     school_header = [cell.value for cell in schools[1]]
-    assert school_header[0] == CATALOGUE["school"][lang]
+    assert school_header[0] == t("school", lang)
     school_a = next(row for row in schools.iter_rows() if row[0].value == "Trường A")
     numbers = [cell for cell in school_a[3:] if cell.value is not None]
     assert numbers and all(cell.data_type == "n" for cell in numbers)
