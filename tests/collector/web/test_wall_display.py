@@ -26,6 +26,13 @@ from tests.support.ports import free_port, wait_for_port
 
 SCHOOLS = 150
 SIZES = [(1920, 1080), (1366, 768)]
+# language → (browser locale, how the stale banner starts, how it ends)
+LANGUAGES = {
+    "en": ("en-US", "Data as of", "not updating"),
+    "vi": ("vi-VN", "Dữ liệu lúc", "không cập nhật"),
+}
+# Every size in both languages: Vietnamese labels are longer (the page was 1,381 px tall).
+SCREENS = [(size, lang) for size in SIZES for lang in LANGUAGES]
 
 
 def add_schools(web: WebApp, count: int = SCHOOLS) -> None:
@@ -38,7 +45,7 @@ def add_schools(web: WebApp, count: int = SCHOOLS) -> None:
                     parent_id="q3",
                     level="school",
                     # Long real-world names: the list must cut them, not wrap them.
-                    name=f"Trường Trung học cơ sở Nguyễn Văn Trỗi số {number:03d}",
+                    name=f"THCS số {number:03d} Nguyễn Văn Trỗi, phường Điện Biên, Ba Đình",
                     uplink_type="fibre",
                     created_at=utc_now() - timedelta(days=30),
                 )
@@ -154,21 +161,21 @@ def test_the_wall_fits_both_screens_and_survives_a_stopped_collector(
     playwright_api = _chromium()
     poll_s, rotate_s = 2, 2
     url = f"{wall_server.base}/ui/wall?token={DISPLAY_TOKEN}&poll={poll_s}&rotate={rotate_s}"
-    measured: dict[tuple[int, int], dict[str, float]] = {}
+    measured: dict[tuple[tuple[int, int], str], dict[str, float]] = {}
     with playwright_api.sync_playwright() as driver:  # type: ignore[attr-defined]
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             pages = []
-            for (width, height), locale in zip(SIZES, ("en-US", "vi-VN"), strict=True):
+            for (width, height), lang in SCREENS:
                 context = browser.new_context(
-                    viewport={"width": width, "height": height}, locale=locale
+                    viewport={"width": width, "height": height}, locale=LANGUAGES[lang][0]
                 )
                 page = context.new_page()
                 page.goto(url)
                 page.wait_for_function("Number(document.getElementById('wall').dataset.pages) > 0")
                 fit = page.evaluate(FIT_JS)
-                measured[(width, height)] = fit
-                where = f"{width}x{height}"
+                measured[((width, height), lang)] = fit
+                where = f"{width}x{height} {lang}"
                 assert fit["scrollHeight"] <= fit["innerHeight"], (where, fit)
                 assert fit["scrollWidth"] <= fit["innerWidth"], (where, fit)
                 assert fit["bigOneLine"] and not fit["bigOverflow"], (where, fit)
@@ -176,7 +183,8 @@ def test_the_wall_fits_both_screens_and_survives_a_stopped_collector(
                 # 150 schools need attention: more than one page, each page on screen.
                 assert fit["pages"] > 1 and fit["visibleItems"] > 0, (where, fit)
                 assert fit["lowestItem"] <= fit["innerHeight"], (where, fit)
-                shoot(page, f"wall-{width}x{height}-{locale[:2]}")
+                assert page.get_attribute("html", "lang") == lang
+                shoot(page, f"wall-{width}x{height}-{lang}")
                 # The list rotates to its next page without a reload.
                 page.evaluate("window.__sameDocument = true")
                 first = page.inner_text("#wall-list li:not([hidden])")
@@ -187,10 +195,11 @@ def test_the_wall_fits_both_screens_and_survives_a_stopped_collector(
                 )
                 pages.append(page)
             # Text scales with the screen: every measured size is larger on the larger one.
-            big, small = measured[SIZES[0]], measured[SIZES[1]]
-            for key in ("h1", "big", "item", "badge"):
-                assert big[key] > small[key] * 1.2, (key, big[key], small[key])
-            assert measured[SIZES[0]]["badge"] > 12.8
+            for lang in LANGUAGES:
+                big, small = measured[(SIZES[0], lang)], measured[(SIZES[1], lang)]
+                for key in ("h1", "big", "item", "badge"):
+                    assert big[key] > small[key] * 1.2, (lang, key, big[key], small[key])
+                assert big["badge"] > 12.8
             # An update without a reload: the page's own state survives a poll.
             for page in pages:
                 as_of = page.get_attribute("#wall", "data-as-of")
@@ -203,20 +212,18 @@ def test_the_wall_fits_both_screens_and_survives_a_stopped_collector(
 
             # The collector stops: the banner says since when, and the figures stay.
             wall_server.stop()
-            for page, expected in zip(pages, ("Data as of", "Dữ liệu lúc"), strict=True):
+            for page, (_size, lang) in zip(pages, SCREENS, strict=True):
                 page.wait_for_selector("#wall-stale:not([hidden])", timeout=poll_s * 3000)
                 banner = page.inner_text("#wall-stale")
-                assert banner.startswith(expected), banner
-                assert ("not updating" in banner) or ("không cập nhật" in banner)
+                _locale, starts, ends = LANGUAGES[lang]
+                assert banner.startswith(starts) and banner.endswith(ends), banner
                 assert page.evaluate("window.__sameDocument") is True
             for page, tiles in zip(pages, before, strict=True):
                 assert page.inner_text(".wall-tiles") == tiles
                 fit = page.evaluate(FIT_JS)
                 assert fit["scrollHeight"] <= fit["innerHeight"]
                 assert fit["scrollWidth"] <= fit["innerWidth"]
-            for page, ((width, height), locale) in zip(
-                pages, zip(SIZES, ("en", "vi"), strict=True), strict=True
-            ):
-                shoot(page, f"wall-{width}x{height}-{locale}-stale")
+            for page, ((width, height), lang) in zip(pages, SCREENS, strict=True):
+                shoot(page, f"wall-{width}x{height}-{lang}-stale")
         finally:
             browser.close()
