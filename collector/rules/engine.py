@@ -569,7 +569,6 @@ class _ThresholdRuntime(_RuleRuntime):
         self.kind = condition.kind
         self.aggregate = condition.aggregate
         self.window_s = parse_duration(condition.window) or 0.0
-        self.window_text = condition.window
         self.predicate = compile_where(condition.where)
         self.getter = compile_getter(condition.field) if condition.field else None
         self.fires, self.clears = _bound_tests(condition)
@@ -661,7 +660,7 @@ class _ThresholdRuntime(_RuleRuntime):
             values: dict[str, object] = {
                 "value": round(value, 3),
                 "aggregate": self.aggregate,
-                "window": self.window_text,
+                "window": self.window_s,  # seconds: `{window:seconds}` says "10 minutes"
             }
             self.set_active(key, True, at_s, out, recent, values)
         elif self.clears(value):
@@ -739,7 +738,8 @@ class _AbsenceRuntime(_RuleRuntime):
                 )
                 values: dict[str, object] = {
                     "last_seen": _as_datetime(last).isoformat(timespec="seconds"),
-                    "silent_for": _human(silent),
+                    # seconds: `{silent_for:seconds}` says "15 minutes" / "15 phút"
+                    "silent_for": round(silent),
                 }
                 if record.device_type and key[1] is not None:
                     values["device_type"] = record.device_type
@@ -749,13 +749,6 @@ class _AbsenceRuntime(_RuleRuntime):
         for key in list(self.firing):
             if key not in latest:  # switched off on purpose, filtered, or forgotten
                 self.set_active(key, False, now_s, out)
-
-
-def _human(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 class _LastValue:
