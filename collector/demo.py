@@ -274,13 +274,15 @@ def seed_register(session: Session, *, schools: int, devices: int, seed: int) ->
             device_id=device.device_id,
             site_id=device.site,
             room=f"{device.building}{device.room}",
+            # Labs belong to the IT group; the classroom kit to the equipment office.
+            owner="Tổ Tin học" if device.device_type == "pc" else "Bộ phận thiết bị",
             asset_tag=f"TB-{device.school:02d}-{device.index + 1:05d}",
             status="in_service",
             registered=True,
             source="import",
             purchase_date=date(bought, 1 + device.index % 12, 1 + device.index % 28),
             warranty_end=date(bought + 3, 1 + device.index % 12, 1 + device.index % 28),
-            manual_fields=["room", "asset_tag"],
+            manual_fields=["room", "asset_tag", "owner"],
         )
         asset.macs.append(AssetMac(mac=device.mac))
         session.add(asset)

@@ -214,6 +214,7 @@ class ConfirmItem(BaseModel):
     asset_id: Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
     room: Annotated[str | None, Field(max_length=128)] = None
     asset_tag: Annotated[str | None, Field(max_length=64)] = None
+    owner: Annotated[str | None, Field(max_length=128)] = None
 
 
 class ConfirmIn(BaseModel):
@@ -223,7 +224,7 @@ class ConfirmIn(BaseModel):
 
 @router.post("/confirm", response_model=list[AssetOut], responses=problems(400, 403, 404))
 def confirm_assets(body: ConfirmIn, session: DbSession, principal: Editor) -> list[dict[str, Any]]:
-    """Accept discovered assets into the register in bulk (room and tag each), or ignore
+    """Accept discovered assets into the register in bulk (room, tag, owner each), or ignore
     them (not school equipment). All or nothing; 404 if any asset is outside your scope."""
     for item in body.items:
         asset = session.get(Asset, item.asset_id)
@@ -231,7 +232,9 @@ def confirm_assets(body: ConfirmIn, session: DbSession, principal: Editor) -> li
             raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
         ensure_visible(principal, asset.site_id)
     confirmations = [
-        register.Confirmation(item.asset_id, room=item.room, asset_tag=item.asset_tag)
+        register.Confirmation(
+            item.asset_id, room=item.room, asset_tag=item.asset_tag, owner=item.owner
+        )
         for item in body.items
     ]
     try:

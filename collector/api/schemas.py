@@ -106,6 +106,7 @@ class AssetOut(BaseModel):
     firmware_version: str | None
     site_id: str | None
     room: str | None
+    owner: str | None = None
     status: str
     purchase_date: date | None
     warranty_end: date | None

@@ -185,6 +185,9 @@ class Asset(Base):
         ForeignKey("sites.id", ondelete="RESTRICT"), index=True
     )
     room: Mapped[str | None] = mapped_column(String(128))
+    # Who answers for it (a teacher in charge of a lab, the school's IT person): set by the
+    # facilities manager, never by a message.
+    owner: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16), default="in_service")
     purchase_date: Mapped[date | None] = mapped_column(Date)
     warranty_end: Mapped[date | None] = mapped_column(Date)

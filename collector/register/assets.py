@@ -62,6 +62,7 @@ EDITABLE_FIELDS: Final = (
     "firmware_version",
     "site_id",
     "room",
+    "owner",
     "status",
     "registered",
     "ignored",
@@ -83,6 +84,7 @@ _TEXT_LIMITS: Final = {
     "firmware_version": 256,
     "site_id": 64,
     "room": 128,
+    "owner": 128,
     "notes": 10_000,
 }
 DATE_FIELDS: Final = ("purchase_date", "warranty_end", "protection_plan_approved_on")
@@ -972,8 +974,9 @@ def review_state(asset: Asset) -> str:
 
 def review_condition(review: str) -> Any:
     """The SQL condition of one of ``REVIEW_STATES``; ``discovered`` = not yet decided
-    (to confirm or unknown)."""
-    undecided = Asset.registered.is_(False) & Asset.ignored.is_(False)
+    (to confirm or unknown) and still in use."""
+    # A retired asset has left the school: nothing about it is left to decide.
+    undecided = Asset.registered.is_(False) & Asset.ignored.is_(False) & (Asset.status != "retired")
     sweep_only = (Asset.source == "discovery") & Asset.device_id.is_(None)
     conditions: dict[str, Any] = {
         "registered": Asset.registered.is_(True),
@@ -1021,6 +1024,7 @@ class Confirmation:
     asset_id: int
     room: str | None = None
     asset_tag: str | None = None
+    owner: str | None = None
 
 
 def confirm_assets(
@@ -1030,7 +1034,7 @@ def confirm_assets(
     *,
     ignore: bool = False,
 ) -> list[Asset]:
-    """Accept discovered assets into the register in one go (room and tag each), or mark
+    """Accept discovered assets into the register in one go (room, tag, owner), or mark
     them ignored (not school equipment). All or nothing: one bad row and nothing changes.
 
     Raises ``AssetNotFound`` for a missing id and ``AssetValidationError`` keyed
@@ -1051,6 +1055,8 @@ def confirm_assets(
         )
         if item.room is not None and item.room.strip():
             changes["room"] = item.room
+        if item.owner is not None and item.owner.strip():
+            changes["owner"] = item.owner
         if item.asset_tag is not None and item.asset_tag.strip():
             tag = item.asset_tag.strip()
             changes["asset_tag"] = tag

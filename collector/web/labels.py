@@ -92,6 +92,7 @@ ASSET_FIELD: Final = {
     "firmware_version": N_("Firmware version"),
     "site_id": N_("Site"),
     "room": N_("Room"),
+    "owner": N_("Owner"),
     "status": N_("Status"),
     "registered": N_("Registered"),
     "ignored": N_("Ignored (not school equipment)"),
@@ -109,15 +110,6 @@ LAST_SEEN_FILTER: Final = {
     "stale30": N_("not seen for 30 days"),
     "never": N_("never seen"),
 }
-REVIEW_FILTER: Final = {
-    "registered": N_("registered"),
-    "discovered": N_("discovered, not yet decided"),
-    "to_confirm": N_("to confirm"),
-    "unknown": N_("unknown device"),
-    "ignored": N_("ignored"),
-}
-"""Where an asset stands with the facilities manager (``register.review_condition``); the
-badge of each row uses the same words (``discovered`` is only a filter)."""
 REVIEW_FILTER: Final = {
     "registered": N_("registered"),
     "discovered": N_("discovered, not yet decided"),

@@ -33,6 +33,7 @@ FORM_FIELDS: Final = (
     "kind",
     "site_id",
     "room",
+    "owner",
     "status",
     "registered",
     "ignored",
@@ -181,12 +182,14 @@ def _back_to_inventory(back: str) -> str:
 @router.post("/confirm", response_model=None)
 async def confirm_selected(request: Request, session: DbSession, user: PageUser) -> Response:
     """Accept (or ignore) the ticked assets in one go, each with the room and tag typed on
-    its row; a room typed once for all fills the rows left empty."""
+    its row; a room typed once for all fills the rows left empty, and the owner applies to
+    every ticked row."""
     form = await request.form()
     check_csrf(request, user, str(form.get("csrf_token") or ""))
     require_role(user, *EDITOR_ROLES)
     back = _back_to_inventory(str(form.get("back") or ""))
     room_for_all = str(form.get("room_all") or "").strip()
+    owner = str(form.get("owner_all") or "").strip()
     confirmations: list[register.Confirmation] = []
     for raw in form.getlist("asset_id"):
         try:
@@ -199,7 +202,7 @@ async def confirm_selected(request: Request, session: DbSession, user: PageUser)
         require_visible(user, asset.site_id)
         room = str(form.get(f"room-{asset_id}") or "").strip() or room_for_all
         tag = str(form.get(f"tag-{asset_id}") or "").strip()
-        confirmations.append(register.Confirmation(asset_id, room=room, asset_tag=tag))
+        confirmations.append(register.Confirmation(asset_id, room=room, asset_tag=tag, owner=owner))
     ignore = form.get("action") == "ignore"
     try:
         confirmed = register.confirm_assets(session, confirmations, user.actor, ignore=ignore)

@@ -38,11 +38,21 @@ def test_a_school_editor_confirms_its_discovered_assets_with_room_and_tag(
     assert "pc-c1" not in {item["device_id"] for item in listed["items"]}
     answer = school.post(
         "/api/v1/assets/confirm",
-        json={"items": [{"asset_id": world.asset_ids["pc-a1"], "room": "A101", "asset_tag": "T1"}]},
+        json={
+            "items": [
+                {
+                    "asset_id": world.asset_ids["pc-a1"],
+                    "room": "A101",
+                    "asset_tag": "T1",
+                    "owner": "Hạnh",
+                }
+            ]
+        },
     )
     assert answer.status_code == 200, answer.text
     confirmed = _registered(world, "pc-a1")
     assert (confirmed.registered, confirmed.room, confirmed.asset_tag) == (True, "A101", "T1")
+    assert confirmed.owner == "Hạnh" and answer.json()[0]["owner"] == "Hạnh"
     after = school.get("/api/v1/assets", params={"review": "to_confirm"}).json()
     assert after["total"] == listed["total"] - 1
 

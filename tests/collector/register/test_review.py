@@ -78,11 +78,15 @@ def test_bulk_confirm_sets_room_and_tag_and_counts_in_the_kpi(
     projector, camera = school["projector"], school["camera"]
     confirm_assets(
         session,
-        [Confirmation(projector.id, room="A401", asset_tag="TB-2"), Confirmation(camera.id)],
+        [
+            Confirmation(projector.id, room="A401", asset_tag="TB-2", owner="cô Hạnh"),
+            Confirmation(camera.id),
+        ],
         actor="user:co-hanh",
     )
     session.commit()
     assert (projector.registered, projector.room, projector.asset_tag) == (True, "A401", "TB-2")
+    assert projector.owner == "cô Hạnh"
     assert camera.registered and camera.room is None
     assert digital_record_coverage(session) == (3, 5)
     actors = set(

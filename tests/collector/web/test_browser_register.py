@@ -66,6 +66,7 @@ def test_filter_and_bulk_confirm_in_the_browser(served: Served) -> None:  # noqa
                 row.locator("input[name^=room-]").fill(room)
                 if tag:
                     row.locator("input[name^=tag-]").fill(tag)
+            page.fill("input[name=owner_all]", "Tổ Tin học")
             shoot(page, "13-register-bulk-confirm")
             page.click("#bulk-confirm button[value=register]")
             page.wait_for_url(re.compile(r"confirmed=2"))
@@ -78,6 +79,7 @@ def test_filter_and_bulk_confirm_in_the_browser(served: Served) -> None:  # noqa
             assert confirmed["PC-A-01"]["room"] == "A101"
             assert confirmed["PC-A-01"]["asset_tag"] == "TB-0001"
             assert confirmed["PC-A-02"]["room"] == "A102"
+            assert confirmed["PC-A-02"]["owner"] == "Tổ Tin học"
 
             # In Vietnamese: the register page leaves no English behind.
             page.goto(f"{served.base}/ui/inventory?review=registered")

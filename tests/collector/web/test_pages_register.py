@@ -47,6 +47,7 @@ def test_bulk_confirm_sets_room_and_tag_per_row(web: WebApp) -> None:
         f"room-{ids['LAB-A2']}": "Lab 2",
         f"tag-{ids['LAB-A2']}": "TS-0100",
         "room_all": "Kho",
+        "owner_all": "Thầy Minh",
         "back": "/ui/inventory?review=discovered",
     }
     done = client.post("/ui/inventory/confirm", data=form, headers=ORIGIN)
@@ -58,6 +59,7 @@ def test_bulk_confirm_sets_room_and_tag_per_row(web: WebApp) -> None:
         assert lab is not None and camera is not None
         assert (lab.registered, lab.room, lab.asset_tag) == (True, "Lab 2", "TS-0100")
         assert (camera.registered, camera.room) == (True, "Kho")  # the room for all
+        assert lab.owner == camera.owner == "Thầy Minh"
     after = client.get(done.headers["location"]).text
     assert _names(after) == set() and 'role="status"' in after
 
