@@ -141,6 +141,18 @@ class LivenessTracker:
             entry.transitions.append(changed_at)
             return LivenessChange(device_id, site_id, online, reason, changed_at)
 
+    def overdue(self, now: datetime) -> list[str]:
+        """Devices ``expire`` would time out now: ask the register first whether another
+        collector has heard them since (``adopt``)."""
+        with self._lock:
+            return [
+                entry.device_id
+                for entry in self._devices.values()
+                if entry.online
+                and entry.last_seen is not None
+                and now - entry.last_seen > self._timeout_for(entry.device_type)
+            ]
+
     def expire(self, now: datetime) -> list[LivenessChange]:
         """Mark devices offline whose heartbeat timed out."""
         changes: list[LivenessChange] = []

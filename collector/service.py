@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -244,26 +244,32 @@ class CollectorService:
                 describe_site_cycle(cycle),
             )
 
-    def _refresh_liveness(self) -> None:
-        """Adopt devices other collectors on this register heard since the last refresh.
+    def _refresh_liveness(self, now: datetime) -> None:
+        """Adopt what other collectors on this register have heard.
 
         Collectors that share one register but not one broker (a district each, docs/scale.md)
         hear disjoint devices: without this, each would show the others' devices as unknown
-        and, after a heartbeat timeout, write them offline while they are talking."""
+        and, after a heartbeat timeout, write them offline while they are talking. Read are
+        the state changes since the last pass, and, before a timeout, the register's last
+        contact of the devices due: a few rows a pass, not every device's every message."""
         since = self._liveness_synced_at - LIVENESS_SYNC_OVERLAP
-        self._liveness_synced_at = utc_now()
+        self._liveness_synced_at = now
+        columns = (
+            Device.device_id,
+            Device.site_id,
+            Device.device_type,
+            Device.online,
+            Device.last_seen,
+            Device.status_changed_at,
+        )
         with self.sessions() as session:
-            rows = session.execute(
-                select(
-                    Device.device_id,
-                    Device.site_id,
-                    Device.device_type,
-                    Device.online,
-                    Device.last_seen,
-                    Device.status_changed_at,
-                ).where((Device.last_seen >= since) | (Device.status_changed_at >= since))
-            ).all()
-        self.liveness.adopt([tuple(row) for row in rows])  # type: ignore[misc]
+            rows = list(session.execute(select(*columns).where(Device.status_changed_at >= since)))
+            self.liveness.adopt([tuple(row) for row in rows])  # type: ignore[misc]
+            overdue = self.liveness.overdue(now)
+            for start in range(0, len(overdue), 1000):
+                chunk = overdue[start : start + 1000]
+                rows = list(session.execute(select(*columns).where(Device.device_id.in_(chunk))))
+                self.liveness.adopt([tuple(row) for row in rows])  # type: ignore[misc]
 
     def _seed_liveness(self) -> None:
         self._liveness_synced_at = utc_now()
@@ -302,8 +308,8 @@ class CollectorService:
         )
 
     def housekeeping(self) -> None:
-        self._refresh_liveness()
         now = utc_now()
+        self._refresh_liveness(now)
         changes = self.liveness.expire(now)
         with self.sessions() as session, session.begin():
             for change in changes:

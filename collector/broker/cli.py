@@ -66,6 +66,13 @@ def config(
     run_as: Annotated[
         str | None, typer.Option(help="Mosquitto's `user` setting (it drops root to this user).")
     ] = None,
+    queue_messages: Annotated[
+        int | None,
+        typer.Option(
+            help="Messages Mosquitto holds per client (default 1,000,000 on a district broker, "
+            "an hour of the school on an edge)."
+        ),
+    ] = None,
     bridge_to: Annotated[
         str | None,
         typer.Option(
@@ -138,6 +145,7 @@ def config(
         collector_username=collector_user,
         devices_file=devices,
         edge=edge,
+        queue_messages=queue_messages,
     )
     try:
         result = write_broker_config(options)

@@ -45,8 +45,12 @@ PID_FILE: Final = f"{RUN_DIR}/mosquitto.pid"
 DATA_DIR: Final = "data"
 # The largest wire message (an inventory with a full software list) is capped at 512 KiB.
 MAX_PACKET_BYTES: Final = 1024 * 1024
-# Collectors keep persistent sessions: an hour of a district's traffic fits.
-DISTRICT_QUEUE_MESSAGES: Final = 100_000
+# Per client of the district broker, i.e. per collector session. Schools' edges flush what they
+# queued during an outage faster than a collector stores it, and the broker drops what goes
+# beyond this bound: measured, one edge's 180,000 queued messages lost 25,556 with a bound of
+# 100,000 and none with 1,000,000, which costs at most ~0.7 KB of broker memory per message
+# held (docs/broker.md, "School edge"). Only a collector that falls behind fills it.
+DISTRICT_QUEUE_MESSAGES: Final = 1_000_000
 # An edge must hold an hour of its school's traffic while the uplink is down. An agent sends
 # about 2.2 messages a minute with its default intervals (health and net each minute, av
 # every 5); 6 a minute leaves room for classroom devices' telemetry and bursts of events:
@@ -77,6 +81,8 @@ class BrokerConfigOptions:
     devices_file: Path | None = None
     edge: EdgeOptions | None = None
     """A school's edge broker bridged to the district's (``--bridge-to``)."""
+    queue_messages: int | None = None
+    """Mosquitto's ``max_queued_messages``; default: an edge's hour, or the district's bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +205,7 @@ def render_mosquitto_conf(
         "autosave_interval 60",
         f"max_packet_size {MAX_PACKET_BYTES}",
         # Per client: a district's collectors, or an edge's bridge (an hour of its school).
-        "max_queued_messages "
-        + str(options.edge.queue_messages if options.edge else DISTRICT_QUEUE_MESSAGES),
+        f"max_queued_messages {queue_messages(options)}",
         "connection_messages true",
         "log_dest stderr",
     ]
@@ -224,6 +229,12 @@ def render_mosquitto_conf(
     if options.edge is not None:
         lines += render_bridge(options.edge, bridge_password, out / EDGE_DISTRICT_CA_FILE)
     return "\n".join(lines) + "\n"
+
+
+def queue_messages(options: BrokerConfigOptions) -> int:
+    if options.queue_messages is not None:
+        return options.queue_messages
+    return options.edge.queue_messages if options.edge else DISTRICT_QUEUE_MESSAGES
 
 
 def render_bridge(edge: EdgeOptions, password: str, district_ca: Path) -> list[str]:
@@ -299,6 +310,8 @@ def _check_options(options: BrokerConfigOptions) -> None:
             pwd.getpwnam(options.run_as_user)
         except KeyError:
             raise BrokerConfigError(f"user {options.run_as_user!r} does not exist") from None
+    if options.queue_messages is not None and options.queue_messages < 1000:
+        raise BrokerConfigError("--queue-messages below 1000 would drop messages at once")
     if options.edge is not None:
         _check_edge(options.edge, options.devices_file)
 

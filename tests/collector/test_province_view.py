@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from campuswatch.collector import service as service_module
 from campuswatch.collector.db.models import Device
 from campuswatch.collector.reports.kpis import build_report
 from campuswatch.collector.reports.periods import report_period
@@ -210,7 +211,7 @@ def test_every_collector_shows_the_whole_province(province: dict[str, District])
 
 
 def test_a_collector_does_not_time_out_another_districts_devices(
-    province: dict[str, District],
+    province: dict[str, District], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Collector 1 never hears district 2's devices; while collector 2 does, collector 1's
     heartbeat timeout must not mark them offline in the shared register."""
@@ -224,12 +225,20 @@ def test_a_collector_does_not_time_out_another_districts_devices(
         return {row["device_id"] for row in page["items"] if row["status"] == "online"} >= pcs
 
     wait_until(lambda: seen_online(first.collector))
+    with first.collector.service.sessions() as session:
+        query = select(Device.device_id, Device.online, Device.status_changed_at)
+        before = {row[0]: tuple(row[1:]) for row in session.execute(query) if row[0] in pcs}
+    assert {online for online, _ in before.values()} == {True}
+    # No re-reading of recent state changes: what keeps the PCs online at collector 1 must
+    # be its check of the register before a timeout, as it is hours after their last change.
+    monkeypatch.setattr(service_module, "LIVENESS_SYNC_OVERLAP", timedelta(0))
     timeout = timedelta(seconds=2)
     for district in (first, second):
         district.collector.service.liveness.settings.heartbeat_timeout_s["pc"] = (
             timeout.total_seconds()
         )
-    # District 2's PCs keep reporting to their own collector, past collector 1's timeout.
+    # District 2's PCs keep reporting to their own collector, past collector 1's timeout,
+    # while collector 1's housekeeping runs (every 0.2 s here).
     started = time.monotonic()
     while time.monotonic() - started < 3 * timeout.total_seconds():
         second.publish([(t, p) for t, p in school_messages("school-2a") if t.endswith("/health")])
@@ -239,6 +248,8 @@ def test_a_collector_does_not_time_out_another_districts_devices(
     assert {row["device_id"]: row["status"] for row in page["items"]} == dict.fromkeys(
         pcs, "online"
     )
+    # Not once offline meanwhile: a timeout written by collector 1 and undone by collector 2's
+    # next message would have moved the time of the last change.
     with first.collector.service.sessions() as session:
-        online = dict(session.execute(select(Device.device_id, Device.online)).all())
-    assert {device: online[device] for device in pcs} == dict.fromkeys(pcs, True)
+        after = {row[0]: tuple(row[1:]) for row in session.execute(query) if row[0] in pcs}
+    assert after == before

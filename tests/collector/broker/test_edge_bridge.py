@@ -314,6 +314,10 @@ def test_edge_config_bridges_one_school_with_a_queue_for_an_hour(
     lines = text.splitlines()
     assert oct(result.config_file.stat().st_mode & 0o777) == "0o640"  # it holds a password
     assert "max_queued_messages 180000" in lines  # 500 devices x 6/min x 60 min
+    # The district holds what edges flush faster than a collector stores (measured: 100,000
+    # lost a quarter of one edge's hour).
+    district, _ = _generate(tmp_path / "district")
+    assert "max_queued_messages 1000000" in district.config_file.read_text().splitlines()
     for line in (
         "connection district",
         "address district.example.vn:8883",
