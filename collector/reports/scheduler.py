@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.db.models import Site
@@ -76,8 +77,16 @@ class ReportScheduler:
         must not cost the day's figures, which nothing can measure again later."""
         now = now or datetime.now(UTC)
         with self.sessions() as session:
-            self.snapshot_rows = take_daily_snapshot(session, local_day(now, self.calendar), now)
-            session.commit()
+            try:
+                self.snapshot_rows = take_daily_snapshot(
+                    session, local_day(now, self.calendar), now
+                )
+                session.commit()
+            except IntegrityError:
+                # Another collector sharing the register wrote today's rows at the same
+                # moment: its snapshot is as good as ours.
+                session.rollback()
+                log.info("today's KPI snapshot was written by another collector")
         with self.sessions() as session:
             sites = list(self.sites)
             if self.site_levels:
