@@ -380,3 +380,29 @@ def test_a_bridge_block_we_did_not_mean_is_refused(
             check_mosquitto_conf(bad, bridged=True)
     with pytest.raises(BrokerConfigError):
         check_mosquitto_conf(text)  # a bridge where none was asked for
+
+
+def test_cli_writes_an_edge_and_names_what_is_missing(
+    tmp_path: Path, edge_inputs: EdgeOptions
+) -> None:
+    out = tmp_path / "edge"
+    common = ["config", "--out", str(out), "--hostname", "localhost"]
+    bridge = [
+        "--bridge-to", edge_inputs.bridge_to, "--site", SITE_A,
+        "--bridge-ca", str(edge_inputs.district_ca),
+        "--bridge-password-file", str(edge_inputs.password_file),
+        "--school-devices", "40", "--bridge-retry-s", "2", "30",
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        common += ["--run-as", pwd.getpwuid(os.getuid()).pw_name]
+    written = CliRunner().invoke(app, [*common, *bridge])
+    assert written.exit_code == 0, written.output
+    assert "queue 14400 messages (1 h of 40 devices)" in written.output
+    lines = (out / "mosquitto.conf").read_text().splitlines()
+    assert {"restart_timeout 2 30", "max_queued_messages 14400"} <= set(lines)
+    missing = CliRunner().invoke(app, [*common, *bridge[:4]])
+    assert missing.exit_code != 0
+    assert "--bridge-ca" in missing.output
+    stray = CliRunner().invoke(app, [*common, "--site", SITE_A])
+    assert stray.exit_code != 0
+    assert "go with --bridge-to" in stray.output
