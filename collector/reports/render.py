@@ -246,9 +246,15 @@ def render_xlsx(report: ComplianceReport, lang: str) -> bytes:
     sheet.cell(sheet.max_row, 1).font = bold
     for level in LEVELS:
         sheet.append([t(level, lang), report.alerts.by_level.get(level, 0)])
-    median, p90 = ack_texts(report, lang)
-    sheet.append([t("ack_median", lang), median])
-    sheet.append([t("ack_p90", lang), p90])
+    # Durations as numbers of minutes (the unit in the label), not "10.0 min" texts.
+    unit = t("minutes_unit", lang)
+    for key, seconds in (
+        ("ack_median", report.alerts.ack_median_s),
+        ("ack_p90", report.alerts.ack_p90_s),
+    ):
+        minutes = None if seconds is None else round(seconds / 60, 1)
+        sheet.append([f"{t(key, lang)} ({unit})", minutes])
+        sheet.cell(sheet.max_row, 2).number_format = "0.0"
     sheet.append([])
     for note in notes(report, lang):
         sheet.append([note])

@@ -221,6 +221,9 @@ def test_xlsx_numbers_are_numbers_and_headers_are_translated(district: District,
     assert (av[8].value, av[9].value) == (3, 7)
     alerts = by_name[t("alerts", lang)]
     assert alerts[2].data_type == "n" and alerts[2].value == 3
+    # Time to acknowledge: 10 and 30 minutes → median 10 (nearest rank), in minutes.
+    median = by_name[f"{t('ack_median', lang)} ({t('minutes_unit', lang)})"]
+    assert median[1].data_type == "n" and median[1].value == 10.0
     schools = workbook.worksheets[1]
     school_header = [cell.value for cell in schools[1]]
     assert school_header[0] == t("school", lang)
