@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -65,8 +65,11 @@ class Alerting:
         forwarding_config: Path | ForwardingSettings | None,
         collector_id: str,
         policy: AlertPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.sessions = sessions
+        # Injectable so a benchmark can run a simulated school day in minutes.
+        self._clock = clock
         self.rules_dir = rules_dir or default_rules_dir()
         self.engine: RuleEngine | None = None
         if self.rules_dir is not None:
@@ -78,7 +81,11 @@ class Alerting:
         targets = build_targets(forwarding_config) if forwarding_config is not None else []
         self.forwarder = Forwarder(sessions, targets)
         self.manager = AlertManager(
-            sessions, settings=policy, collector_id=collector_id, on_notifications=self._enqueue
+            sessions,
+            settings=policy,
+            clock=clock,
+            collector_id=collector_id,
+            on_notifications=self._enqueue,
         )
         self.notifications_total = 0
         self.reload_failures_total = 0
@@ -126,11 +133,11 @@ class Alerting:
             self.apply(signals)
 
     def apply(self, signals: Sequence[AlertSignal], now: datetime | None = None) -> None:
-        self.manager.process(signals, now or utc_now())
+        self.manager.process(signals, now or self._clock())
         self.forwarder.wake()
 
     def tick(self, now: datetime | None = None) -> None:
-        moment = now or utc_now()
+        moment = now or self._clock()
         signals: list[AlertSignal] = []
         if self.engine is not None:
             resolved_by_hand = self._resolved_by_hand()

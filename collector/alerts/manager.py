@@ -20,6 +20,11 @@ Notification rules, chosen to avoid alert storms (see docs/alerts.md):
 - Repeats of an open alert (``AlertSignal.occurrences``, folded by the engine) raise its
   count, move ``last_seen`` and refresh its evidence; the SOC hears about them as one
   "updated" at most every ``update_interval`` per alert.
+- Superseding (rule tag ``campuswatch.family.<name>``): on one device, the most severe open
+  alert of a family stands for the family. A milder alert of the family does not open while
+  a more severe one is open (counted as rejected, reason ``superseded``), and an open milder
+  one is resolved "superseded by #N" when a more severe one opens; the SOC hears that as a
+  "resolved" only if it had been told about the milder alert.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from campuswatch.collector.alerts.models import (
     AlertEvidence,
     Silence,
 )
-from campuswatch.collector.alerts.policy import AlertPolicy, EscalationStep
+from campuswatch.collector.alerts.policy import AlertPolicy, EscalationStep, families_of
 from campuswatch.collector.alerts.queries import (
     OPEN_STATES,
     AlertDetail,
@@ -160,7 +165,11 @@ class AlertManager:
         level_changed: dict[int, Alert] = {}
         reopened: dict[int, Alert] = {}
         resolved: list[Alert] = []
-        for signal in signals:
+        superseded: list[tuple[Alert, str]] = []
+        # Most severe first (stable, so one fingerprint's signals keep their order): when the
+        # 3-day and 7-day signature rules fire for one message, the 7-day alert opens first
+        # and the 3-day one never opens at all.
+        for signal in sorted(signals, key=lambda item: -_rank(item.level)):
             alert = self._current_alert(session, signal.fingerprint)
             if signal.status == "resolved":
                 if alert is None or alert.state == "resolved":
@@ -173,6 +182,10 @@ class AlertManager:
             if alert is not None and alert.state != "resolved":
                 if self._update_firing(run, alert, signal):
                     level_changed[alert.id] = alert
+            elif self._more_severe_open(session, signal) is not None:
+                # The family's more severe alert already says this, and more.
+                self.rejected["superseded"] += 1
+                continue
             elif (
                 alert is not None
                 and alert.resolved_by is not None
@@ -194,6 +207,9 @@ class AlertManager:
                 alert = self._open(run, signal)
             touched[alert.id] = alert
             run.groups.add(alert.group_key)
+            for milder in self._supersede_milder(run, alert, signal.at):
+                superseded.append((milder, f"superseded by #{alert.id}"))
+                touched.pop(milder.id, None)
         session.flush()
 
         sites = {alert.site_id for alert in (*touched.values(), *resolved)}
@@ -201,6 +217,9 @@ class AlertManager:
         for alert in resolved:
             if alert.last_notified_at is not None:
                 self._notify(run, alert, "resolved")
+        for alert, note in superseded:
+            if alert.last_notified_at is not None:
+                self._notify(run, alert, "resolved", note=note)
         for alert in reopened.values():
             if alert.last_notified_at is not None and _deliverable(alert):
                 self._notify(run, alert, "reopened")
@@ -226,6 +245,48 @@ class AlertManager:
             .limit(1)
             .with_for_update()
         ).first()
+
+    @staticmethod
+    def _family_members(session: Session, site_id: str, device_id: str | None) -> list[Alert]:
+        """Open alerts of the subject (one device, or the site itself for site alerts)."""
+        subject = Alert.device_id.is_(None) if device_id is None else Alert.device_id == device_id
+        query = select(Alert).where(Alert.site_id == site_id, subject, Alert.state.in_(OPEN_STATES))
+        return list(session.scalars(query.order_by(Alert.id)))
+
+    def _more_severe_open(self, session: Session, signal: AlertSignal) -> Alert | None:
+        """An open alert of the signal's family on its subject, more severe than it."""
+        families = families_of(signal.tags)
+        if not families:
+            return None
+        for alert in self._family_members(session, signal.site_id, signal.device_id):
+            if families & families_of(alert.tags) and _rank(alert.level) > _rank(signal.level):
+                return alert
+        return None
+
+    def _supersede_milder(self, run: _Pass, alert: Alert, at: datetime) -> list[Alert]:
+        """Resolve the open alerts of ``alert``'s family on its subject that are milder."""
+        families = families_of(alert.tags)
+        if not families:
+            return []
+        milder = [
+            other
+            for other in self._family_members(run.session, alert.site_id, alert.device_id)
+            if other.id != alert.id
+            and families & families_of(other.tags)
+            and _rank(other.level) < _rank(alert.level)
+        ]
+        for other in milder:
+            from_state = other.state
+            other.state = "resolved"
+            other.resolved_at = max(at, other.last_seen)
+            other.resolved_by = None
+            other.pending_since = None
+            self._audit(
+                run, other, "resolved", None, from_state, "resolved",
+                note=f"superseded by #{alert.id}",
+            )  # fmt: skip
+            run.groups.add(other.group_key)
+        return milder
 
     def _open(self, run: _Pass, signal: AlertSignal) -> Alert:
         alert = Alert(

@@ -15,6 +15,16 @@ from campuswatch.collector.signals import Level
 
 SITE_UNREACHABLE_TAG: Final = "campuswatch.site_unreachable"
 DEVICE_OFFLINE_TAG: Final = "campuswatch.device_offline"
+# Rules tagged ``campuswatch.family.<name>`` form a family: on one device (or one site, for
+# site alerts) the most severe open alert of a family supersedes the milder ones.
+FAMILY_TAG_PREFIX: Final = "campuswatch.family."
+
+
+def families_of(tags: object) -> set[str]:
+    """The family tags among an alert's or signal's tags (damaged rows have none)."""
+    if not isinstance(tags, list | tuple):
+        return set()
+    return {tag for tag in tags if isinstance(tag, str) and tag.startswith(FAMILY_TAG_PREFIX)}
 
 
 class EscalationStep(BaseModel):
