@@ -606,6 +606,16 @@ def _from_sheet(column: str, text: str) -> str:
     return text
 
 
+def _word_error(column: str, value: str) -> str | None:
+    """For a word the sheet's reader typed and import does not know: the words it does know,
+    in both languages, rather than the register's codes."""
+    vocabulary = _WORDS.get(column)
+    if vocabulary is None or not value or value in vocabulary:
+        return None
+    known = ", ".join(f"{vi} / {en}" for vi, en in vocabulary.values())
+    return f"unknown {HEADERS[column][1].lower()} {value!r}; use one of: {known}"
+
+
 @dataclass(slots=True)
 class _PlannedRow:
     row: int
@@ -717,7 +727,7 @@ def import_assets(
         clean, field_errors = validate_changes(session, asset, changes)
         flagged = {error.column for error in row_errors}
         row_errors.extend(
-            RowError(row_number, key, text)
+            RowError(row_number, key, _word_error(key, values.get(key, "")) or text)
             for key, text in field_errors.items()
             if key not in flagged  # one message per cell is enough
         )

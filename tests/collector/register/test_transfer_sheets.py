@@ -157,6 +157,8 @@ def test_impossible_dates_and_words_are_row_errors(session: Session) -> None:
     assert {(e.row, e.column) for e in report.errors} == {(2, "status"), (2, "purchase_date")}
     message = next(e.message for e in report.errors if e.column == "purchase_date")
     assert "DD/MM/YYYY" in message
+    status = next(e.message for e in report.errors if e.column == "status")
+    assert "'hỏng hẳn'" in status and "đang sửa chữa / in repair" in status
 
 
 @pytest.mark.parametrize("language", ["vi", "en"])
