@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Literal
 
-from sqlalchemy import false, func, or_, select
+from sqlalchemy import case, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.alerts.models import (
@@ -82,8 +82,12 @@ def list_alerts(
     since: datetime | None = None,
     page: int = 1,
     page_size: int = 50,
+    order: Literal["recent", "severity"] = "recent",
 ) -> tuple[list[Alert], int]:
     """One page of alerts, newest activity first, and the total matching the filters.
+
+    ``order="severity"`` is the SOC's work order: most severe first and, within a level,
+    the longest-waiting (oldest ``opened_at``) first, so nothing severe ages at the bottom.
 
     ``state`` takes ``firing`` / ``acknowledged`` / ``resolved`` or ``open`` (both unresolved
     states); ``since`` keeps alerts seen at or after that time; ``search`` looks for the
@@ -122,9 +126,12 @@ def list_alerts(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     size = min(max(page_size, 1), MAX_PAGE_SIZE)
     offset = (max(page, 1) - 1) * size
-    rows = session.scalars(
-        query.order_by(Alert.last_seen.desc(), Alert.id.desc()).offset(offset).limit(size)
-    )
+    if order == "severity":
+        rank = case({level: index for index, level in enumerate(LEVELS)}, value=Alert.level)
+        ordering = (rank.desc(), Alert.opened_at.asc(), Alert.id.asc())
+    else:
+        ordering = (Alert.last_seen.desc(), Alert.id.desc())
+    rows = session.scalars(query.order_by(*ordering).offset(offset).limit(size))
     return list(rows), total
 
 
