@@ -10,6 +10,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from campuswatch.collector.api.deps import Context, DbSession
 from campuswatch.collector.api.devices import list_devices
@@ -57,6 +58,7 @@ def device_list(
     page: Annotated[int, Query(ge=1)] = 1,
 ) -> HTMLResponse:
     # The API's own listing, so the page and /api/v1/devices show the same rows.
+    named = _named_like(session, search)
     result = list_devices(
         session,
         user.principal,
@@ -64,10 +66,20 @@ def device_list(
         site_id=site_id or None,
         device_type=device_type or None,
         status_filter=state if state in LIVENESS else None,
-        search=search or None,
-        page=page,
-        page_size=PAGE_SIZE,
+        search=None if named else search or None,
+        page=1 if named else page,
+        page_size=ALL_DEVICES if named else PAGE_SIZE,
     )
+    if named and search:
+        # People search for the name the pages show, not only the device id.
+        wanted = search.casefold()
+        rows = [
+            row
+            for row in result["items"]
+            if wanted in row["device_id"].casefold() or row["device_id"] in named
+        ]
+        start = (page - 1) * PAGE_SIZE
+        result = {"items": rows[start : start + PAGE_SIZE], "total": len(rows)}
     # Only the types found in the user's scope: the filter must not describe other schools.
     type_query = select(Device.device_type).distinct()
     if user.principal.allowed_sites is not None:
@@ -93,6 +105,19 @@ def device_list(
         "types": types,
     }
     return render(request, "devices.html", values, user=user)
+
+
+ALL_DEVICES: Final = 1_000_000
+
+
+def _named_like(session: Session, search: str | None) -> set[str]:
+    """Device ids whose asset's name contains ``search`` (any case)."""
+    if not search or not search.strip():
+        return set()
+    query = select(Asset.device_id).where(
+        Asset.device_id.is_not(None), Asset.name.icontains(search.strip(), autoescape=True)
+    )
+    return {device_id for device_id in session.scalars(query) if device_id is not None}
 
 
 def _series_for(timeseries: Any, device_id: str) -> list[SeriesView]:

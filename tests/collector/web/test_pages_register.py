@@ -132,3 +132,11 @@ def test_xlsx_export_and_template_follow_the_page_language(web: WebApp) -> None:
     book = load_workbook(io.BytesIO(template.content))
     assert book.sheetnames[1] == "Hướng dẫn" and book.worksheets[0]["A1"].value == "Mã tài sản"
     assert 'href="/ui/inventory/import-template.xlsx"' in client.get("/ui/inventory/import").text
+
+
+def test_devices_are_found_by_the_name_the_register_shows(web: WebApp) -> None:
+    client = web.login("admin")
+    found = client.get("/ui/devices", params={"search": "lab-a2"}).text
+    assert re.findall(r'<tr data-device="([^"]+)"', found) == ["pc-a2"]
+    by_id = client.get("/ui/devices", params={"search": "pc-b"}).text
+    assert re.findall(r'<tr data-device="([^"]+)"', by_id) == ["pc-b1"]
