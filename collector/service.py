@@ -74,6 +74,7 @@ class CollectorService:
         self._bootstrap_admin_token()
         self._report_site_cycles()
         self.liveness = LivenessTracker(settings.liveness)
+        self._liveness_synced_at: datetime = utc_now()
         self._seed_liveness()
         self.timeseries_writer = writer_from_url(settings.tsdb, settings.data_dir)
         self.tsdb = BufferedWriter(

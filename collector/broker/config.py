@@ -525,10 +525,10 @@ def _check_bridge_block(bridge: dict[str, list[str]]) -> None:
         direction = words[1] if len(words) == 3 and words[2] == "1" else None
         kind = levels[4] if len(levels) == 5 and levels[3] == "+" else None
         # Device kinds go up, commands come down: nothing else, at QoS 1, for one school.
-        meant = (direction == "out" and kind in DEVICE_KINDS) or (
+        ours = (direction == "out" and kind in DEVICE_KINDS) or (
             direction == "in" and kind == "cmd"
         )
-        if not meant or levels[:2] != [PREFIX, VERSION] or not is_identifier(levels[2]):
+        if not ours or levels[:2] != [PREFIX, VERSION] or not is_identifier(levels[2]):
             raise BrokerConfigError(f"mosquitto.conf: bridge topic {value[:80]!r} is not ours")
         sites.add(levels[2])
     if len(sites) != 1:
