@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from campuswatch.collector import service as service_module
+from campuswatch.collector.db.access import create_user
 from campuswatch.collector.db.models import Device
 from campuswatch.collector.reports.kpis import build_report
 from campuswatch.collector.reports.periods import report_period
@@ -149,6 +151,23 @@ def province(fresh_postgres_url: str, tmp_path: Path) -> Iterator[dict[str, Dist
             broker.stop()
 
 
+UI_PASSWORD = "correct horse battery staple"
+
+
+def ui_page(collector: RunningCollector, username: str, path: str) -> str:
+    """``path`` of the web UI as ``username`` sees it, after logging in through the form."""
+    client = TestClient(collector.api.app, base_url="http://testserver", follow_redirects=False)
+    login = client.post(
+        "/ui/login",
+        data={"username": username, "password": UI_PASSWORD, "next": "/ui/"},
+        headers={"Origin": "http://testserver"},
+    )
+    assert login.status_code == 303, login.text
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    return str(page.text)
+
+
 def put_sites(collector: RunningCollector) -> None:
     def put(site_id: str, level: str, parent: str | None) -> None:
         body = {"id": site_id, "level": level, "name": site_id, "parent_id": parent}
@@ -193,6 +212,25 @@ def test_every_collector_shows_the_whole_province(province: dict[str, District])
                 school,
                 sites[school],
             )
+
+    # The web UI of the collector that heard none of district 2 lists its PCs; an account
+    # scoped to district 2 sees its district, rolled up from its schools, and nothing else.
+    with first.collector.service.sessions() as session, session.begin():
+        create_user(session, username="province", password=UI_PASSWORD, role="viewer")
+        create_user(
+            session,
+            username="district-2",
+            password=UI_PASSWORD,
+            role="viewer",
+            site_scope="district-2",
+        )
+    province_page = ui_page(first.collector, "province", "/ui/devices")
+    district_page = ui_page(first.collector, "district-2", "/ui/devices")
+    assert all(device in province_page for device in everyone)
+    assert all(device in district_page for device in DEVICES["school-2a"])
+    assert not any(
+        device in district_page for school in SCHOOLS["district-1"] for device in DEVICES[school]
+    )
 
     # A report for the province, from either collector, covers every district's schools;
     # a district's report only its own.
