@@ -128,10 +128,10 @@ def list_alerts(
     offset = (max(page, 1) - 1) * size
     if order == "severity":
         rank = case({level: index for index, level in enumerate(LEVELS)}, value=Alert.level)
-        ordering = (rank.desc(), Alert.opened_at.asc(), Alert.id.asc())
+        query = query.order_by(rank.desc(), Alert.opened_at.asc(), Alert.id.asc())
     else:
-        ordering = (Alert.last_seen.desc(), Alert.id.desc())
-    rows = session.scalars(query.order_by(*ordering).offset(offset).limit(size))
+        query = query.order_by(Alert.last_seen.desc(), Alert.id.desc())
+    rows = session.scalars(query.offset(offset).limit(size))
     return list(rows), total
 
 
