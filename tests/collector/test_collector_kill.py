@@ -6,12 +6,14 @@ import signal
 import sqlite3
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from campuswatch.localports import free_port
 from campuswatch.wire import HealthMessage, encode_message
+from campuswatch.wire.ids import utc_now
 from campuswatch.wire.mqtt import MqttConnection
 from tests.support.collector_process import start_collector_process, wait_until_healthy
 from tests.support.mosquitto import MosquittoBroker
@@ -40,9 +42,13 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(
     publisher.start()
     assert publisher.wait_connected(10)
     ids = []
+    first = utc_now() - timedelta(minutes=1)
     for n in range(MESSAGES):
         device = f"pc-{n % 100:03d}"
-        message = HealthMessage(device_id=device, site="school-k", uptime_s=float(n))
+        # One millisecond apart: the store keeps one sample per series and millisecond, and
+        # this loop makes messages far faster than any device would.
+        at = first + timedelta(milliseconds=n)
+        message = HealthMessage(device_id=device, site="school-k", uptime_s=float(n), ts=at)
         ids.append(message.id)
         while publisher.publish(f"cw/v1/school-k/{device}/health", encode_message(message)) is None:
             time.sleep(0.01)
@@ -61,14 +67,21 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(
         if stored >= MESSAGES:
             break
         time.sleep(0.5)
-    time.sleep(2.0)  # let the time-series buffer flush its last batch
+    # Every acked point is written or spooled; a spooled one reaches the store when the
+    # buffer drains it, which a loaded machine can delay: wait for it, not a fixed time.
+    samples_sql = (
+        "SELECT COUNT(*) FROM samples s JOIN series r ON r.id = s.series_id "
+        "WHERE r.measurement = 'campus_health' AND r.field = 'uptime_s'"
+    )
+    samples = 0
+    deadline = time.monotonic() + 120
+    while stored == MESSAGES and time.monotonic() < deadline:
+        samples = count(series, samples_sql)
+        if samples >= MESSAGES:
+            break
+        time.sleep(0.5)
     collector.send_signal(signal.SIGTERM)
     collector.wait(30)
     assert stored == MESSAGES
     # Exactly once in the time series too: one uptime sample per message.
-    samples = count(
-        series,
-        "SELECT COUNT(*) FROM samples s JOIN series r ON r.id = s.series_id "
-        "WHERE r.measurement = 'campus_health' AND r.field = 'uptime_s'",
-    )
-    assert samples == MESSAGES
+    assert count(series, samples_sql) == MESSAGES
