@@ -119,9 +119,7 @@ def test_tls_failure_is_logged_once(caplog: pytest.LogCaptureFixture, tmp_path: 
     assert "TLS certificate not accepted" in said[0]
 
 
-def test_refused_login_is_logged_once(
-    caplog: pytest.LogCaptureFixture, tmp_path: Path
-) -> None:
+def test_refused_login_is_logged_once(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     broker = _auth_broker(tmp_path)
     try:
         connection = _failing_connection(broker.url, username="agent", password="wrong")
