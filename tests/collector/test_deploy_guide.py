@@ -251,8 +251,11 @@ def test_the_guide_runs_from_broker_to_restore(
             assert agent.poll() is None, machine.log("agent.log")
             page = httpx.get(wall_url, timeout=10)
             assert page.status_code == 200, page.text[:500]
-            online = re.search(r'<span class="ok">(\d+)</span>', page.text)
-            return online is not None and int(online.group(1)) >= 1
+            # The page loads its figures from /ui/wall/data with the same token.
+            data_url = wall_url.replace("/ui/wall?", "/ui/wall/data?")
+            tiles = {tile["key"]: tile for tile in httpx.get(data_url, timeout=10).json()["tiles"]}
+            online, _, _offline = tiles["devices"]["big"].partition(" / ")
+            return int(online) >= 1
 
         wait_until("the wall display to show the agent online", wall_shows_the_pc)
 
