@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 import msgspec
 
@@ -38,18 +38,7 @@ RejectReason = Literal[
     "future",
     "invalid",
 ]
-REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
-    "topic",
-    "oversize",
-    "depth",
-    "json",
-    "schema",
-    "kind_mismatch",
-    "version",
-    "identity",
-    "future",
-    "invalid",
-)
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 """``invalid``: the decoder failed in a way none of the others names (a bug, or an input
 nobody foresaw); the message is refused all the same, never passed on as an exception."""
 

@@ -4,17 +4,15 @@ comes from the collector itself, and Swagger UI renders in a real browser."""
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 
 from campuswatch.collector.api.app import create_app
 from tests.collector.conftest import RunningCollector
-from tests.support.ports import free_port, wait_for_port
+from tests.support.http_server import served_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -42,17 +40,8 @@ def test_docs_pages_load_their_assets_from_the_collector(
 
 @pytest.fixture
 def served_api(collector: RunningCollector) -> Iterator[str]:
-    app = create_app(collector.service.api_context)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="api-docs-server", daemon=True)
-    thread.start()
-    wait_for_port(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served_app(create_app(collector.service.api_context)) as base:
+        yield base
 
 
 @pytest.mark.e2e

@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.registry import CollectorRegistry
@@ -28,7 +26,7 @@ from campuswatch.collector.db.access import create_api_token, create_user
 from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.settings import CollectorSettings
-from tests.support.ports import free_port, wait_for_port
+from tests.support.http_server import served_app
 
 BASE = "http://testserver"
 PASSWORD = "correct horse battery staple"
@@ -268,18 +266,8 @@ def test_a_placeholder_metrics_token_is_refused() -> None:
 
 @pytest.fixture
 def served(api: Api) -> Iterator[int]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(api.app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="limits-server", daemon=True)
-    thread.start()
-    wait_for_port(port)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served_app(api.app) as base:
+        yield int(base.rpartition(":")[2])
 
 
 def test_uvicorn_cuts_off_an_endless_chunked_put(api: Api, served: int) -> None:

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
-import uvicorn
 from fastapi.testclient import TestClient
 from prometheus_client.registry import CollectorRegistry
 
@@ -22,7 +21,8 @@ from campuswatch.collector.web.login_limits import (
 )
 from tests.collector.web.conftest import PASSWORD, TESTSERVER, WebApp
 from tests.collector.web.test_pages import ORIGIN
-from tests.support.ports import free_port, wait_for_port
+from tests.support.http_server import served_app
+from tests.support.ports import free_port
 
 
 class Clock:
@@ -209,17 +209,10 @@ def test_the_live_app_exposes_the_login_metric(web: WebApp) -> None:
 @contextmanager
 def served(web: WebApp, trusted_proxies: list[str]) -> Iterator[str]:
     """The app behind uvicorn configured as ``campuswatch collector run`` configures it."""
-    port = free_port()
     settings = CollectorSettings(trusted_proxies=trusted_proxies)
-    server = uvicorn.Server(http_server_config(web.app, settings, "127.0.0.1", port))
-    thread = threading.Thread(target=server.run, name="login-limits-server", daemon=True)
-    thread.start()
-    wait_for_port(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    config = http_server_config(web.app, settings, "127.0.0.1", free_port())
+    with served_app(web.app, config) as base:
+        yield base
 
 
 def login_as(base: str, username: str, password: str, forwarded_for: str) -> int:
