@@ -19,6 +19,7 @@ declare -A DEBIAN_PACKAGES=(
     [pdftoppm]=poppler-utils
     [openssl]=openssl
     [ip]=iproute2
+    [systemd-analyze]=systemd
 )
 # Shared libraries (no binary to look for): WeasyPrint's text layout, fonts with Vietnamese.
 LIBRARY_PACKAGES=(libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
