@@ -45,7 +45,9 @@ from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.ids import utc_now
 
 log = logging.getLogger(__name__)
-SHIPPED_RULES = Path(__file__).resolve().parents[1] / "rules"
+# Beside the package, not the checkout: in a clone campuswatch/rules is a symlink to rules/,
+# in an installed wheel it is the rule pack itself (package data).
+SHIPPED_RULES = Path(__file__).parents[1] / "rules"
 _AUDIT_OVERLAP = 10_000
 """Audit ids read again each tick (see ``Alerting._resolved_by_hand``)."""
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +55,45 @@ def test_agent_install_does_not_need_collector_libraries() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     base = {dep.split(">")[0].split("[")[0].lower() for dep in config["dependencies"]}
     assert base <= {"msgspec", "paho-mqtt", "psutil"}
+
+
+def test_the_wheel_carries_the_shipped_rule_pack(tmp_path: Path) -> None:
+    """A collector installed with ``pip install campuswatch[collector]`` (no clone) loads the
+    shipped rules: the wheel holds ``campuswatch/rules`` and ``default_rules_dir`` finds it
+    beside the installed package, not beside a checkout that is not there."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("campuswatch-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "rules").rglob("*.yaml")}
+    assert shipped, "the checkout has no rules to ship"
+    assert {f"campuswatch/{name}" for name in shipped} <= names
+    code = (
+        f"import sys; sys.path[:0] = [{str(tmp_path / 'site')!r}]; "
+        "from campuswatch.collector.alerting import default_rules_dir; print(default_rules_dir())"
+    )
+    libraries = sysconfig.get_paths()["purelib"]
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", f"import sys; sys.path.append({libraries!r}); {code}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "site" / "campuswatch" / "rules")
