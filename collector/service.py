@@ -76,7 +76,13 @@ class CollectorService:
         self.liveness = LivenessTracker(settings.liveness)
         self._liveness_synced_at: datetime = utc_now()
         self._seed_liveness()
-        self.timeseries_writer = writer_from_url(settings.tsdb, settings.data_dir)
+        self.timeseries_writer = writer_from_url(
+            settings.tsdb,
+            settings.data_dir,
+            raw_retention_days=settings.tsdb_raw_retention_days,
+            retention_days=settings.tsdb_retention_days,
+        )
+        self._timeseries_maintained_at: datetime | None = None
         self.tsdb = BufferedWriter(
             self.timeseries_writer, spool_path=settings.data_dir / "tsdb-spool.sqlite"
         )
@@ -321,6 +327,25 @@ class CollectorService:
             prune_dead_letters(session, self.settings.dead_letter_keep)
             prune_processed(session)
         self.alerting.tick(now)
+        self._maintain_timeseries(now)
+
+    def _maintain_timeseries(self, now: datetime) -> None:
+        # The embedded store has no retention of its own (VictoriaMetrics and InfluxDB do).
+        store = self.timeseries_writer
+        last = self._timeseries_maintained_at
+        interval = timedelta(seconds=self.settings.tsdb_maintenance_interval_s)
+        if not isinstance(store, SqliteStore) or (last is not None and now - last < interval):
+            return
+        self._timeseries_maintained_at = now
+        result = store.maintain(now)
+        if result.rolled_up_samples or result.deleted_samples or result.deleted_rollups:
+            log.info(
+                "time series: %d raw samples folded into hourly averages, %d samples and "
+                "%d hourly averages past retention deleted",
+                result.rolled_up_samples,
+                result.deleted_samples,
+                result.deleted_rollups,
+            )
 
     def _housekeeping_loop(self) -> None:
         # Liveness timeouts, pruning, rule ticks (absence, ratio) and alert timers.

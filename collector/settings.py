@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from campuswatch.collector.forward.settings import ForwardingSettings
+from campuswatch.wire.topics import IDENTIFIER_JSON_PATTERN, IDENTIFIER_PATTERN, is_identifier
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "admin", "password", "token", "xxx"}
 
@@ -36,6 +45,68 @@ class LivenessSettings(BaseSettings):
     """A school is 'unreachable' when at least this many of its devices all went silent."""
 
 
+class PartitionSettings(BaseModel):
+    """A share of the devices one collector at a time handles: whole schools (sites)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=IDENTIFIER_JSON_PATTERN)
+    """Names the partition's MQTT session (client id) and PostgreSQL lock: never rename a
+    partition while its session holds messages."""
+    sites: list[str] = Field(min_length=1)
+    """Site ids (the ``cw/v1/{site}/…`` topic level, usually schools) whose messages this
+    partition holds; every message of a device goes with its site."""
+    prefer: str | None = None
+    """The ``collector_id`` that runs this partition when it is alive; another collector
+    runs it only while that one is away, and hands it back once it returns."""
+
+    @field_validator("sites")
+    @classmethod
+    def _site_ids(cls, sites: list[str]) -> list[str]:
+        bad = [site for site in sites if not is_identifier(site)]
+        if bad:
+            raise ValueError(
+                f"site ids must match {IDENTIFIER_PATTERN} (no MQTT wildcards): {bad[:3]}"
+            )
+        if len(set(sites)) != len(sites):
+            raise ValueError("a site is listed twice")
+        return sites
+
+
+class OwnershipSettings(BaseModel):
+    """Per-device ownership across collectors (docs/scale.md#ownership): each partition is
+    run by one collector at a time, the holder of its PostgreSQL advisory lock."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group: str = Field(pattern=IDENTIFIER_JSON_PATTERN)
+    """The collectors sharing these partitions (e.g. the district): every one of them lists
+    the same partitions under the same group."""
+    partitions: list[PartitionSettings] = Field(min_length=1)
+    poll_interval_s: float = Field(default=2.0, ge=0.2, le=60)
+    """How often a collector tries to take partitions nobody runs (and checks its own):
+    a dead collector's partitions are taken within this plus a reconnect."""
+    handback_grace_s: float = Field(default=10.0, ge=0, le=3600)
+    """A partition's preferred collector counts as back once alive this long."""
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> OwnershipSettings:
+        names: set[str] = set()
+        owner: dict[str, str] = {}
+        for partition in self.partitions:
+            if partition.name in names:
+                raise ValueError(f"partition {partition.name!r} is listed twice")
+            names.add(partition.name)
+            for site in partition.sites:
+                if site in owner:
+                    raise ValueError(
+                        f"site {site!r} is in partitions {owner[site]!r} and "
+                        f"{partition.name!r}: a site belongs to one partition"
+                    )
+                owner[site] = partition.name
+        return self
+
+
 class CollectorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CW_COLLECTOR_", extra="forbid")
 
@@ -44,7 +115,11 @@ class CollectorSettings(BaseSettings):
     broker_password: SecretStr | None = None
     broker_ca_file: str | None = None
     share_group: str | None = None
-    """MQTT v5 shared subscription group: collectors with the same group split the load."""
+    """MQTT v5 shared subscription group: collectors with the same group split the messages,
+    each device's among them, so a rule over several messages of one device can miss;
+    ``ownership`` keeps each device on one collector instead."""
+    ownership: OwnershipSettings | None = None
+    """Partitions of sites run by one collector at a time (PostgreSQL register only)."""
     collector_id: str = "collector-1"
     data_dir: Path = Path("./campuswatch-data")
     listen: str = "127.0.0.1:8080"
@@ -92,6 +167,15 @@ class CollectorSettings(BaseSettings):
     batch_wait_s: float = Field(default=0.05, gt=0, le=5)
     max_pending_messages: int = Field(default=50_000, ge=100)
     dead_letter_keep: int = Field(default=10_000, ge=100)
+    tsdb_raw_retention_days: float | None = Field(default=7.0, ge=1)
+    """Embedded SQLite time-series store only: raw samples older than this are kept as hourly
+    averages (min, max, count too). None keeps every raw sample."""
+    tsdb_retention_days: float | None = Field(default=400.0, ge=1)
+    """Embedded SQLite store only: anything older is deleted (400 days spans a school year
+    and the annual report's comparison). None keeps everything. VictoriaMetrics and InfluxDB
+    keep their own retention (``-retentionPeriod``, bucket retention)."""
+    tsdb_maintenance_interval_s: float = Field(default=3600.0, ge=60, le=7 * 86_400)
+    """How often the embedded store is folded and pruned."""
     report_schedule_interval_s: float = Field(default=3600.0, ge=0)
     """How often due compliance reports are generated into ``data_dir/reports`` (the
     six-month one before 5 June, the annual one before 5 December, …); 0 turns it off."""
@@ -131,6 +215,33 @@ class CollectorSettings(BaseSettings):
                 "`campuswatch broker config` wrote to collector.password)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _raw_retention_within_retention(self) -> CollectorSettings:
+        raw, kept = self.tsdb_raw_retention_days, self.tsdb_retention_days
+        if raw is not None and kept is not None and raw > kept:
+            raise ValueError(
+                f"tsdb_raw_retention_days ({raw:g}) is longer than tsdb_retention_days "
+                f"({kept:g}): raw samples cannot outlive everything; lower the first"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ownership_needs_postgres(self) -> CollectorSettings:
+        if self.ownership is None:
+            return self
+        if self.share_group:
+            raise ValueError(
+                "share_group and [ownership] both set: a shared subscription splits each "
+                "device's messages between collectors; keep [ownership] and remove share_group"
+            )
+        if not self.register_url().startswith("postgresql"):
+            raise ValueError(
+                "[ownership] needs a PostgreSQL register (db = \"postgresql+psycopg://…\"): "
+                "its partitions are guarded by PostgreSQL advisory locks; with SQLite run a "
+                "single collector without [ownership]"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_forwarding_source(self) -> CollectorSettings:

@@ -32,10 +32,23 @@ def _flag(query: dict[str, list[str]], name: str, default: bool) -> bool:
     return default if not values else values[-1].strip().lower() in _TRUE_WORDS
 
 
-def writer_from_url(url: str | None, data_dir: Path) -> TimeSeriesWriter:
-    """Build the writer a URL names; ValueError says what is wrong with a bad one."""
+def writer_from_url(
+    url: str | None,
+    data_dir: Path,
+    *,
+    raw_retention_days: float | None = 7.0,
+    retention_days: float | None = 400.0,
+) -> TimeSeriesWriter:
+    """Build the writer a URL names; ValueError says what is wrong with a bad one. The
+    retention figures apply to the embedded SQLite store (the others keep their own)."""
+
+    def sqlite(path: Path) -> SqliteStore:
+        return SqliteStore(
+            path, raw_retention_days=raw_retention_days, retention_days=retention_days
+        )
+
     if url is None or not url.strip():
-        return SqliteStore(data_dir / DEFAULT_SQLITE_NAME)
+        return sqlite(data_dir / DEFAULT_SQLITE_NAME)
     url = url.strip()
     try:
         parts = urlsplit(url)
@@ -52,9 +65,9 @@ def writer_from_url(url: str | None, data_dir: Path) -> TimeSeriesWriter:
             )
         path_text = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path_text:
-            return SqliteStore(data_dir / DEFAULT_SQLITE_NAME)
+            return sqlite(data_dir / DEFAULT_SQLITE_NAME)
         path = Path(unquote(path_text))
-        return SqliteStore(path if path.is_absolute() else data_dir / path)
+        return sqlite(path if path.is_absolute() else data_dir / path)
 
     tls = scheme.endswith("s") and scheme.rstrip("s") in _DEFAULT_PORTS
     kind = scheme[:-1] if tls else scheme
