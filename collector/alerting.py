@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -212,35 +212,56 @@ class Alerting:
 
     # --- lifecycle and metrics -----------------------------------------------------------
 
-    def restore_state(self) -> None:
+    def restore_state(self, sites: Collection[str] | None = None) -> None:
         """Warm the rules engine from the register before ingest starts (see
-        ``RuleEngine.restore``): the engine's own state lives in memory only."""
+        ``RuleEngine.restore``): the engine's own state lives in memory only.
+
+        ``sites``: only the devices and alerts of these sites, for a partition this
+        collector has just taken over (docs/scale.md#ownership); None: everything."""
         if self.engine is None:
             return
         try:
             with self.sessions() as session:
+                query = select(Alert.rule_id, Alert.site_id, Alert.labels).where(
+                    Alert.state.in_(OPEN_STATES)
+                )
+                if sites is not None:
+                    query = query.where(Alert.site_id.in_(sorted(sites)))
                 open_alerts = [
                     (rule_id, site_id, _entity_of(labels))
-                    for rule_id, site_id, labels in session.execute(
-                        select(Alert.rule_id, Alert.site_id, Alert.labels).where(
-                            Alert.state.in_(OPEN_STATES)
-                        )
-                    )
+                    for rule_id, site_id, labels in session.execute(query)
                 ]
-                latest = list(stored_latest_messages(session))
-                # Resolved before the restart: not restored as firing, nothing to forget.
-                self._audit_mark = session.scalar(select(func.max(AlertAudit.id))) or 0
+                latest = list(stored_latest_messages(session, sites))
+                if sites is None or not self._audit_mark:
+                    # Resolved before the restart: not restored as firing, nothing to forget.
+                    self._audit_mark = session.scalar(select(func.max(AlertAudit.id))) or 0
         except Exception:
             # Ingest matters more than warm rules: start cold rather than not at all.
             log.exception("could not read the register to warm the rules engine; starting cold")
             return
         with self._lock:
+            if sites is not None:
+                self.engine.forget_sites(sites)  # what it knew from an earlier turn is stale
             self.engine.restore(latest, open_alerts)
         log.info(
-            "rules engine warmed from the register: %d latest messages, %d open alerts",
+            "rules engine warmed from the register: %d latest messages, %d open alerts%s",
             len(latest),
             len(open_alerts),
+            f" of {len(sites)} sites" if sites is not None else "",
         )
+
+    def forget_sites(self, sites: Collection[str]) -> None:
+        """Drop the rules engine's state of ``sites``: another collector runs them now.
+        Repeats counted for them are handed to the alert manager first."""
+        if self.engine is None:
+            return
+        with self._lock:
+            # Every subject's folded repeats (due at the next tick anyway), so those of the
+            # sites let go reach their alerts before the engine forgets them.
+            repeats = self.engine.take_repeats()
+            self.engine.forget_sites(sites)
+        if repeats:
+            self.apply(repeats)
 
     def start(self) -> None:
         self.forwarder.start()

@@ -237,7 +237,7 @@ class CollectorSettings(BaseSettings):
             )
         if not self.register_url().startswith("postgresql"):
             raise ValueError(
-                "[ownership] needs a PostgreSQL register (db = \"postgresql+psycopg://…\"): "
+                '[ownership] needs a PostgreSQL register (db = "postgresql+psycopg://…"): '
                 "its partitions are guarded by PostgreSQL advisory locks; with SQLite run a "
                 "single collector without [ownership]"
             )

@@ -22,7 +22,7 @@ Nothing here commits; the caller owns the transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any, Final
@@ -185,12 +185,18 @@ def latest_of_kind(kind: str) -> tuple[type[DeviceLatest], ColumnElement[bool]]:
     return alias, and_(alias.device_id == Device.device_id, alias.kind == kind)
 
 
-def stored_latest_messages(session: Session) -> Iterator[DecodedMessage]:
+def stored_latest_messages(
+    session: Session, sites: Collection[str] | None = None
+) -> Iterator[DecodedMessage]:
     """Every device's newest message of each kind, rebuilt as ingest decoded it (the rules
-    engine's warm start). A row the current wire types cannot read is skipped."""
-    rows = session.execute(
-        select(DeviceLatest.kind, DeviceLatest.received_at, DeviceLatest.body)
-    ).yield_per(1000)
+    engine's warm start), or only those of devices at ``sites`` (a partition taken over).
+    A row the current wire types cannot read is skipped."""
+    query = select(DeviceLatest.kind, DeviceLatest.received_at, DeviceLatest.body)
+    if sites is not None:
+        query = query.join(Device, Device.device_id == DeviceLatest.device_id).where(
+            Device.site_id.in_(sorted(sites))
+        )
+    rows = session.execute(query).yield_per(1000)
     for kind, received_at, body in rows:
         message_type = KIND_TYPES.get(kind)
         if message_type is None:

@@ -287,6 +287,17 @@ class _RuleRuntime(ABC):
         self.pending &= self.alerts.keys()
         self.firing &= self.alerts.keys()
 
+    def _subject_tables(self) -> list[dict[SubjectKey, Any]]:
+        """Every per-subject table; a runtime with more state adds its own."""
+        return [self.alerts, self.repeats]
+
+    def forget_sites(self, sites: Collection[str]) -> None:
+        """Drop all state of subjects at ``sites``, silently (no signal)."""
+        for table in self._subject_tables():
+            for key in [key for key in table if key[0] in sites]:
+                del table[key]
+        self._prune_sets()
+
     def tick(
         self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
     ) -> None:
@@ -576,6 +587,9 @@ class _ThresholdRuntime(_RuleRuntime):
         self.windows: _Bounded[SubjectKey, _Window] = _Bounded(limits.max_subjects_per_rule)
         self.dropped_samples = 0
 
+    def _subject_tables(self) -> list[dict[SubjectKey, Any]]:
+        return [*super()._subject_tables(), self.windows]
+
     def on_message(
         self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
     ) -> None:
@@ -776,6 +790,9 @@ class _ChangeRuntime(_RuleRuntime):
         self.facts = _Facts()
         self.last: _Bounded[SubjectKey, _LastValue] = _Bounded(limits.max_subjects_per_rule)
 
+    def _subject_tables(self) -> list[dict[SubjectKey, Any]]:
+        return [*super()._subject_tables(), self.last]
+
     def on_message(
         self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
     ) -> None:
@@ -898,6 +915,9 @@ class _RatioRuntime(_RuleRuntime):
         self.min_devices = condition.min_devices
         self.for_s = _duration(condition.for_) or 0.0
         self.latest: _Bounded[SubjectKey, _RatioEntry] = _Bounded(limits.max_devices)
+
+    def _subject_tables(self) -> list[dict[SubjectKey, Any]]:
+        return [*super()._subject_tables(), self.latest]
 
     def on_message(
         self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
@@ -1194,6 +1214,18 @@ class RuleEngine:
             runtime._forget(key)
             return True
         return False
+
+    def forget_sites(self, sites: Collection[str]) -> None:
+        """Drop everything held about devices and subjects of ``sites``, emitting nothing:
+        another collector runs them now (docs/scale.md#ownership), and state left here would
+        time out as silence or keep stale alerts firing."""
+        wanted = frozenset(sites)
+        for runtime in self._runtimes:
+            runtime.forget_sites(wanted)
+        for device in [key for key in self._devices if key[0] in wanted]:
+            del self._devices[device]
+        for host in [key for key in self._hosts if key[0] in wanted]:
+            del self._hosts[host]
 
     def evaluate_tick(self, now: datetime | None = None) -> list[AlertSignal]:
         """Time-driven work: absence, ratio, expiring windows, ``for:`` and auto-resolve."""
