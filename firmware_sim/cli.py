@@ -58,6 +58,10 @@ def run(
     progress_every: Annotated[
         float, typer.Option(min=0.5, help="seconds between progress lines")
     ] = 5.0,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(help="CA certificate of an mqtts:// broker (default: the system's CAs)"),
+    ] = None,
 ) -> None:
     """Run the simulation until Ctrl-C (or --duration); a progress line goes to stderr."""
     import logging
@@ -67,6 +71,8 @@ def run(
     from campuswatch.wire.mqtt import BrokerUrlError, parse_broker_url
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The broker's state (unreachable and why, connected again) is said once per change.
+    logging.getLogger("campuswatch.wire").setLevel(logging.INFO)
     try:
         parse_broker_url(broker)
     except BrokerUrlError as exc:
@@ -104,6 +110,7 @@ def run(
         site_prefix=site_prefix,
         start=start_time,
         progress_every_s=progress_every,
+        ca_file=str(ca_file) if ca_file is not None else None,
     )
     summary = run_simulation(settings, loaded)
     if summary_json is not None:

@@ -22,7 +22,7 @@ from campuswatch.firmware_sim.scenario import Scenario
 from campuswatch.firmware_sim.schoolday import SCHOOL_TIMEZONE, SimClock
 from campuswatch.firmware_sim.transport import GatewayTransport, PerDeviceTransport, Transport
 from campuswatch.wire.ids import utc_now
-from campuswatch.wire.mqtt import parse_broker_url
+from campuswatch.wire.mqtt import TlsOptions, parse_broker_url
 from campuswatch.wire.mqtt_pool import MqttPool, raise_open_file_limit
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ class RunSettings:
     site_prefix: str = "sim-d1"
     start: datetime | None = None
     progress_every_s: float = 5.0
+    ca_file: str | None = None
+    """CA certificate of an mqtts:// broker; None for the system's CAs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,7 @@ def run_simulation(
         site_prefix=settings.site_prefix,
     )
     raise_open_file_limit(settings.devices + settings.schools + FILE_HEADROOM)
-    pool = MqttPool(broker)
+    pool = MqttPool(broker, tls=TlsOptions(ca_file=settings.ca_file))
     transport: Transport = (
         GatewayTransport(pool, __version__)
         if settings.mode == "gateway"

@@ -109,6 +109,54 @@ def describe_connect_failure(error: BaseException | None) -> str:
     return "connection failed" if error is None else f"connection failed: {error}"
 
 
+class BrokerStateLog:
+    """Says a broker's state once per change, not on every retry of the back-off.
+
+    Shared by ``MqttConnection`` (agent, collector) and ``MqttPool`` (the simulator's
+    thousands of connections to one broker), so all three say it in the same words: which
+    broker, and why it cannot be used; and that it is connected again.
+    """
+
+    def __init__(self, broker: BrokerAddress) -> None:
+        self.broker = broker
+        self.problem: str | None = None
+        """Why the broker cannot be used right now (None while connected or not yet tried)."""
+        self._said: str | None = None
+        self._ever_connected = False
+
+    def failing(self, state: str) -> None:
+        """A connection attempt failed: ``state`` is e.g. "unreachable (connection refused)"."""
+        self.problem = state
+        if state == self._said:
+            log.debug("MQTT %s still %s", self.broker, state)
+            return
+        self._said = state
+        log.warning(
+            "MQTT broker %s %s; retrying with back-off, messages wait meanwhile",
+            self.broker,
+            state,
+        )
+
+    def lost(self, reason: str) -> None:
+        """A connection that was up went down without being asked to."""
+        if self._said is not None:
+            return  # already said to be down; losing one more connection changes nothing
+        state = f"disconnected: {reason}"
+        self.problem = state
+        self._said = state
+        log.warning("MQTT connection to %s lost (%s); reconnecting", self.broker, reason)
+
+    def connected(self, who: str, *, every_time: bool = True) -> None:
+        """A connection is up; with ``every_time`` False only the first one and the first
+        after a problem are said (a pool of many connections to one broker)."""
+        changed = self._said is not None or not self._ever_connected
+        self.problem = None
+        self._said = None
+        self._ever_connected = True
+        if every_time or changed:
+            log.info("MQTT connected to %s as %s", self.broker, who)
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
     topic: str
@@ -157,11 +205,9 @@ class MqttConnection:
         self._subscriptions: list[tuple[str, int]] = []
         self._connected = threading.Event()
         self._stopping = False
-        self.last_error: str | None = None
-        """Why the broker cannot be used right now (None while connected or not yet tried)."""
+        self._state = BrokerStateLog(broker)
         self.failed_attempts = 0
         """Connection attempts that failed since this connection was made."""
-        self._said_state: str | None = None
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -229,6 +275,11 @@ class MqttConnection:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def last_error(self) -> str | None:
+        """Why the broker cannot be used right now (None while connected or not yet tried)."""
+        return self._state.problem
+
     def wait_connected(self, timeout_s: float) -> bool:
         return self._connected.wait(timeout_s)
 
@@ -267,10 +318,8 @@ class MqttConnection:
     ) -> None:
         if reason_code.is_failure:
             self.failed_attempts += 1
-            self._say_state(f"refused the connection of {self.client_id} ({reason_code})")
+            self._state.failing(f"refused the connection of {self.client_id} ({reason_code})")
             return
-        self.last_error = None
-        self._said_state = None
         if callable(self._will_source):
             # The CONNECT just sent carried the current will; the next connection gets a new
             # one (paho reconnects by several paths, this is the one every success passes).
@@ -278,7 +327,7 @@ class MqttConnection:
         for topic_filter, qos in self._subscriptions:
             client.subscribe(topic_filter, qos)
         self._connected.set()
-        log.info("MQTT connected to %s as %s", self.broker, self.client_id)
+        self._state.connected(self.client_id)
         if self._on_connect_cb is not None:
             self._on_connect_cb(bool(flags.session_present))
 
@@ -300,9 +349,7 @@ class MqttConnection:
         reason = str(reason_code)
         if not self._stopping and was_connected:
             # A refused or failed attempt also ends here; its own reason was said already.
-            self.last_error = f"disconnected: {reason}"
-            self._said_state = self.last_error
-            log.warning("MQTT connection to %s lost (%s); reconnecting", self.broker, reason)
+            self._state.lost(reason)
         if self._on_disconnect_cb is not None:
             self._on_disconnect_cb(reason)
 
@@ -311,20 +358,7 @@ class MqttConnection:
         # no exception: the one being handled is the reason.
         self.failed_attempts += 1
         if not self._stopping:
-            self._say_state(f"unreachable ({describe_connect_failure(sys.exc_info()[1])})")
-
-    def _say_state(self, state: str) -> None:
-        """Log the broker's state once per change, not on every retry of the back-off."""
-        self.last_error = state
-        if state == self._said_state:
-            log.debug("MQTT %s still %s", self.broker, state)
-            return
-        self._said_state = state
-        log.warning(
-            "MQTT broker %s %s; retrying with back-off, messages wait meanwhile",
-            self.broker,
-            state,
-        )
+            self._state.failing(f"unreachable ({describe_connect_failure(sys.exc_info()[1])})")
 
     def _handle_message(
         self, client: paho.Client, userdata: Any, message: paho.MQTTMessage

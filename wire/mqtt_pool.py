@@ -21,6 +21,7 @@ import logging
 import resource
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +34,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from campuswatch.wire.mqtt import BrokerAddress, ReceivedMessage, WillSource, resolve_will
+from campuswatch.wire.mqtt import (
+    BrokerAddress,
+    BrokerStateLog,
+    ReceivedMessage,
+    TlsOptions,
+    WillSource,
+    describe_connect_failure,
+    resolve_will,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +149,7 @@ class PooledClient:
     def close(self, *, final: tuple[str, bytes] | None = None) -> None:
         """Leave cleanly with DISCONNECT, so the broker does not fire the Last Will."""
         self._held_down = True
+        self._pool._failing.discard(self)
         if self.connected:
             if final is not None:
                 self.paho.publish(final[0], final[1], qos=1, retain=True)
@@ -150,6 +160,14 @@ class PooledClient:
         DISCONNECT, so the broker publishes the Last Will. Stays down until ``resume``."""
         # A retry already queued is skipped by the loop while the client is held down.
         self._held_down = True
+        self._pool._failing.discard(self)
+        # Down before the FIN leaves: the broker fires the will as soon as it reads it, and
+        # another thread that saw the will must not still read this client (or the pool's
+        # count) as connected; a caller waiting for "connected" would drop it again.
+        if self.connected:
+            self.connected = False
+            self._pool.stats.connected -= 1
+            self._pool.stats.disconnects_total += 1
         sock = self.paho.socket()
         if sock is None:
             return
@@ -161,10 +179,6 @@ class PooledClient:
         # yet read. paho finishes the close when it reads the broker's EOF.
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)  # type: ignore[attr-defined]
-        if self.connected:
-            self.connected = False
-            self._pool.stats.connected -= 1
-            self._pool.stats.disconnects_total += 1
 
     def resume(self) -> None:
         """Connect again after ``drop`` or ``close``, as a device that restarted: with a
@@ -197,10 +211,14 @@ class MqttPool:
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 60.0,
         max_inflight: int = 20,
+        tls: TlsOptions | None = None,
     ) -> None:
-        if broker.tls:
-            raise ValueError("the client pool does not do TLS yet; use mqtt:// for simulations")
         self.broker = broker
+        self._tls_context = _tls_context(tls or TlsOptions()) if broker.tls else None
+        self._state = BrokerStateLog(broker)
+        self._failing: set[PooledClient] = set()
+        """Clients whose last attempt failed: the broker is said to be back once none is left,
+        so a broker that takes some connections and refuses others is not said on every one."""
         self.keepalive_s = keepalive_s
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -257,6 +275,9 @@ class MqttPool:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
+        if self._tls_context is not None:
+            # One context for every client: the CA file is read once, not once per device.
+            client.tls_set_context(self._tls_context)
         # Evaluated per paho client, and a client is made anew for every connection attempt.
         resolved = resolve_will(will)
         if resolved is not None:
@@ -337,6 +358,7 @@ class MqttPool:
                         continue
                     if events & selectors.EVENT_READ:
                         pooled.paho.loop_read()
+                        self._read_tls_buffer(pooled)
                     if events & selectors.EVENT_WRITE and pooled.paho.socket() is not None:
                         pooled.paho.loop_write()
                 self._release_delayed(time.monotonic())
@@ -428,15 +450,24 @@ class MqttPool:
                 clean_start=True,
                 properties=properties,
             )
-        except OSError as exc:
-            self._connect_failed(pooled, str(exc))
+        except (OSError, ssl.CertificateError) as exc:
+            self._connect_failed(pooled, f"unreachable ({describe_connect_failure(exc)})")
             return
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._connect_failed(pooled, str(rc))
+            self._connect_failed(pooled, f"unreachable ({rc})")
 
-    def _connect_failed(self, pooled: PooledClient, reason: str) -> None:
+    def _read_tls_buffer(self, pooled: PooledClient) -> None:
+        # TLS decrypts whole records: bytes already in the SSL object's buffer never wake
+        # the selector, so read them now (paho's own loop does the same with ``pending``).
+        sock = pooled.paho.socket()
+        while isinstance(sock, ssl.SSLSocket) and sock.pending():
+            pooled.paho.loop_read()
+            sock = pooled.paho.socket()
+
+    def _connect_failed(self, pooled: PooledClient, state: str) -> None:
         self.stats.connect_failures_total += 1
-        log.debug("connect %s failed: %s", pooled.client_id, reason)
+        self._failing.add(pooled)
+        self._state.failing(state)
         self._schedule_connect(pooled, pooled._backoff_s)
         pooled._backoff_s = min(self.reconnect_max_s, pooled._backoff_s * 2)
 
@@ -484,8 +515,12 @@ class MqttPool:
         pooled = self._pooled(client)
         if reason_code.is_failure:
             self.stats.connect_failures_total += 1
-            log.debug("broker refused %s: %s", pooled.client_id, reason_code)
+            self._failing.add(pooled)
+            self._state.failing(f"refused the connection ({reason_code})")
             return
+        self._failing.discard(pooled)
+        if not self._failing:
+            self._state.connected(pooled.client_id, every_time=False)
         pooled.connected = True
         pooled._backoff_s = self.reconnect_min_s
         self.stats.connected += 1
@@ -507,6 +542,8 @@ class MqttPool:
         if pooled.connected:
             self.stats.connected -= 1
             self.stats.disconnects_total += 1
+            if not pooled._held_down and not self._stop.is_set():
+                self._state.lost(str(reason_code))
         pooled.connected = False
         if pooled._renew_pending:
             # Resumed while its goodbye was still going out (a quick reboot): start clean
@@ -547,3 +584,14 @@ class MqttPool:
         except Exception:  # a simulator bug must not stop every other connection
             self.stats.callback_errors_total += 1
             log.exception("MQTT pool callback failed")
+
+
+def _tls_context(tls: TlsOptions) -> ssl.SSLContext:
+    """The same checks ``MqttConnection`` makes: the system's CAs unless one is given, the
+    broker's name checked unless ``insecure``."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    if tls.cert_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure:
+        context.check_hostname = False
+    return context

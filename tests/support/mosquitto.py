@@ -123,3 +123,43 @@ def subscribe(
     connection.start()
     assert connection.wait_connected(10), "test subscriber could not connect"
     return connection, capture
+
+
+def _require_mosquitto() -> None:
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
+
+def password_broker(workdir: Path, username: str, password: str) -> MosquittoBroker:
+    """A started Mosquitto that refuses anonymous clients and knows one login."""
+    _require_mosquitto()
+    passwords = workdir / "passwords"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwords), username, password],
+        check=True,
+        capture_output=True,
+    )
+    broker = MosquittoBroker(
+        workdir, free_port(), extra_config=f"allow_anonymous false\npassword_file {passwords}"
+    )
+    broker.start()
+    return broker
+
+
+def self_signed_tls_broker(workdir: Path) -> MosquittoBroker:
+    """A started Mosquitto speaking only TLS, with a self-signed certificate for 127.0.0.1
+    (``workdir/cert.pem``) that no client trusts unless given it as its CA."""
+    _require_mosquitto()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", "key.pem", "-out", "cert.pem"],
+        cwd=workdir, check=True, capture_output=True,
+    )  # fmt: skip
+    broker = MosquittoBroker(
+        workdir,
+        free_port(),
+        extra_config=f"certfile {workdir / 'cert.pem'}\nkeyfile {workdir / 'key.pem'}",
+    )
+    broker.start()
+    return broker
