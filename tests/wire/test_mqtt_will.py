@@ -3,8 +3,8 @@ repeated ids, so a reused will would report a device offline once in its life)."
 
 from __future__ import annotations
 
+import socket
 import threading
-import time
 
 import pytest
 
@@ -80,13 +80,12 @@ def test_pooled_client_registers_a_fresh_will_each_connection(
     watcher = observer(mosquitto, capture)
     pool = MqttPool(mosquitto.address, reconnect_min_s=0.2, reconnect_max_s=1.0)
     pool.start()
-    client = pool.add("pc-1", will=fresh_will)
+    connects = threading.Semaphore(0)
+    client = pool.add("pc-1", will=fresh_will, on_connect=lambda _client: connects.release())
     try:
         for cut in range(1, 3):
-            deadline = time.monotonic() + 10
-            while not client.connected:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            # Each round waits for a new connection, not for a flag the last one may still show.
+            assert connects.acquire(timeout=20)
             # Socket closed without DISCONNECT (the broker sends the will), from the loop.
             pool.call_soon(client.drop)
             will_ids(capture, cut)
@@ -94,5 +93,42 @@ def test_pooled_client_registers_a_fresh_will_each_connection(
         ids = will_ids(capture, 2)
         assert len(set(ids)) == len(ids) == 2
     finally:
+        pool.stop()
+        watcher.stop()
+
+
+def test_a_dropped_pooled_client_is_down_before_the_broker_can_fire_its_will(
+    mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flake of the test above, made deterministic: ``drop`` half-closed the socket and
+    only then marked the client down. The broker fires the will as soon as it reads the FIN;
+    a thread that saw the will could still read ``connected`` (and ``stats.connected``) as up,
+    and a caller that waits for "connected" before dropping again dropped the resumed client
+    before it had reconnected, holding it down for good. Here the pool's thread is held right
+    after the FIN until the will has arrived, which is the interleaving a loaded machine made."""
+    capture = MessageCapture()
+    watcher = observer(mosquitto, capture)
+    pool = MqttPool(mosquitto.address)
+    connects = threading.Semaphore(0)
+    client = pool.add("pc-1", will=fresh_will, on_connect=lambda _client: connects.release())
+    will_seen = threading.Event()
+    real_shutdown = socket.socket.shutdown
+
+    def shutdown_then_stall(sock: socket.socket, how: int) -> None:
+        real_shutdown(sock, how)
+        if sock is client.paho.socket():
+            assert will_seen.wait(20), "the pool's thread was never let go"
+
+    monkeypatch.setattr(socket.socket, "shutdown", shutdown_then_stall)
+    pool.start()
+    try:
+        assert connects.acquire(timeout=20)
+        pool.call_soon(client.drop)
+        will_ids(capture, 1)
+        seen_connected, seen_count = client.connected, pool.stats.connected
+        will_seen.set()
+        assert (seen_connected, seen_count) == (False, 0)
+    finally:
+        will_seen.set()
         pool.stop()
         watcher.stop()
