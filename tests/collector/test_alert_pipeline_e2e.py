@@ -10,9 +10,10 @@ from campuswatch.wire import AvMessage, encode_message
 from tests.collector.conftest import CollectorFactory
 from tests.collector.forward.cef_parser import parse_cef
 from tests.collector.forward.receivers import SyslogReceiver
-from tests.collector.test_ingest_e2e import SITE, lab_pc_messages, publish, wait_until
+from tests.collector.test_ingest_e2e import SITE, lab_pc_messages, publish
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 def cef_lines(frames: list[bytes]) -> list[str]:

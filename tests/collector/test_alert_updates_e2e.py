@@ -11,8 +11,9 @@ from tests.collector.conftest import CollectorFactory
 from tests.collector.forward.cef_parser import CefEvent, parse_cef
 from tests.collector.forward.receivers import SyslogReceiver
 from tests.collector.test_alert_pipeline_e2e import cef_lines, forwarding_config
-from tests.collector.test_ingest_e2e import DEVICE, SITE, lab_pc_messages, publish, wait_until
+from tests.collector.test_ingest_e2e import DEVICE, SITE, lab_pc_messages, publish
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 UPDATE_INTERVAL_S = 2.0
 REPORTS = 8

@@ -11,8 +11,9 @@ import pytest
 from campuswatch.wire import encode_message
 from campuswatch.wire.messages import HardwareInfo, HealthMessage, InventoryMessage, OsInfo
 from tests.collector.conftest import RunningCollector
-from tests.collector.test_ingest_e2e import publish, wait_until
+from tests.collector.test_ingest_e2e import publish
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 
 def inventory(site: str, device: str, os_version: str) -> tuple[str, bytes]:

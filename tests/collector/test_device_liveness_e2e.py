@@ -14,8 +14,8 @@ import pytest
 
 from campuswatch.wire.ids import utc_now
 from tests.collector.conftest import CollectorFactory, RunningCollector
-from tests.collector.test_ingest_e2e import wait_until
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 SITE = "school-will"

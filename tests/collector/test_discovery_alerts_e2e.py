@@ -10,8 +10,9 @@ import pytest
 from campuswatch.wire import encode_message
 from campuswatch.wire.messages import DiscoveredHost, DiscoveryMessage
 from tests.collector.conftest import RunningCollector
-from tests.collector.test_ingest_e2e import SITE, publish, wait_until
+from tests.collector.test_ingest_e2e import SITE, publish
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 UNKNOWN_DEVICE_RULE = "6ac7b3dd-5155-537f-8be2-3b60b59a85df"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +24,7 @@ from campuswatch.wire.messages import (
 )
 from tests.collector.conftest import CollectorFactory, RunningCollector
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 SITE = "hcm-q1-thcs-a"
 DEVICE = "pc-lab1-07"
@@ -40,17 +39,6 @@ def publish(broker: MosquittoBroker, topic: str, payload: bytes, retain: bool = 
     if retain:
         command.append("-r")
     subprocess.run(command, input=payload, check=True, timeout=10)
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 def lab_pc_messages() -> list[tuple[str, bytes]]:

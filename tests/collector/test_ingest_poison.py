@@ -30,8 +30,8 @@ from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.ids import new_message_id
 from campuswatch.wire.mqtt import MqttConnection
 from tests.collector.conftest import CollectorFactory, RunningCollector
-from tests.collector.test_ingest_e2e import wait_until
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 SITE = "school-poison"
 # Everything published close together lands in one batch, so a bad message shares it.

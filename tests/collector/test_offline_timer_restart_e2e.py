@@ -10,8 +10,9 @@ from campuswatch.collector.alerting import SHIPPED_RULES
 from campuswatch.wire import HelloMessage, encode_message
 from campuswatch.wire.messages import StateMessage
 from tests.collector.conftest import CollectorFactory
-from tests.collector.test_ingest_e2e import publish, wait_until
+from tests.collector.test_ingest_e2e import publish
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 SITE = "thcs-restart"
 PROJECTOR = "proj-room-12"

@@ -33,10 +33,11 @@ from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import AvMessage
 from campuswatch.wire.mqtt import MqttConnection
 from tests.collector.conftest import CollectorFactory
-from tests.collector.test_ingest_e2e import DEVICE, lab_pc_messages, publish, wait_until
+from tests.collector.test_ingest_e2e import DEVICE, lab_pc_messages, publish
 from tests.support.collector_process import start_collector_process
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.postgres import PrivatePostgres
+from tests.support.waiting import wait_until
 
 MESSAGES = 2400
 RATE_PER_S = 150

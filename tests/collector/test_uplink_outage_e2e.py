@@ -28,8 +28,8 @@ from tests.collector.conftest import CollectorFactory, RunningCollector
 from tests.collector.forward.cef_parser import CefEvent, parse_cef
 from tests.collector.forward.receivers import SyslogReceiver
 from tests.collector.test_alert_pipeline_e2e import cef_lines, forwarding_config
-from tests.collector.test_ingest_e2e import wait_until
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 SHIPPED_RULES: Final = Path(__file__).resolve().parents[2] / "rules"
 SCHOOL_UNREACHABLE: Final = "30adb3d4-1a4d-5524-a6d2-bbd6afdafe04"

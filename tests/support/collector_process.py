@@ -21,6 +21,7 @@ def start_collector_process(
     collector_id: str,
     db_url: str | None = None,
     log: Path | None = None,
+    config: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the collector and wait until its HTTP port answers (not until it has
     subscribed: callers that publish at once wait for ``/healthz`` themselves)."""
@@ -30,6 +31,8 @@ def start_collector_process(
     ]  # fmt: skip
     if db_url is not None:
         command += ["--db", db_url]
+    if config is not None:
+        command += ["--config", str(config)]
     process = subprocess.Popen(
         command,
         env={**os.environ, "CW_COLLECTOR_COLLECTOR_ID": collector_id},

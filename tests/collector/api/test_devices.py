@@ -10,8 +10,9 @@ from campuswatch.wire import encode_message
 from campuswatch.wire.ids import utc_now
 from campuswatch.wire.messages import HealthMessage
 from tests.collector.conftest import RunningCollector
-from tests.collector.test_ingest_e2e import publish, wait_until
+from tests.collector.test_ingest_e2e import publish
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 SITE = "thcs-a"
 DEVICE = "pc-1"

@@ -43,10 +43,11 @@ from campuswatch.wire import encode_message
 from campuswatch.wire.ids import utc_now
 from campuswatch.wire.messages import AvMessage, HealthMessage
 from tests.collector.test_api import inventory
-from tests.collector.test_ingest_e2e import publish, wait_until
+from tests.collector.test_ingest_e2e import publish
 from tests.support.mosquitto import MOSQUITTO, MosquittoBroker
 from tests.support.ports import free_port
 from tests.support.postgres import temporary_postgres_database
+from tests.support.waiting import wait_until
 
 ADMIN_TOKEN = "fuzz-admin-" + secrets.token_urlsafe(16)
 SITE = "hn-bd-a"

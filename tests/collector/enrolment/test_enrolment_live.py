@@ -29,8 +29,8 @@ from campuswatch.collector.api.app import create_app
 from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, TlsOptions
 from tests.collector.broker.test_broker_live import SecureBroker, secure_broker  # noqa: F401
 from tests.collector.conftest import CollectorFactory, RunningCollector
-from tests.collector.test_ingest_e2e import wait_until
 from tests.support.ports import free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 SCHOOL = "hn-bd-thcs-a"

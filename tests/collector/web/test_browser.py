@@ -32,11 +32,12 @@ from campuswatch.wire.messages import (
     StateMessage,
 )
 from tests.collector.conftest import RunningCollector
-from tests.collector.test_ingest_e2e import publish, wait_until
+from tests.collector.test_ingest_e2e import publish
 from tests.collector.web.catalogue import untranslated_left
 from tests.collector.web.conftest import raise_alert
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 playwright_api = pytest.importorskip("playwright.sync_api")
