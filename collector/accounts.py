@@ -1,7 +1,7 @@
 """User accounts of the web UI: create, list, disable, enable, change password — audited.
 
-One module for every way an account changes (the ``campuswatch user`` commands today, an
-admin page tomorrow), so the rules hold everywhere: names matched whole, a role from the
+One module for every way an account changes (the ``campuswatch user`` commands and the web
+UI's admin page), so the rules hold everywhere: names matched whole, a role from the
 list, a scope that exists, a password long enough, live UI sessions ended when an account
 is disabled or its password changes, and an ``audit_events`` row in the same transaction.
 """
@@ -15,7 +15,14 @@ from typing import Any, Final
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from campuswatch.collector.db.access import UI_SESSION_PREFIX, create_user, hash_password
+from campuswatch.collector.db.access import (
+    UI_SESSION_PREFIX,
+    Grantor,
+    GrantRefused,
+    check_grant,
+    create_user,
+    hash_password,
+)
 from campuswatch.collector.db.models import ROLES, ApiToken, AuditEvent, Site, User, utc_now
 
 MIN_PASSWORD_LENGTH: Final = 12
@@ -25,7 +32,12 @@ LANGUAGES: Final = ("vi", "en")
 
 
 class AccountError(ValueError):
-    """A refused account change; the message is one line for a person."""
+    """A refused account change; the message is one line for a person, ``reason`` a code a
+    page can say in the reader's language."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +61,11 @@ def record_audit(
 
 def check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        raise AccountError(
+            f"a password needs at least {MIN_PASSWORD_LENGTH} characters", "password"
+        )
     if "\x00" in password:
-        raise AccountError("a password must not contain NUL characters")
+        raise AccountError("a password must not contain NUL characters", "password")
 
 
 def add_account(
@@ -63,19 +77,30 @@ def add_account(
     site_scope: str | None,
     language: str,
     actor: str,
+    granted_by: Grantor | None = None,
 ) -> User:
+    """``granted_by``: the admin's role and sites when a person grants it (the admin page);
+    the account is then no higher and no wider than theirs. None on the server's command
+    line, which holds the register anyway."""
     if not _USERNAME.fullmatch(username):
         raise AccountError(
-            "a user name is 1-64 letters, digits or . _ @ - and starts with a letter or digit"
+            "a user name is 1-64 letters, digits or . _ @ - and starts with a letter or digit",
+            "username",
         )
     if role not in ROLES:
-        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+        raise AccountError(f"role must be one of {', '.join(ROLES)}", "role")
     if language not in LANGUAGES:
-        raise AccountError(f"language must be one of {', '.join(LANGUAGES)}")
+        raise AccountError(f"language must be one of {', '.join(LANGUAGES)}", "language")
+    if granted_by is not None:
+        # Before the site is looked up: a scoped admin learns nothing about other subtrees.
+        try:
+            check_grant(*granted_by, role=role, site_scope=site_scope)
+        except GrantRefused as exc:
+            raise AccountError(str(exc), "grant") from None
     if site_scope is not None and session.get(Site, site_scope) is None:
-        raise AccountError(f"site {site_scope!r} does not exist (create it first)")
+        raise AccountError(f"site {site_scope!r} does not exist (create it first)", "site")
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise AccountError(f"user {username!r} already exists")
+        raise AccountError(f"user {username!r} already exists", "exists")
     check_password(password)
     user = create_user(
         session,
@@ -113,7 +138,7 @@ def list_accounts(session: Session) -> list[AccountView]:
 def _existing(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
-        raise AccountError(f"no user {username!r}")
+        raise AccountError(f"no user {username!r}", "unknown")
     return user
 
 

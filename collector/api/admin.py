@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import ColumnElement, false, func, or_, select
+from sqlalchemy.orm import Session
 
 from campuswatch.collector.api.deps import AdminOnly, DbSession, Principal, refuse_nul
 from campuswatch.collector.api.schemas import (
@@ -88,11 +89,21 @@ def _dead_letters_of(principal: Principal) -> ColumnElement[bool]:
     )
 
 
-def _token_visible(principal: Principal, token: ApiToken) -> bool:
+def token_visible(principal: Principal, token: ApiToken) -> bool:
     """An unscoped token is visible to unscoped admins only."""
     if principal.allowed_sites is None:
         return True
     return token.site_scope is not None and principal.can_see(token.site_scope)
+
+
+def revoke_visible_token(session: Session, principal: Principal, token_id: int) -> ApiToken | None:
+    """Revoke a token the admin administers (a revoked one keeps its time); None when it
+    does not exist or lies outside the admin's scope, alike. The caller commits."""
+    token = session.get(ApiToken, token_id)
+    if token is None or not token_visible(principal, token):
+        return None
+    token.revoked_at = token.revoked_at or utc_now()
+    return token
 
 
 @router.get("/tokens", response_model=list[TokenOut])
@@ -128,9 +139,8 @@ def new_token(body: TokenIn, session: DbSession, principal: AdminOnly) -> dict[s
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut, responses=problems(404))
 def revoke_token(token_id: RowId, session: DbSession, principal: AdminOnly) -> ApiToken:
-    token = session.get(ApiToken, token_id)
-    if token is None or not _token_visible(principal, token):
+    token = revoke_visible_token(session, principal, token_id)
+    if token is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
-    token.revoked_at = token.revoked_at or utc_now()
     session.commit()
     return token

@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from campuswatch.collector.web import (
+    pages_admin,
     pages_alerts,
     pages_auth,
     pages_devices,
@@ -42,6 +43,7 @@ def mount(app: FastAPI) -> None:
         pages_inventory,
         pages_devices,
         pages_reports,
+        pages_admin,
     ):
         app.include_router(module.router, include_in_schema=False)
     app.add_exception_handler(LoginRequired, _to_login)
