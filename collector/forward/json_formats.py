@@ -192,15 +192,28 @@ def render_ocsf(
     ip = normalise_ip(n.ip)
     mac = normalise_mac(n.mac)
     identity = _identity_labels(n)
-    device: dict[str, Any] = {
-        "type_id": 0,  # required by the device object; the alert does not say what kind it is
-        "type": "Unknown",
-        "uid": n.device_id,
-        "hostname": n.hostname,
-        "name": n.hostname,
-        "ip": ip,
-        "mac": mac,
-    }
+    # An unregistered host seen on the LAN may be known by its MAC alone: then that is its uid
+    # (OCSF's device needs one of ip, uid, name, hostname; a MAC does not count).
+    device_uid = n.device_id or mac
+    device: dict[str, Any] | None = None
+    if device_uid or n.hostname or ip:
+        device = {
+            "type_id": 0,  # required by the device object; the alert does not say what kind
+            "type": "Unknown",
+            "uid": device_uid,
+            "hostname": n.hostname,
+            "name": n.hostname,
+            "ip": ip,
+            "mac": mac,
+        }
+    actor = {"user": {"name": n.actor}} if n.actor else None
+    # device and actor are the host profile's attributes: declared when used, so a consumer
+    # validating against the profiles in metadata accepts them.
+    profiles = ["host"] if device or actor else []
+    if device_uid or n.hostname:
+        resource = {"type": "device", "uid": device_uid, "name": n.hostname}
+    else:
+        resource = {"type": "site", "uid": n.site_id}
     document: dict[str, Any] = {
         "class_uid": OCSF_CLASS_DETECTION_FINDING,
         "class_name": "Detection Finding",
@@ -218,6 +231,7 @@ def render_ocsf(
         "message": n.summary,
         "metadata": {
             "version": OCSF_VERSION,
+            "profiles": profiles,
             "uid": n.event_id,
             "correlation_uid": n.fingerprint,
             "product": {"name": product, "vendor_name": vendor, "version": version},
@@ -236,11 +250,9 @@ def render_ocsf(
             "analytic": {"uid": n.rule_id, "name": n.rule_title, "type_id": 1, "type": "Rule"},
         },
         "device": device,
-        "resources": [
-            {"type": "device", "uid": n.device_id or n.site_id, "name": n.hostname or n.site_id}
-        ],
+        "resources": [_drop_empty(resource)],
         "count": n.occurrences,
-        "actor": {"user": {"name": n.actor}} if n.actor else None,
+        "actor": actor,
         "comment": n.note,
         "unmapped": {
             **identity,
