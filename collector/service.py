@@ -24,6 +24,7 @@ from campuswatch.collector.forward.settings import ForwardingSettings, destinati
 from campuswatch.collector.ingest import BatchSink, Ingestor
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.metrics import MetricSources, build_registry
+from campuswatch.collector.ownership import OwnedConnections
 from campuswatch.collector.register.assets import describe_site_cycle, find_site_cycles
 from campuswatch.collector.reports.schedule import default_archive_dir
 from campuswatch.collector.reports.scheduler import ReportScheduler
@@ -116,17 +117,23 @@ class CollectorService:
         if share:
             topic_filter = f"$share/{share}/{topic_filter}"
 
-        def connect(on_message: Callable[[ReceivedMessage], None]) -> MqttConnection:
+        login: dict[str, Any] = {
+            "username": settings.broker_username,
+            "password": (
+                settings.broker_password.get_secret_value() if settings.broker_password else None
+            ),
+            "tls": TlsOptions(ca_file=settings.broker_ca_file),
+        }
+
+        def persistent(
+            client_id: str,
+            on_message: Callable[[ReceivedMessage], None],
+            on_disconnect: Callable[[str], None] | None = None,
+        ) -> MqttConnection:
             return MqttConnection(
-                f"cw-{settings.collector_id}",
+                client_id,
                 broker,
-                username=settings.broker_username,
-                password=(
-                    settings.broker_password.get_secret_value()
-                    if settings.broker_password
-                    else None
-                ),
-                tls=TlsOptions(ca_file=settings.broker_ca_file),
+                **login,
                 manual_ack=True,
                 # A persistent session: while the collector restarts, the broker keeps
                 # what arrives for it, so a collector restart loses nothing.
@@ -134,6 +141,23 @@ class CollectorService:
                 session_expiry_s=7 * 24 * 3600,
                 max_inflight=1000,
                 on_message=on_message,
+                on_disconnect=on_disconnect,
+            )
+
+        def connect(on_message: Callable[[ReceivedMessage], None]) -> MqttConnection:
+            if settings.ownership is None:
+                return persistent(f"cw-{settings.collector_id}", on_message)
+            # One persistent session per partition this collector holds the lock of.
+            return OwnedConnections(
+                settings.ownership,
+                collector_id=settings.collector_id,
+                register_url=settings.register_url(),
+                broker=broker,
+                partition_connection=persistent,
+                on_message=on_message,
+                on_acquire=self.alerting.restore_state,
+                on_release=self.alerting.forget_sites,
+                **login,
             )
 
         self.ingestor = Ingestor(
@@ -146,6 +170,8 @@ class CollectorService:
             batch_wait_s=settings.batch_wait_s,
             max_pending=settings.max_pending_messages,
         )
+        if isinstance(self.ingestor.connection, OwnedConnections):
+            self.extra_metrics.append(self.ingestor.connection.metrics)
         self.registry = build_registry(
             MetricSources(
                 self.ingestor, self.tsdb, self.liveness, self.sessions, self.extra_metrics
@@ -196,7 +222,8 @@ class CollectorService:
     def start(self) -> None:
         if self.reports is not None:
             self.reports.start()
-        self.alerting.restore_state()
+        # With [ownership] the engine is warmed per partition as this collector takes it.
+        self.alerting.restore_state(() if self.settings.ownership else None)
         self.alerting.start()
         log_forwarding_destinations(self.forwarding)
         self.ingestor.start()

@@ -230,13 +230,24 @@ def test_the_sample_loads_and_documents_every_setting() -> None:
         for line in text.splitlines()
         if " = " in line and not line.startswith("#   ")
     }
-    tables = {"liveness", "forwarding"}  # [liveness], [[forwarding.destinations]]
+    tables = {"liveness", "forwarding", "ownership"}  # [liveness], [[forwarding.…]], [ownership]
     assert set(CollectorSettings.model_fields) - documented == tables
     from campuswatch.collector.settings import LivenessSettings
 
     assert set(LivenessSettings.model_fields) <= documented | {"heartbeat_timeout_s"}
     assert "[liveness.heartbeat_timeout_s]" in text
     assert "# [[forwarding.destinations]]" in text
+    assert "# [ownership]" in text
+
+
+def test_the_sample_ownership_example_validates_when_uncommented(tmp_path: Path) -> None:
+    text = SAMPLE_CONFIG.read_text(encoding="utf-8")
+    example = text[text.index("\n# [ownership]\n") + 1 : text.index("# --- Forwarding")]
+    lines = [line.removeprefix("# ").removeprefix("#") for line in example.splitlines()]
+    config = 'db = "postgresql+psycopg:///campuswatch"\n' + "\n".join(lines)
+    ownership = load_collector_settings(write(tmp_path, config)).ownership
+    assert ownership is not None
+    assert [partition.name for partition in ownership.partitions] == ["north", "south"]
 
 
 def test_the_sample_forwarding_example_validates_when_uncommented(tmp_path: Path) -> None:
