@@ -29,6 +29,7 @@ from campuswatch.collector.rules.loader import load_rule_pack
 from campuswatch.collector.rules.model import RulePack
 from campuswatch.collector.rules.testing import load_test_case, replay_test_case
 from campuswatch.collector.signals import AlertNotification, AlertSignal
+from tests.collector.forward.schema_checks import ecs_problems, ocsf_problems
 from tests.collector.rules.test_engine import msg
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -277,3 +278,24 @@ def test_a_shipped_rule_reaches_a_vietnamese_soc_in_vietnamese(
         render_ecs(stored, language="en")["rule"]["name"]
         == "Antivirus signatures older than 3 days"
     )
+
+
+def test_every_shipped_rule_forwards_json_its_schema_accepts(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Each shipped rule's test case, through the alert manager, as ECS and OCSF documents
+    checked against the published schemas (tests/collector/forward/schema_checks.py)."""
+    firing = [fired for _, fired in shipped_summaries() if fired.status == "firing"]
+    sent: list[AlertNotification] = []
+    manager = AlertManager(
+        sessions,
+        settings=AlertPolicy(group_wait=timedelta(0)),
+        on_notifications=lambda _session, batch: sent.extend(batch),
+    )
+    manager.process(firing, T0)
+    manager.tick(T0 + timedelta(seconds=1))
+    assert len({n.rule_id for n in sent}) >= 20
+    for n in sent:
+        for language in ("en", "vi"):
+            assert ecs_problems(render_ecs(n, language=language)) == [], n.rule_id
+            assert ocsf_problems(render_ocsf(n, language=language)) == [], n.rule_id
