@@ -8,6 +8,7 @@ record and must survive a site being merged or a device being removed from the r
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any, Final
 
@@ -20,9 +21,10 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    event,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Mapper, mapped_column
 
 from campuswatch.collector.db.models import Base, utc_now
 from campuswatch.collector.signals import LEVELS
@@ -121,6 +123,9 @@ class Alert(Base):
     runbook_vi: Mapped[str] = mapped_column(Text, default="")
     # language → {title, summary, description}; the columns above hold the English ones.
     texts: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    # What the alert list's search looks in: every language's title and summary, the device
+    # and fingerprint, folded (``fold_for_search``); kept by an ORM hook on every write.
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
     first_seen: Mapped[datetime] = mapped_column()
     last_seen: Mapped[datetime] = mapped_column(index=True)
     # Start of the current episode; a reopen inside the flap window keeps it, so a flapping
@@ -169,3 +174,34 @@ class AlertAudit(Base):
     note: Mapped[str | None] = mapped_column(Text)
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str | None] = mapped_column(String(16))
+
+
+def fold_for_search(text: str) -> str:
+    """Lower case without accents (``Chữ ký`` → ``chu ky``), as people type a search: the
+    same on SQLite, whose ``lower()`` knows only ASCII, and on PostgreSQL in any locale."""
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
+
+
+def alert_search_text(
+    summary: str | None,
+    rule_title: str | None,
+    device_id: str | None,
+    fingerprint: str | None,
+    texts: object,
+) -> str:
+    parts: list[str] = [summary or "", rule_title or "", device_id or "", fingerprint or ""]
+    if isinstance(texts, dict):
+        for language in sorted(texts):
+            prose = texts[language]
+            if isinstance(prose, dict):
+                parts.extend(str(prose.get(part) or "") for part in ("title", "summary"))
+    return fold_for_search("\n".join(part for part in parts if part))
+
+
+@event.listens_for(Alert, "before_insert")
+@event.listens_for(Alert, "before_update")
+def _keep_search_text(_mapper: Mapper[Alert], _connection: object, alert: Alert) -> None:
+    alert.search_text = alert_search_text(
+        alert.summary, alert.rule_title, alert.device_id, alert.fingerprint, alert.texts
+    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
-from sqlalchemy import case, false, func, or_, select
+from sqlalchemy import case, false, func, select
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.alerts.models import (
@@ -20,6 +20,7 @@ from campuswatch.collector.alerts.models import (
     AlertAudit,
     AlertEvidence,
     Silence,
+    fold_for_search,
 )
 from campuswatch.collector.signals import LEVELS
 
@@ -113,16 +114,8 @@ def list_alerts(
     if since is not None:
         query = query.where(Alert.last_seen >= since)
     if search and search.strip():
-        pattern = f"%{_escape_like(search.strip().lower())}%"
-        query = query.where(
-            or_(
-                *(
-                    func.lower(column).like(pattern, escape="\\")
-                    for column in (Alert.summary, Alert.rule_title, Alert.device_id)
-                ),
-                func.lower(Alert.fingerprint).like(pattern, escape="\\"),
-            )
-        )
+        pattern = f"%{_escape_like(fold_for_search(search.strip()))}%"
+        query = query.where(Alert.search_text.like(pattern, escape="\\"))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     size = min(max(page_size, 1), MAX_PAGE_SIZE)
     offset = (max(page, 1) - 1) * size

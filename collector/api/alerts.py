@@ -55,6 +55,12 @@ class AlertOut(BaseModel):
     occurrences: int
     acknowledged_by: str | None
     acknowledged_at: datetime | None
+    texts: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="The alert's title, summary and description in each language the rules "
+        'are written in, as rendered when it fired: {"vi": {"title": …}, "en": {…}}. The '
+        "flat fields above are the English ones.",
+    )
 
 
 class EvidenceOut(BaseModel):
@@ -139,7 +145,8 @@ def alerts(
     page: PageNumber = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    """The alert queue, newest activity first; scoped users see their sites only."""
+    """The alert queue, newest activity first; scoped users see their sites only. ``search``
+    looks in the title and summary in every language, ignoring case and accents."""
     sites: list[str] | None = None
     if site_id is not None:
         ensure_visible(principal, site_id)

@@ -20,8 +20,9 @@ from campuswatch.collector.db.engine import (
 from campuswatch.collector.db.models import Base
 
 ALERT_TABLES = {"alerts", "alert_evidence", "alert_audit", "silences"}
-# Columns later revisions add to these tables (0008_alert_texts: alerts.texts).
-LATER_COLUMNS = {("alerts", "texts")}
+# Columns later revisions add to these tables (0008_alert_texts: alerts.texts,
+# 0011_alert_search: alerts.search_text).
+LATER_COLUMNS = {("alerts", "texts"), ("alerts", "search_text")}
 
 
 def _schema_diff(url: str) -> list[object]:
@@ -76,5 +77,37 @@ def test_alert_migration_matches_models_and_round_trips(db_url: str) -> None:
         assert set(inspect(engine).get_table_names()) >= ALERT_TABLES
         indexes = {index["name"]: index for index in inspect(engine).get_indexes("alerts")}
         assert indexes["ux_alerts_open_fingerprint"]["unique"]
+    finally:
+        engine.dispose()
+
+
+def test_alerts_raised_before_0011_are_found_by_their_vietnamese_text(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from campuswatch.collector.alerts.queries import list_alerts
+    from campuswatch.collector.db.engine import session_factory
+
+    upgrade(db_url, "0010_asset_owner")
+    engine = make_engine(db_url)
+    try:
+        at = datetime(2025, 3, 3, tzinfo=UTC)
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO alerts (fingerprint, rule_id, rule_title, level, state, "
+                    "silenced, inhibited, site_id, device_id, summary, description, labels, "
+                    "tags, runbook_en, runbook_vi, texts, first_seen, last_seen, opened_at, "
+                    "occurrences, escalation_step, group_key) VALUES ('f|s|pc-01', 'r', "
+                    "'Stale', 'low', 'firing', false, false, 's', 'pc-01', 'stale', '', "
+                    "'{}', '[]', '', '', :texts, :at, :at, :at, 1, 0, 's|r')"
+                ),
+                {"texts": '{"vi": {"title": "Chữ ký virus đã cũ"}}', "at": at},
+            )
+        upgrade(engine)
+        with session_factory(engine)() as session:
+            rows, total = list_alerts(session, search="CHU KY")
+        assert (total, rows[0].device_id) == (1, "pc-01")
     finally:
         engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -87,3 +88,22 @@ def test_get_alert_returns_evidence_newest_first_and_audit(
         assert [entry.action for entry in detail.audit] == ["opened"]
         with pytest.raises(AlertNotFound):
             manager.get_alert(session, row.id + 99)
+
+
+def test_search_finds_an_alert_by_its_vietnamese_text_in_any_case_and_without_accents(
+    manager: AlertManager, factory: sessionmaker[Session]
+) -> None:
+    """A SOC analyst in Hà Nội searches in Vietnamese, as the UI shows the alert: the stored
+    texts count, not only the English summary; capitals and missing accents do not matter
+    (typing Vietnamese without its marks is common), on SQLite as on PostgreSQL."""
+    texts = {
+        "en": {"title": "Antivirus signatures out of date", "summary": "pc-01: 9 days old"},
+        "vi": {"title": "Chữ ký virus đã cũ", "summary": "Máy pc-01: chữ ký 9 ngày tuổi"},
+    }
+    manager.process([replace(signal(), texts=texts), signal("pc-02")], T0)
+    with factory() as session:
+        found = {
+            query: [row.device_id for row in manager.list_alerts(session, search=query)[0]]
+            for query in ("chữ ký", "CHỮ KÝ", "chu ky", "ĐÃ CŨ", "9 ngày")
+        }
+    assert found == {query: ["pc-01"] for query in found}
