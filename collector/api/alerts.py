@@ -98,6 +98,29 @@ class ActionIn(BaseModel):
     note: str | None = Field(default=None, max_length=4000)
 
 
+MAX_BULK_ALERTS = 500
+
+
+class BulkActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[RowId] = Field(min_length=1, max_length=MAX_BULK_ALERTS)
+    action: Literal["acknowledge", "unacknowledge", "resolve"]
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class BulkSkipped(BaseModel):
+    id: int
+    reason: str
+
+
+class BulkActionOut(BaseModel):
+    done: list[int]
+    """Alerts the action changed, in the order given."""
+    skipped: list[BulkSkipped]
+    """Alerts the action did not fit (already acknowledged or resolved, say), with why."""
+
+
 class Matcher(BaseModel):
     label: str = Field(min_length=1, max_length=64)
     op: Literal["=", "!=", "=~", "!~"] = "="
@@ -184,6 +207,42 @@ def alert(alert_id: RowId, session: DbSession, principal: CurrentPrincipal) -> d
         audit=[AuditOut.model_validate(a) for a in detail.audit],
     )
     return data
+
+
+@router.post("/actions", response_model=BulkActionOut, responses=problems(403, 404))
+def act_on_many(
+    body: BulkActionIn, session: DbSession, principal: Responder, context: Context
+) -> BulkActionOut:
+    """One action and one note for each listed alert, as the web UI's queue does.
+
+    Every alert is looked up and checked on its site first: one unknown or foreign id refuses
+    the whole request (404, as for a single alert) with nothing changed. An alert the action
+    does not fit (already acknowledged, already resolved) is skipped with the reason, since a
+    queue changed by a colleague meanwhile is normal on a SOC."""
+    ids = list(dict.fromkeys(body.ids))
+    for alert_id in ids:
+        try:
+            current = get_alert(session, alert_id).alert
+        except AlertNotFound:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "not found") from None
+        ensure_visible(principal, current.site_id)
+    session.close()  # the manager runs its own transactions
+    manager = _manager(context)
+    act = getattr(manager, body.action)
+    actor = f"user:{principal.name}"
+    done: list[int] = []
+    skipped: list[BulkSkipped] = []
+    for alert_id in ids:
+        try:
+            act(alert_id, actor, body.note)
+        except AlertStateError as exc:
+            skipped.append(BulkSkipped(id=alert_id, reason=str(exc)))
+        else:
+            done.append(alert_id)
+    notify = context.extras.get("alert_notify")
+    if done and callable(notify):
+        notify([])
+    return BulkActionOut(done=done, skipped=skipped)
 
 
 @router.post("/{alert_id}/actions", response_model=AlertOut, responses=problems(400, 403, 404, 409))
