@@ -95,6 +95,7 @@ class PooledClient:
         "_renew_pending",
         "_subscriptions",
         "_will",
+        "_will_used",
         "client_id",
         "connected",
         "on_connect",
@@ -125,6 +126,9 @@ class PooledClient:
         self.connected = False
         self._held_down = False
         self._renew_pending = False
+        self._will_used = False
+        """The will set on ``paho`` went out in a CONNECT: the broker may hold it or have
+        fired it, so the next attempt needs a new one (a new message id)."""
         self._backoff_s = pool.reconnect_min_s
         self._subscriptions: list[tuple[str, int]] = []
 
@@ -278,12 +282,7 @@ class MqttPool:
         if self._tls_context is not None:
             # One context for every client: the CA file is read once, not once per device.
             client.tls_set_context(self._tls_context)
-        # Evaluated per paho client, and a client is made anew for every connection attempt.
-        resolved = resolve_will(will)
-        if resolved is not None:
-            client.will_set(
-                resolved.topic, resolved.payload, qos=resolved.qos, retain=resolved.retain
-            )
+        _set_will(client, will)
         client.max_inflight_messages_set(max_inflight)
         # paho's default queue is unbounded; a broker that stops acknowledging must not grow
         # 10,000 queues without limit. A connection carrying a school (big window) gets more.
@@ -307,6 +306,7 @@ class MqttPool:
     def _renew(self, pooled: PooledClient) -> None:
         del self._by_paho[id(pooled.paho)]
         pooled.paho = self._new_paho(pooled.client_id, pooled._will, pooled._max_inflight)
+        pooled._will_used = False
         self._by_paho[id(pooled.paho)] = pooled
 
     @property
@@ -441,6 +441,13 @@ class MqttPool:
             self._connect(pooled)
 
     def _connect(self, pooled: PooledClient) -> None:
+        if pooled._will_used:
+            # Every way back (paho's reconnect after a lost connection too, not only resume)
+            # carries a fresh will: the collector drops a repeated message id, so a will sent
+            # again would report the device offline once in its life. The same paho client
+            # keeps what it still has in flight.
+            _set_will(pooled.paho, pooled._will)
+            pooled._will_used = False
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         try:
             rc = pooled.paho.connect(
@@ -489,7 +496,9 @@ class MqttPool:
         return self._by_paho[id(client)]
 
     def _handle_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._selector.register(sock, selectors.EVENT_READ, self._pooled(client))
+        pooled = self._pooled(client)
+        pooled._will_used = True  # the CONNECT with the will follows on this socket
+        self._selector.register(sock, selectors.EVENT_READ, pooled)
 
     def _handle_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         pooled = self._pooled(client)
@@ -595,3 +604,10 @@ def _tls_context(tls: TlsOptions) -> ssl.SSLContext:
     if tls.insecure:
         context.check_hostname = False
     return context
+
+
+def _set_will(client: paho.Client, will: WillSource | None) -> None:
+    """Set on every new paho client, and again before each attempt after one that sent it."""
+    resolved = resolve_will(will)
+    if resolved is not None:
+        client.will_set(resolved.topic, resolved.payload, qos=resolved.qos, retain=resolved.retain)

@@ -3,7 +3,9 @@ repeated ids, so a reused will would report a device offline once in its life)."
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -130,5 +132,35 @@ def test_a_dropped_pooled_client_is_down_before_the_broker_can_fire_its_will(
         assert (seen_connected, seen_count) == (False, 0)
     finally:
         will_seen.set()
+        pool.stop()
+        watcher.stop()
+
+
+def test_pooled_client_reconnecting_by_itself_registers_a_fresh_will(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """Not only ``resume``: the pool's own reconnect after the broker ended a connection
+    (here another connection with the same client id) must carry a new will too."""
+    capture = MessageCapture()
+    watcher = observer(mosquitto, capture)
+    pool = MqttPool(mosquitto.address, reconnect_min_s=0.2, reconnect_max_s=1.0)
+    connects = threading.Semaphore(0)
+    client = pool.add("pc-1", will=fresh_will, on_connect=lambda _client: connects.release())
+    pool.start()
+    try:
+        assert connects.acquire(timeout=20)
+        # Taken over: the broker closes the pool's connection and publishes its will.
+        mosquitto_pub = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
+        subprocess.run(
+            [mosquitto_pub, "-p", str(mosquitto.port), "-i", "pc-1", "-t", "x", "-m", "x"],
+            check=True,
+            timeout=30,
+        )
+        will_ids(capture, 1)
+        assert connects.acquire(timeout=20)  # back by itself, not through resume
+        pool.call_soon(client.drop)
+        ids = will_ids(capture, 2)
+        assert len(set(ids)) == len(ids) == 2
+    finally:
         pool.stop()
         watcher.stop()
