@@ -18,6 +18,7 @@ import pytest
 
 from campuswatch.wire import decode_message
 from tests.support.mosquitto import MosquittoBroker, subscribe
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = {
@@ -175,16 +176,20 @@ def test_unreachable_broker_keeps_the_agent_running_and_queueing(
     )
     try:
         queue_file = tmp_path / "state" / "outbox.sqlite"
-        deadline = time.monotonic() + 60
         import sqlite3
 
-        depth = 0
-        while time.monotonic() < deadline and depth < 4:
-            time.sleep(0.5)
-            if queue_file.exists():
-                with sqlite3.connect(queue_file) as db:
-                    depth = db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
-        assert depth >= 4, "messages are kept on disk while the broker is unreachable"
+        def depth() -> int:
+            if not queue_file.exists():
+                return 0
+            with sqlite3.connect(queue_file) as db:
+                return int(db.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
+
+        wait_until(
+            lambda: depth() >= 4,
+            60,
+            interval_s=0.5,
+            message="messages are kept on disk while the broker is unreachable",
+        )
         assert agent.poll() is None
     finally:
         agent.send_signal(signal.SIGTERM)
@@ -205,11 +210,12 @@ def test_a_second_agent_on_one_state_dir_exits_with_a_clear_message(
     )
     try:
         # The queue is opened after the lock is taken: once it exists, the first one holds it.
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "state" / "outbox.sqlite").exists():
+
+        def queue_opened() -> bool:
             assert first.poll() is None, first.communicate()[1]
-            assert time.monotonic() < deadline, "the first agent did not start"
-            time.sleep(0.1)
+            return (tmp_path / "state" / "outbox.sqlite").exists()
+
+        wait_until(queue_opened, 60, message="the first agent did not start")
         second = subprocess.run(
             [*CAMPUSWATCH, "agent", "run", "--config", str(config)],
             capture_output=True,

@@ -34,6 +34,7 @@ from campuswatch.agent.probes.av_clamav import (
 )
 from campuswatch.agent.settings import AgentSettings, AvSettings
 from campuswatch.wire.messages import AvMessage
+from tests.support.waiting import wait_until
 
 CASES_DIR = Path(__file__).parent / "testcases" / "clamav"
 CASES = sorted(path.name for path in CASES_DIR.iterdir() if path.is_dir())
@@ -359,7 +360,6 @@ def test_running_daemons_are_found_by_name_and_freshclam_by_its_daemon_flag(
     import signal
     import subprocess
     import sys
-    import time
 
     if not sys.platform.startswith("linux"):
         pytest.skip("process names from script file names are a Linux behaviour")
@@ -370,11 +370,12 @@ def test_running_daemons_are_found_by_name_and_freshclam_by_its_daemon_flag(
         script.chmod(0o755)
         started.append(subprocess.Popen([str(script), *args], start_new_session=True))
     try:
-        deadline = time.monotonic() + 20
-        found = running_clamav_processes()
-        while not (found.clamd and found.freshclam_daemon) and time.monotonic() < deadline:
-            time.sleep(0.05)
+
+        def both_seen() -> ClamavProcesses | None:
             found = running_clamav_processes()
+            return found if found.clamd and found.freshclam_daemon else None
+
+        found = wait_until(both_seen, message="the scripts named clamd and freshclam not seen")
         assert (found.clamd, found.clamonacc, found.freshclam_daemon) == (True, False, True)
     finally:
         for process in started:

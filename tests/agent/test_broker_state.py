@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 from campuswatch.wire.mqtt import MqttConnection, TlsOptions, parse_broker_url
 from tests.support.mosquitto import MOSQUITTO, MosquittoBroker
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 CAMPUSWATCH = [sys.executable, "-m", "campuswatch"]
 
@@ -30,14 +29,6 @@ def _failing_connection(url: str, **options: object) -> MqttConnection:
         reconnect_max_s=1.0,
         **options,  # type: ignore[arg-type]
     )
-
-
-def _wait(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def _warnings_about(caplog: pytest.LogCaptureFixture, broker: str) -> list[str]:
@@ -80,7 +71,7 @@ def test_unreachable_broker_is_logged_once_with_its_reason(
     connection.start()
     try:
         # Several attempts fail; the state changed once, so it is said once.
-        _wait(lambda: connection.failed_attempts >= 3)
+        wait_until(lambda: connection.failed_attempts >= 3)
     finally:
         connection.stop()
     broker = str(parse_broker_url(url))
@@ -110,7 +101,7 @@ def test_tls_failure_is_logged_once(caplog: pytest.LogCaptureFixture, tmp_path: 
     caplog.set_level(logging.DEBUG)
     connection.start()
     try:
-        _wait(lambda: connection.failed_attempts >= 3)
+        wait_until(lambda: connection.failed_attempts >= 3)
     finally:
         connection.stop()
         broker.stop()
@@ -126,7 +117,7 @@ def test_refused_login_is_logged_once(caplog: pytest.LogCaptureFixture, tmp_path
         caplog.set_level(logging.DEBUG)
         connection.start()
         try:
-            _wait(lambda: connection.failed_attempts >= 3)
+            wait_until(lambda: connection.failed_attempts >= 3)
         finally:
             connection.stop()
         said = _warnings_about(caplog, broker.url)
@@ -146,13 +137,13 @@ def test_state_changes_are_each_said_once(caplog: pytest.LogCaptureFixture, tmp_
     caplog.set_level(logging.DEBUG)
     connection.start()
     try:
-        _wait(lambda: connection.failed_attempts >= 2)
+        wait_until(lambda: connection.failed_attempts >= 2)
         broker.start()
-        _wait(lambda: connection.connected)
+        wait_until(lambda: connection.connected)
         broker.stop()
-        _wait(lambda: not connection.connected)
+        wait_until(lambda: not connection.connected)
         attempts = connection.failed_attempts
-        _wait(lambda: connection.failed_attempts >= attempts + 2)
+        wait_until(lambda: connection.failed_attempts >= attempts + 2)
     finally:
         connection.stop()
         broker.stop()

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from campuswatch.agent.commands import CommandError, run_command
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -26,16 +26,6 @@ def _alive(pid: int) -> bool:
         return False
     state = next(line for line in status.splitlines() if line.startswith("State:"))
     return "zombie" not in state and "dead" not in state
-
-
-def _wait(predicate: object, timeout_s: float = 20.0) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_timeout_ends_the_whole_process_tree(tmp_path: Path) -> None:
@@ -55,9 +45,10 @@ def test_timeout_ends_the_whole_process_tree(tmp_path: Path) -> None:
         run_command([str(wrapper)], timeout_s=1.0)
     assert raised.value.reason == "timeout"
     started = [int(Path(f"{pids}.{name}").read_text()) for name in ("wrapper", "child", "subshell")]
-    assert _wait(lambda: not any(_alive(pid) for pid in started)), [
-        pid for pid in started if _alive(pid)
-    ]
+    wait_until(
+        lambda: not any(_alive(pid) for pid in started),
+        message=f"a process of the tree {started} still alive",
+    )
 
 
 def test_a_command_that_finishes_still_returns_its_output(tmp_path: Path) -> None:

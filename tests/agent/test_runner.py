@@ -23,6 +23,7 @@ from campuswatch.wire.mqtt import MqttConnection
 from campuswatch.wire.topics import build_topic
 from tests.support.mosquitto import MosquittoBroker, subscribe
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 SITE = "school-a"
 TEST_FACTS = HardwareFacts("uuid-test", "m" * 32, ("02:00:00:00:00:01",))
@@ -73,7 +74,7 @@ def test_birth_messages_are_retained_and_valid(mosquitto: MosquittoBroker, tmp_p
     runner = make_runner(mosquitto, tmp_path, probe)
     runner.start()
     try:
-        _wait(lambda: runner.stats.acked_total >= 1)
+        wait_until(lambda: runner.stats.acked_total >= 1)
         # A subscriber that arrives later still gets hello and state: they are retained.
         connection, capture = subscribe(mosquitto, f"cw/v1/{SITE}/+/+")
         messages = capture.wait_for(lambda ms: len({m.topic for m in ms if m.retain}) >= 2)
@@ -92,7 +93,7 @@ def test_birth_messages_are_retained_and_valid(mosquitto: MosquittoBroker, tmp_p
 def test_clean_stop_publishes_offline_shutdown(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     runner = make_runner(mosquitto, tmp_path, CountingProbe())
     runner.start()
-    _wait(lambda: runner.connection.connected)
+    wait_until(lambda: runner.connection.connected)
     runner.stop()
     connection, capture = subscribe(mosquitto, f"cw/v1/{SITE}/+/state")
     messages = capture.wait_for(lambda ms: len(ms) >= 1)
@@ -111,8 +112,10 @@ def test_run_probes_command_triggers_a_collection(
     runner._schedules[0].interval_s = 3600.0
     runner.start()
     try:
-        _wait(lambda: len(probe.produced) == 1 and runner.connection.connected)
-        time.sleep(0.5)  # let the SUBSCRIBE to cmd settle
+        wait_until(lambda: len(probe.produced) == 1 and runner.connection.connected)
+        # The broker handles a connection's packets in order and the SUBSCRIBE to cmd goes
+        # out first on connect: once a publish of the runner is acknowledged, it is in place.
+        wait_until(lambda: runner.stats.acked_total >= 1)
         sender = MqttConnection(f"test-cmd-{free_port()}", mosquitto.address)
         sender.start()
         assert sender.wait_connected(10)
@@ -120,7 +123,7 @@ def test_run_probes_command_triggers_a_collection(
             device_id=runner.device_id, site=SITE, command="run_probes", issued_by="test"
         )
         sender.publish(build_topic(SITE, runner.device_id, "cmd"), encode_message(command))
-        _wait(lambda: len(probe.produced) >= 2)
+        wait_until(lambda: len(probe.produced) >= 2)
         sender.publish(build_topic(SITE, runner.device_id, "cmd"), b"{garbage")
         sender.stop()
         assert runner.stats.commands_total == 1
@@ -199,10 +202,10 @@ def test_an_inventory_dropped_from_a_full_queue_is_sent_again(tmp_path: Path) ->
         def inventories_queued() -> int:
             return sum(m.topic.endswith("/inventory") for m in runner.queue.peek(0, 1000))
 
-        _wait(lambda: inventories_queued() == 1)
-        _wait(lambda: runner.queue.dropped_total > 0 and inventories_queued() == 0)
+        wait_until(lambda: inventories_queued() == 1)
+        wait_until(lambda: runner.queue.dropped_total > 0 and inventories_queued() == 0)
         # Evicted unsent: the next check queues it again although its digest is unchanged.
-        _wait(lambda: inventories_queued() == 1)
+        wait_until(lambda: inventories_queued() == 1)
     finally:
         runner.stop(timeout_s=0.5)
 
@@ -217,15 +220,16 @@ def test_broker_outage_of_a_minute_loses_nothing(tmp_path: Path) -> None:
     runner = make_runner(broker, tmp_path, probe)
     runner.start()
     try:
-        _wait(lambda: len(capture.on("health")) >= 5)
+        wait_until(lambda: len(capture.on("health")) >= 5)
         broker.stop()
         outage_started = len(probe.produced)
+        # The outage itself (a minute, as in the title): the scenario, not a wait for a result.
         time.sleep(float(os.environ.get("CW_TEST_OUTAGE_S", "60")))
         produced_in_gap = len(probe.produced) - outage_started
         assert produced_in_gap >= 10, "the probe kept producing while the broker was away"
         assert runner.queue.depth >= produced_in_gap - runner.settings.queue.max_inflight
         broker.start()
-        _wait(lambda: runner.queue.depth == 0, timeout_s=90)
+        wait_until(lambda: runner.queue.depth == 0, timeout_s=90)
         runner.stop()
         expected = set(probe.produced)
         try:
@@ -246,12 +250,3 @@ def test_broker_outage_of_a_minute_loses_nothing(tmp_path: Path) -> None:
     duplicates = sum(n - 1 for n in counts.values())
     # QoS 1 allows a redelivery of what was in flight when the connection dropped.
     assert duplicates <= 2 * runner.settings.queue.max_inflight
-
-
-def _wait(predicate: object, timeout_s: float = 20.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)

@@ -8,11 +8,10 @@ covers every district (docs/scale.md).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,6 +29,7 @@ from campuswatch.wire.topics import build_topic
 from tests.collector.conftest import RunningCollector, collectors_on
 from tests.support.mosquitto import MOSQUITTO, MosquittoBroker
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -67,14 +67,6 @@ class District:
             wait_until(lambda: len(acked) == len(messages))
         finally:
             connection.stop()
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def school_messages(school: str) -> list[tuple[str, bytes]]:
@@ -280,7 +272,7 @@ def test_a_collector_does_not_time_out_another_districts_devices(
     started = time.monotonic()
     while time.monotonic() - started < 3 * timeout.total_seconds():
         second.publish([(t, p) for t, p in school_messages("school-2a") if t.endswith("/health")])
-        time.sleep(0.2)
+        time.sleep(0.2)  # the PCs' heartbeat: part of the scenario, not a wait for a result
     first.collector.service.housekeeping()
     page = first.collector.get("/api/v1/devices", site_id="school-2a")
     assert {row["device_id"]: row["status"] for row in page["items"]} == dict.fromkeys(

@@ -56,7 +56,7 @@ packet = (Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.2
                           ("requested_addr", address), "end"]))
 while True:
     sendp(packet, iface="eth0", verbose=False)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the device's own rhythm of requests: scenario, not a wait
 """
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,7 +129,9 @@ def test_enrolled_agent_reports_and_is_cut_off_when_revoked(
         assert response.status_code == 200, response.text
         # Mosquitto re-reads passwd/acl on SIGHUP and drops the client at once.
         wait_until(lambda: not runner.connection.connected, timeout_s=15)
-        time.sleep(3)  # the runner keeps retrying; none of its attempts may get back in
+        # The runner keeps retrying; none of its attempts may get back in: two refused.
+        refused_before = runner.connection.failed_attempts
+        wait_until(lambda: runner.connection.failed_attempts >= refused_before + 2)
         assert not runner.connection.connected
         assert not deployment.can_connect(stored.username, stored.password)
     finally:

@@ -34,6 +34,7 @@ from campuswatch.collector.forward.runner import (
 )
 from campuswatch.collector.signals import AlertNotification
 from tests.collector.forward.samples import OPENED_AT, av_disabled
+from tests.support.waiting import wait_until
 
 
 class RecordingDestination:
@@ -336,14 +337,6 @@ def test_purge_removes_old_delivered_rows_only(sessions: sessionmaker[Session]) 
 # --- threads: independence and concurrency ----------------------------------------------
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met")
-        time.sleep(0.02)
-
-
 def test_dead_and_hung_destinations_do_not_block_a_healthy_one(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -390,7 +383,7 @@ def test_two_forwarders_on_postgresql_deliver_each_row_once(fresh_postgres_url: 
     shared = RecordingDestination()
 
     def slow_send(batch: Sequence[OutboxItem]) -> Exception | None:
-        time.sleep(0.002 * len(batch))  # let the two interleave
+        time.sleep(0.002 * len(batch))  # the destination's send time: lets the two interleave
         return None
 
     shared.failure = slow_send
@@ -405,12 +398,15 @@ def test_two_forwarders_on_postgresql_deliver_each_row_once(fresh_postgres_url: 
         forwarder.start()
     try:
         wait_until(lambda: len(shared.sent_ids) >= 300, timeout_s=60)
-        time.sleep(0.3)  # any double send would show up now
+        wait_until(lambda: all(r.state == "delivered" for r in rows(sessions)))
+        # Stopped (their threads joined), the forwarders have finished any send they had
+        # begun: a double send would be in the counts now, with no window to guess.
+        for forwarder in forwarders:
+            forwarder.stop()
         counts = Counter(shared.sent_ids)
         assert len(counts) == 300
         assert set(counts.values()) == {1}
         assert all(f.stats()["soc"].sent_total > 0 for f in forwarders)  # both took a share
-        wait_until(lambda: all(r.state == "delivered" for r in rows(sessions)))
     finally:
         for forwarder in forwarders:
             forwarder.stop()

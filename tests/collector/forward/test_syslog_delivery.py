@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import ssl
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from campuswatch.collector.signals import AlertNotification
 from tests.collector.forward.cef_parser import CefEvent, parse_cef
 from tests.collector.forward.receivers import Pki, SyslogReceiver
 from tests.collector.forward.samples import OPENED_AT, av_disabled
+from tests.support.waiting import wait_until
 
 SYSLOG_LINE = re.compile(rb"<(\d+)>1 (\S+) (\S+) (\S+) (\S+) (\S+) - (.*)", re.DOTALL)
 FAST_RETRY = DeliveryPolicy(backoff_initial_s=0.2, backoff_max_s=1.0, poll_interval_s=0.1)
@@ -94,9 +94,7 @@ def test_av_disabled_alerts_arrive_as_cef_over_syslog(
         assert first.custom_strings()["schoolId"] == "thcs-nguyen-du-cau-giay"
         assert first.extension["msg"].startswith("Bảo vệ thời gian thực")
         assert SYSLOG_LINE.fullmatch(received[0]).group(1) == b"163"  # type: ignore[union-attr]
-        deadline = time.monotonic() + 10
-        while forwarder.stats()["soc"].sent_total < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: forwarder.stats()["soc"].sent_total >= 3)
         with sessions() as session:
             states = session.scalars(select(OutboxEntry.state)).all()
         assert states == ["delivered"] * 3
@@ -164,12 +162,18 @@ def test_receiver_outage_loses_nothing_and_the_backlog_follows(
     forwarder.wake()
     receiver.inbox.wait_for(lambda items: len(items) == 2)
 
+    def failed_at_least(count: int) -> Callable[[], bool]:
+        return lambda: forwarder.stats()["soc"].failed_total >= count
+
     receiver.stop()  # the SIEM goes away with its connections
     for index in range(2, 12):
+        failed_before = forwarder.stats()["soc"].failed_total
         with sessions() as session, session.begin():
             Outbox.enqueue(session, [batch[index]], ["soc"])
         forwarder.wake()
-        time.sleep(1.0)  # ten seconds of alerts while nobody listens
+        # Alerts keep coming while nobody listens: each one waits for an attempt that fails
+        # with it in the queue (a failed attempt counts every item it carried).
+        wait_until(failed_at_least(failed_before + index - 1))
     assert forwarder.stats()["soc"].failed_total > 0
     assert forwarder.stats()["soc"].pending == 10
     assert len(receiver.messages()) == 2
@@ -180,10 +184,7 @@ def test_receiver_outage_loses_nothing_and_the_backlog_follows(
         received = restarted.inbox.wait_for(lambda items: len(items) >= 12, timeout_s=30)
         ids = sorted(int(cef_of(m).extension["externalId"]) for m in received)
         assert ids == list(range(100, 112))  # every alert, each once
-        deadline = time.monotonic() + 10
-        while forwarder.stats()["soc"].pending and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert forwarder.stats()["soc"].pending == 0
+        wait_until(lambda: forwarder.stats()["soc"].pending == 0)
         assert forwarder.stats()["soc"].dead_total == 0
     finally:
         restarted.stop()
