@@ -209,7 +209,7 @@ def alert(alert_id: RowId, session: DbSession, principal: CurrentPrincipal) -> d
     return data
 
 
-@router.post("/actions", response_model=BulkActionOut, responses=problems(403, 404))
+@router.post("/actions", response_model=BulkActionOut, responses=problems(400, 403, 404))
 def act_on_many(
     body: BulkActionIn, session: DbSession, principal: Responder, context: Context
 ) -> BulkActionOut:
