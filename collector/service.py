@@ -224,6 +224,7 @@ class CollectorService:
             self.reports.start()
         # With [ownership] the engine is warmed per partition as this collector takes it.
         self.alerting.restore_state(() if self.settings.ownership else None)
+        self._warn_sites_in_no_partition()
         self.alerting.start()
         log_forwarding_destinations(self.forwarding)
         self.ingestor.start()
@@ -265,6 +266,25 @@ class CollectorService:
             existing = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
             if existing is None:
                 session.add(ApiToken(name=BOOTSTRAP_TOKEN_NAME, token_hash=digest, role="admin"))
+
+    def _warn_sites_in_no_partition(self) -> None:
+        """With ``[ownership]`` a school in no partition is heard by no collector: say so."""
+        ownership = self.settings.ownership
+        if ownership is None:
+            return
+        covered = {site for partition in ownership.partitions for site in partition.sites}
+        with self.sessions() as session:
+            sites = set(session.scalars(select(Device.site_id).distinct()))
+        missing = sorted(sites - covered)
+        if missing:
+            log.error(
+                "ownership: %d sites with devices are in no partition, so no collector hears "
+                "them: %s%s; add them to a partition of group %s",
+                len(missing),
+                ", ".join(missing[:20]),
+                " …" if len(missing) > 20 else "",
+                ownership.group,
+            )
 
     def _report_site_cycles(self) -> None:
         """A cycle stored before they were refused (or written by hand) is named at start;

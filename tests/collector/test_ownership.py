@@ -164,7 +164,11 @@ OWNERSHIP: dict[str, Any] = {
 
 
 def test_a_shared_subscription_splits_a_device_and_misses_a_count_rule_that_ownership_fires(
-    mosquitto: MosquittoBroker, tmp_path: Path, fresh_postgres_url: str, devices: Devices
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    fresh_postgres_url: str,
+    devices: Devices,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     register = create_engine(fresh_postgres_url)
     common = {"db": fresh_postgres_url, "rules_dir": rules_dir(tmp_path)}
@@ -173,14 +177,20 @@ def test_a_shared_subscription_splits_a_device_and_misses_a_count_rule_that_owne
         first = start(collector_id="c1", share_group="district-1", **common)
         second = start(collector_id="c2", share_group="district-1", **common)
         devices.hot("school-a", "pc-a1", 4)
-        wait_until(lambda: evaluated(first) + evaluated(second) >= 4)
+        devices.hot("school-z", "pc-z1", 1)  # a school the partitions below leave out
+        wait_until(lambda: evaluated(first) + evaluated(second) >= 5)
         time.sleep(0.5)  # the last batch's alert transaction, if any
         assert evaluated(first) and evaluated(second), "the broker did not split the messages"
         assert alerts_by_device(register) == {}  # four hot reports, no collector saw four
     # Ownership: each school is run by one collector, so every report of pc-a1 meets the
     # same window.
     with collectors_on(mosquitto.url, tmp_path / "owned") as start:
+        caplog.set_level("ERROR", logger="campuswatch.collector.service")
         first = start(collector_id="c1", ownership=OWNERSHIP, **common)
+        assert any(
+            "in no partition" in record.getMessage() and "school-z" in record.getMessage()
+            for record in caplog.records
+        )
         second = start(collector_id="c2", ownership=OWNERSHIP, **common)
         first_connection = first.service.ingestor.connection
         second_connection = second.service.ingestor.connection
@@ -197,6 +207,35 @@ def test_a_shared_subscription_splits_a_device_and_misses_a_count_rule_that_owne
         assert evaluated(first) == 6 and evaluated(second) == 4
         time.sleep(0.5)
         assert alerts_by_device(register) == {"pc-a2": 1, "pc-b1": 1}
+
+
+def test_a_returning_preferred_collector_gets_its_partition_back_and_each_message_is_evaluated_once(
+    mosquitto: MosquittoBroker, tmp_path: Path, fresh_postgres_url: str, devices: Devices
+) -> None:
+    register = create_engine(fresh_postgres_url)
+    common = {"db": fresh_postgres_url, "rules_dir": rules_dir(tmp_path), "ownership": OWNERSHIP}
+    with collectors_on(mosquitto.url, tmp_path) as start:
+        second = start(collector_id="c2", **common)
+        standby = second.service.ingestor.connection
+        assert isinstance(standby, OwnedConnections)
+        # c1 is away: after the grace its partition is run by c2.
+        wait_until(lambda: standby.owned == ["north", "south"])
+        devices.hot("school-a", "pc-a1", 20)
+        first = start(collector_id="c1", **common)
+        preferred = first.service.ingestor.connection
+        assert isinstance(preferred, OwnedConnections)
+        # Published while north moves back to c1.
+        while preferred.owned != ["north"]:
+            devices.hot("school-a", "pc-a1", 1)
+        devices.hot("school-a", "pc-a1", 20)
+        wait_until(lambda: stored(register) >= devices.sent)
+        wait_until(lambda: evaluated(first) + evaluated(second) >= devices.sent)
+        time.sleep(0.5)
+        assert stored(register) == devices.sent
+        # Each message met the rules once, on whichever collector ran north when it came.
+        assert evaluated(first) + evaluated(second) == devices.sent
+        assert evaluated(first) >= 20 and standby.owned == ["south"]
+        assert alerts_by_device(register) == {"pc-a1": 1}
 
 
 def metric(port: int, name: str, label: str) -> float | None:
