@@ -19,15 +19,15 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal, Protocol
+
+import msgspec
 
 FailureReason = Literal["timeout", "not_found", "permission", "failed"]
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class CommandResult:
+class CommandResult(msgspec.Struct, frozen=True):
     argv: tuple[str, ...]
     returncode: int
     stdout: str

@@ -15,9 +15,9 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from campuswatch.wire.messages import IdentityInfo
@@ -27,11 +27,10 @@ IDENTITY_FILE = "identity.json"
 _VIRTUAL_NIC_PREFIXES = ("lo", "docker", "veth", "br-", "virbr", "vmnet", "tun", "tap", "wg")
 
 
-@dataclass(frozen=True, slots=True)
-class HardwareFacts:
+class HardwareFacts(msgspec.Struct, frozen=True):
     product_uuid: str | None = None
     machine_id: str | None = None
-    macs: tuple[str, ...] = field(default_factory=tuple)
+    macs: tuple[str, ...] = msgspec.field(default_factory=tuple)
 
     def fingerprint(self) -> str:
         text = json.dumps(
@@ -130,8 +129,7 @@ def derive_device_id(facts: HardwareFacts, prefix: str = "pc") -> str:
     return f"{prefix}-{digest[:16]}"
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(msgspec.Struct, frozen=True):
     device_id: str
     info: IdentityInfo
 
@@ -222,7 +220,9 @@ def _save(state_dir: Path, identity: Identity, facts: HardwareFacts) -> None:
     path = state_dir / IDENTITY_FILE
     temporary = path.with_suffix(".tmp")
     temporary.write_text(
-        json.dumps({"device_id": identity.device_id, "facts": asdict(facts)}, indent=2),
+        json.dumps(
+            {"device_id": identity.device_id, "facts": msgspec.structs.asdict(facts)}, indent=2
+        ),
         encoding="utf-8",
     )
     os.replace(temporary, path)

@@ -21,8 +21,9 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from campuswatch import __version__
 from campuswatch.agent.identity import Identity
@@ -54,28 +55,25 @@ QUEUE_FILE = "outbox.sqlite"
 ACK_TIMEOUT_S = 30.0
 
 
-@dataclass(slots=True)
-class _Schedule:
+class _Schedule(msgspec.Struct):
     probe: Probe
     interval_s: float
     next_due: float
     running: Future[Message] | None = None
 
 
-@dataclass(slots=True)
-class _Inflight:
+class _Inflight(msgspec.Struct):
     seq: int
     sent_at: float
 
 
-@dataclass(slots=True)
-class RunnerStats:
+class RunnerStats(msgspec.Struct):
     produced_total: int = 0
     sent_total: int = 0
     acked_total: int = 0
     probe_failures_total: int = 0
     commands_total: int = 0
-    last_probe_run: dict[str, float] = field(default_factory=dict)
+    last_probe_run: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class AgentRunner:

@@ -7,9 +7,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 import msgspec
 
@@ -50,8 +49,7 @@ class WireRejection(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedMessage:
+class DecodedMessage(msgspec.Struct, frozen=True):
     topic: Topic
     message: Message
     received_at: datetime
@@ -60,7 +58,16 @@ class DecodedMessage:
 
 
 _encoder = msgspec.json.Encoder()
-_decoders = {kind: msgspec.json.Decoder(cls) for kind, cls in KIND_TYPES.items()}
+_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+"""Built on first use per kind: a lab PC's agent only ever decodes commands, and a decoder
+for every kind it never receives would stay in its memory for nothing (issue 18)."""
+
+
+def _decoder_for(kind: str) -> msgspec.json.Decoder[Any]:
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders.setdefault(kind, msgspec.json.Decoder(KIND_TYPES[kind]))
+    return decoder
 
 
 class _VersionProbe(msgspec.Struct):
@@ -189,7 +196,7 @@ def _decode(
     if version != SCHEMA_VERSION or isinstance(version, bool):
         raise WireRejection("version", f"schema version {version!r}, expected {SCHEMA_VERSION}")
     try:
-        message = _decoders[parsed_topic.kind].decode(payload)
+        message = _decoder_for(parsed_topic.kind).decode(payload)
     except msgspec.ValidationError as exc:
         text = str(exc)
         mismatch = "Invalid value" in text and "`$.kind`" in text

@@ -15,10 +15,10 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import msgspec
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -32,8 +32,7 @@ class BrokerUrlError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
+class BrokerAddress(msgspec.Struct, frozen=True):
     host: str
     port: int
     tls: bool
@@ -65,8 +64,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class TlsOptions:
+class TlsOptions(msgspec.Struct, frozen=True):
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -74,8 +72,7 @@ class TlsOptions:
     """Skip host-name checks (lab set-ups with IP-addressed brokers); never the default."""
 
 
-@dataclass(frozen=True, slots=True)
-class LastWill:
+class LastWill(msgspec.Struct, frozen=True):
     topic: str
     payload: bytes
     qos: int = 1
@@ -157,8 +154,7 @@ class BrokerStateLog:
             log.info("MQTT connected to %s as %s", self.broker, who)
 
 
-@dataclass(frozen=True, slots=True)
-class ReceivedMessage:
+class ReceivedMessage(msgspec.Struct, frozen=True):
     topic: str
     payload: bytes
     qos: int

@@ -8,8 +8,9 @@ to its own subtree.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 PREFIX: Final = "cw"
 VERSION: Final = "v1"
@@ -47,8 +48,7 @@ class TopicError(ValueError):
     """A topic that is not part of the contract."""
 
 
-@dataclass(frozen=True, slots=True)
-class Topic:
+class Topic(msgspec.Struct, frozen=True):
     site: str
     device_id: str
     kind: str

@@ -9,22 +9,22 @@ it returns its message with ``errors`` filled in (``ProbeFailure`` helps build t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
+
+import msgspec
 
 from campuswatch.agent.commands import CommandRunner, run_command
 from campuswatch.agent.settings import AgentSettings
 from campuswatch.wire.messages import Message, ProbeError
 
 
-@dataclass(slots=True)
-class ProbeContext:
+class ProbeContext(msgspec.Struct):
     device_id: str
     site: str
     settings: AgentSettings
-    run: CommandRunner = field(default=run_command)
+    run: CommandRunner = run_command
     """Runs external commands (PowerShell, sigtool, dpkg-query); tests pass a recorded one."""
-    queue_stats: Callable[[], tuple[int, int]] = field(default=lambda: (0, 0))
+    queue_stats: Callable[[], tuple[int, int]] = lambda: (0, 0)
     """(messages waiting, messages dropped so far) of the runner's store-and-forward queue."""
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Final, Literal
 
+import msgspec
 import psutil
 
 from campuswatch.agent.commands import CommandError
@@ -79,8 +79,7 @@ _FRESHCLAM_SUCCESS = re.compile(
 _THREAT_LINE = re.compile(r": \S.* FOUND\s*$")
 
 
-@dataclass(frozen=True, slots=True)
-class CvdHeader:
+class CvdHeader(msgspec.Struct, frozen=True):
     """What a ClamAV database says about itself."""
 
     name: str | None
@@ -92,8 +91,7 @@ class CvdHeader:
     builder: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ClamVersion:
+class ClamVersion(msgspec.Struct, frozen=True):
     """A ``clamscan``/``clamd``/``freshclam --version`` line."""
 
     version: str
@@ -102,8 +100,7 @@ class ClamVersion:
     """Aware UTC, converted from the tool's zone-less local time."""
 
 
-@dataclass(frozen=True, slots=True)
-class ClamavProcesses:
+class ClamavProcesses(msgspec.Struct, frozen=True):
     """Which ClamAV programs are resident right now."""
 
     clamd: bool

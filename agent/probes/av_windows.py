@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal, TypeVar
@@ -106,8 +105,7 @@ _STATE_NIBBLE_MODES: Final[dict[int, ProductMode]] = {
 _MS_JSON_DATE: Final = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
 
 
-@dataclass(frozen=True, slots=True)
-class ProductState:
+class ProductState(msgspec.Struct, frozen=True):
     """The decoded bit fields of a Security Center ``productState``.
 
     ``enabled`` and ``signatures_up_to_date`` are None for bit patterns Windows does not

@@ -113,6 +113,26 @@ def test_once_human_summary_and_light_imports(tmp_path: Path, local_site: str) -
     assert "HEAVY []" in result.stdout, "the agent must not load the collector's libraries"
 
 
+def test_run_path_imports_only_what_it_uses() -> None:
+    """Issue 18: every module ``agent run`` loads stays in a lab PC's memory for good.
+
+    dataclasses (with inspect, ~0.9 MB) and statistics (~0.2 MB) were loaded for records
+    and one median; the wire package loaded the validating decoder and built a decoder
+    for every message kind, though the agent only ever decodes commands."""
+    probe = (
+        "import sys\n"
+        "import campuswatch.agent.cli, campuswatch.agent.main as main\n"
+        "main.default_probes()\n"
+        "import campuswatch.wire.codec as codec\n"
+        "loaded = [m for m in ('dataclasses', 'statistics') if m in sys.modules]\n"
+        "print('LOADED', loaded, 'DECODERS', len(codec._decoders))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "LOADED [] DECODERS 0" in result.stdout
+
+
 def test_bad_config_exits_with_a_clear_message(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text("[intervals]\nav = 'soon'\n", encoding="utf-8")

@@ -6,12 +6,12 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import asdict
 
 from campuswatch.agent.commands import CommandError, CommandResult
 from campuswatch.agent.probes import ProbeContext
@@ -19,6 +19,7 @@ from campuswatch.agent.probes import net as net_module
 from campuswatch.agent.probes.net import (
     MAX_STUCK_RESOLVERS,
     NetProbe,
+    _median,
     check_http_target,
     parse_ping_output,
     parse_proc_net_route,
@@ -387,3 +388,12 @@ def test_live_probe_on_this_machine(tmp_path: Path, http_server: str) -> None:
     assert_valid_on_wire(message)
     assert message.internet_ok is True and message.dns[0].ok
     assert message.gateway is not None and message.gateway.reachable is True
+
+
+@pytest.mark.parametrize(
+    "values", [[5.0], [3.0, 1.0], [4.0, 1.0, 9.0], [2.5, 7.0, 1.0, 8.0], [1.0, 1.0, 2.0, 2.0, 9.0]]
+)
+def test_median_matches_statistics(values: list[float]) -> None:
+    import statistics
+
+    assert _median(values) == statistics.median(values)
