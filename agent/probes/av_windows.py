@@ -404,6 +404,10 @@ def _overlay(center: AvProduct, defender: AvProduct) -> AvProduct:
         for name in AvProduct.__struct_fields__
         if getattr(defender, name) is not None
     )
+    if defender.mode == "unknown" and center.mode is not None:
+        # Defender's "unknown" is no answer (neither AMRunningMode nor AntivirusEnabled came
+        # back), so Security Center's decoded state stands.
+        fields["mode"] = center.mode
     return AvProduct(**fields)
 
 
