@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,16 +24,9 @@ from tests.support.mosquitto import (
     self_signed_tls_broker,
 )
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 CAMPUSWATCH = [sys.executable, "-m", "campuswatch"]
-
-
-def _wait(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def _pool(url: str, tls: TlsOptions | None = None, clients: int = 3) -> MqttPool:
@@ -59,7 +50,7 @@ def _failures(caplog: pytest.LogCaptureFixture, url: str) -> list[str]:
     caplog.set_level(logging.DEBUG)
     pool.start()
     try:
-        _wait(lambda: pool.stats.connect_failures_total >= 9)
+        wait_until(lambda: pool.stats.connect_failures_total >= 9)
     finally:
         pool.stop()
     return _said(caplog, str(parse_broker_url(url)))
@@ -109,17 +100,25 @@ def test_tls_with_the_brokers_ca_connects(caplog: pytest.LogCaptureFixture, tmp_
     caplog.set_level(logging.INFO)
     pool.start()
     try:
-        _wait(lambda: pool.stats.connected == 3)
+        wait_until(lambda: pool.stats.connected == 3)
         received: list[bytes] = []
         pool.clients[0].subscribe("test/echo")
         pool.clients[0].on_message = lambda client, message: received.append(message.payload)
-        time.sleep(0.3)  # the subscription reaches the broker
+        # The broker handles a connection's packets in order: its own message coming back
+        # proves the subscription is in place.
+
+        def mark() -> None:
+            pool.clients[0].publish("test/echo", b"subscribed")
+
+        pool.call_soon(mark)
+        wait_until(lambda: received == [b"subscribed"])
+        received.clear()
 
         def send() -> None:
             pool.clients[1].publish("test/echo", b"over tls")
 
         pool.call_soon(send)
-        _wait(lambda: received == [b"over tls"])
+        wait_until(lambda: received == [b"over tls"])
     finally:
         pool.stop()
         broker.stop()
@@ -137,13 +136,13 @@ def test_each_change_of_state_is_said_once(
     caplog.set_level(logging.DEBUG)
     pool.start()
     try:
-        _wait(lambda: pool.stats.connect_failures_total >= 6)
+        wait_until(lambda: pool.stats.connect_failures_total >= 6)
         broker.start()
-        _wait(lambda: pool.stats.connected == 3)
+        wait_until(lambda: pool.stats.connected == 3)
         broker.stop()
-        _wait(lambda: pool.stats.connected == 0)
+        wait_until(lambda: pool.stats.connected == 0)
         failures = pool.stats.connect_failures_total
-        _wait(lambda: pool.stats.connect_failures_total >= failures + 6)
+        wait_until(lambda: pool.stats.connect_failures_total >= failures + 6)
     finally:
         pool.stop()
         broker.stop()
