@@ -1,4 +1,5 @@
-"""Dead letters and API tokens: admin-only resources.
+"""Dead letters and API tokens: admin-only resources (the admin page calls the same
+functions; every token change is audited).
 
 A scoped admin administers its own subtree only: it sees the dead letters whose topic
 names one of its sites, lists and revokes the tokens scoped inside it, and grants tokens
@@ -7,12 +8,13 @@ no wider and no higher than itself (``db.access.check_grant``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import ColumnElement, false, func, or_, select
 from sqlalchemy.orm import Session
 
+from campuswatch.collector.accounts import record_audit
 from campuswatch.collector.api.deps import AdminOnly, DbSession, Principal, refuse_nul
 from campuswatch.collector.api.schemas import (
     DeadLetterOut,
@@ -28,6 +30,11 @@ from campuswatch.collector.db.access import GrantRefused, create_api_token
 from campuswatch.collector.db.models import ApiToken, DeadLetter, Site
 from campuswatch.wire.ids import utc_now
 from campuswatch.wire.topics import PREFIX, VERSION
+
+DISPLAY_PREFIX: Final = "display:"
+"""Display tokens are viewer tokens named ``display:<label>`` (the admin page makes them):
+the wall takes any live viewer token (``web.auth.display_principal``); the prefix only
+lists them apart."""
 
 router = APIRouter(
     prefix="/api/v1",
@@ -96,13 +103,45 @@ def token_visible(principal: Principal, token: ApiToken) -> bool:
     return token.site_scope is not None and principal.can_see(token.site_scope)
 
 
+def is_display_token(token: ApiToken) -> bool:
+    return token.role == "viewer" and token.name.startswith(DISPLAY_PREFIX)
+
+
+def _audit(session: Session, principal: Principal, token: ApiToken, change: str) -> None:
+    kind = "display_token" if is_display_token(token) else "token"
+    record_audit(
+        session,
+        actor=principal.actor,
+        action=f"{kind}.{change}",
+        target=f"token:{token.id}",
+        name=token.name,
+        role=token.role,
+        site_scope=token.site_scope,
+    )
+
+
+def grant_token(
+    session: Session, principal: Principal, *, name: str, role: str, site_scope: str | None
+) -> tuple[ApiToken, str]:
+    """A token no higher and no wider than the principal (GrantRefused otherwise), audited;
+    the plain token is returned once. The caller commits."""
+    token, plain = create_api_token(
+        session, name=name, role=role, site_scope=site_scope, granted_by=principal.grantor
+    )
+    _audit(session, principal, token, "create")
+    return token, plain
+
+
 def revoke_visible_token(session: Session, principal: Principal, token_id: int) -> ApiToken | None:
-    """Revoke a token the admin administers (a revoked one keeps its time); None when it
-    does not exist or lies outside the admin's scope, alike. The caller commits."""
+    """Revoke a token the admin administers, audited (a revoked one keeps its time and is
+    not audited again); None when it does not exist or lies outside the admin's scope,
+    alike. The caller commits."""
     token = session.get(ApiToken, token_id)
     if token is None or not token_visible(principal, token):
         return None
-    token.revoked_at = token.revoked_at or utc_now()
+    if token.revoked_at is None:
+        token.revoked_at = utc_now()
+        _audit(session, principal, token, "revoke")
     return token
 
 
@@ -123,12 +162,8 @@ def new_token(body: TokenIn, session: DbSession, principal: AdminOnly) -> dict[s
     if unscoped_grant and session.get(Site, body.site_scope) is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "unknown site_scope")
     try:
-        token, plain = create_api_token(
-            session,
-            name=body.name,
-            role=body.role,
-            site_scope=body.site_scope,
-            granted_by=principal.grantor,
+        token, plain = grant_token(
+            session, principal, name=body.name, role=body.role, site_scope=body.site_scope
         )
     except GrantRefused as exc:
         # One answer for a foreign, a wider and an unknown scope: nothing outside is revealed.

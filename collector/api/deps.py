@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.api.context import ApiContext
-from campuswatch.collector.db.access import find_api_token
+from campuswatch.collector.db.access import UI_SESSION_PREFIX, find_api_token
 from campuswatch.collector.register.assets import site_subtree_ids
 from campuswatch.wire.ids import utc_now
 
@@ -46,6 +46,13 @@ class Principal:
 
     def can_see(self, site_id: str | None) -> bool:
         return self.allowed_sites is None or (site_id is not None and site_id in self.allowed_sites)
+
+    @property
+    def actor(self) -> str:
+        """Who the audit log names: ``user:NAME`` for a web UI login, ``token:NAME`` else."""
+        if self.name.startswith(UI_SESSION_PREFIX):
+            return f"user:{self.name.removeprefix(UI_SESSION_PREFIX)}"
+        return f"token:{self.name}"
 
     @property
     def grantor(self) -> tuple[str, frozenset[str] | None]:

@@ -18,8 +18,10 @@ import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from campuswatch.collector.accounts import record_audit
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.api.deps import (
     AdminOnly,
@@ -37,6 +39,7 @@ from campuswatch.collector.enrolment.service import (
     EnrolmentNotFound,
     EnrolmentRefused,
     EnrolmentService,
+    NewToken,
     token_state,
 )
 from campuswatch.wire.enrolment import (
@@ -80,6 +83,57 @@ def enrolment_service(context: ApiContext) -> EnrolmentService:
         )
         context.extras["enrolment"] = service
     return service
+
+
+def issue_enrolment_token(
+    context: ApiContext,
+    session: Session,
+    principal: Principal,
+    *,
+    site_id: str,
+    lifetime: timedelta,
+    max_uses: int,
+    note: str,
+) -> NewToken:
+    """The service's new token, audited (this API and the admin page; each checks the
+    scope first). The caller commits."""
+    created = enrolment_service(context).create_token(
+        session,
+        site_id=site_id,
+        lifetime=lifetime,
+        max_uses=max_uses,
+        created_by=principal.name,
+        note=note,
+    )
+    record_audit(
+        session,
+        actor=principal.actor,
+        action="enrolment_token.create",
+        target=f"enrolment-token:{created.row.id}",
+        site_id=site_id,
+        max_uses=max_uses,
+        expires_at=created.row.expires_at.isoformat(timespec="seconds"),
+    )
+    return created
+
+
+def withdraw_enrolment_token(
+    context: ApiContext, session: Session, principal: Principal, token_id: int
+) -> EnrolmentToken:
+    """Revoke through the service, audited once (EnrolmentNotFound for an unknown id; the
+    caller checks the scope first). The caller commits."""
+    existing = session.get(EnrolmentToken, token_id)
+    was_live = existing is not None and existing.revoked_at is None
+    row = enrolment_service(context).revoke_token(session, token_id)
+    if was_live:
+        record_audit(
+            session,
+            actor=principal.actor,
+            action="enrolment_token.revoke",
+            target=f"enrolment-token:{row.id}",
+            site_id=row.site_id,
+        )
+    return row
 
 
 class EnrolmentTokenIn(BaseModel):
@@ -206,12 +260,13 @@ def create_enrolment_token(
         # The same answer whether the site exists or not: nothing leaks outside the scope.
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the site is outside your scope")
     try:
-        created = enrolment_service(context).create_token(
+        created = issue_enrolment_token(
+            context,
             session,
+            principal,
             site_id=body.site_id,
             lifetime=timedelta(hours=body.expires_in_hours),
             max_uses=body.max_uses,
-            created_by=principal.name,
             note=body.note,
         )
     except (EnrolmentNotFound, EnrolmentRefused) as exc:
@@ -253,7 +308,7 @@ def revoke_enrolment_token(
     existing = session.get(EnrolmentToken, token_id)
     ensure_visible(principal, existing.site_id if existing is not None else None)
     try:
-        row = enrolment_service(context).revoke_token(session, token_id)
+        row = withdraw_enrolment_token(context, session, principal, token_id)
     except EnrolmentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found") from None
     session.commit()

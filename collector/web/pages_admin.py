@@ -30,14 +30,25 @@ from campuswatch.collector.accounts import (
     add_account,
     change_password,
     list_accounts,
-    record_audit,
     set_disabled,
 )
-from campuswatch.collector.api.admin import list_tokens, revoke_visible_token
+from campuswatch.collector.api.admin import (
+    DISPLAY_PREFIX,
+    grant_token,
+    is_display_token,
+    list_tokens,
+    revoke_visible_token,
+)
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.api.deps import Context, DbSession
-from campuswatch.collector.api.enrolment import enrolment_service, list_enrolment_tokens
-from campuswatch.collector.db.access import UI_SESSION_PREFIX, GrantRefused, create_api_token
+from campuswatch.collector.api.enrolment import (
+    enrolment_service,
+    issue_enrolment_token,
+    list_enrolment_tokens,
+    withdraw_enrolment_token,
+)
+from campuswatch.collector.api.schemas import RowId
+from campuswatch.collector.db.access import UI_SESSION_PREFIX, GrantRefused
 from campuswatch.collector.db.models import ROLES, ApiToken, AuditEvent
 from campuswatch.collector.enrolment.models import EnrolmentToken
 from campuswatch.collector.enrolment.service import (
@@ -54,9 +65,6 @@ from campuswatch.collector.web.rendering import render
 
 router = APIRouter(prefix="/ui/admin")
 
-DISPLAY_PREFIX: Final = "display:"
-"""Display tokens are viewer-role API tokens named ``display:<label>``: the wall accepts any
-live viewer token (``web.auth.display_principal``); the prefix only lists them apart."""
 AUDIT_ROWS: Final = 50
 AUDIT_SCAN: Final = 2000
 """A scoped admin's log is filtered row by row; this many recent rows are read for it."""
@@ -139,11 +147,6 @@ class NewSecret:
 def _admin(user: UiUser) -> None:
     if not user.may("admin"):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "administrators only")
-
-
-def actor_of(user: UiUser) -> str:
-    """``user:NAME`` for a login, ``token:NAME`` for a pasted API token (``AuditEvent``)."""
-    return f"user:{user.display_name}" if user.session_token else f"token:{user.display_name}"
 
 
 def _scope_visible(user: UiUser, site_scope: str | None) -> bool:
@@ -244,8 +247,8 @@ def _page(
     values: dict[str, Any] = {
         "nav": "admin",
         "accounts": _visible_accounts(session, user),
-        "api_tokens": [t for t in tokens if not _is_session(t) and not _display(t)],
-        "display_tokens": [t for t in tokens if _display(t)],
+        "api_tokens": [t for t in tokens if not _is_session(t) and not is_display_token(t)],
+        "display_tokens": [t for t in tokens if is_display_token(t)],
         "display_prefix": DISPLAY_PREFIX,
         "enrolment_tokens": [
             row
@@ -276,10 +279,6 @@ def _page(
         "done_name": request.query_params.get("name", ""),
     }
     return render(request, "admin.html", values, user=user, status_code=status_code)
-
-
-def _display(token: ApiToken) -> bool:
-    return token.name.startswith(DISPLAY_PREFIX) and token.role == "viewer"
 
 
 def _refused(
@@ -347,7 +346,7 @@ def add_user(
             role=role,
             site_scope=site,
             language=language,
-            actor=actor_of(user),
+            actor=user.principal.actor,
             granted_by=user.principal.grantor,
         )
     except AccountError as exc:
@@ -377,12 +376,12 @@ def change_user(
     try:
         account = _account_in_scope(session, user, username, f"user-{action}")
         if action == "password":
-            change_password(session, account.username, password, actor=actor_of(user))
+            change_password(session, account.username, password, actor=user.principal.actor)
         else:
             disabled = action == "disable"
             if disabled and user.session_token and account.username == user.display_name:
                 raise Refused("self", "user-disable")
-            set_disabled(session, account.username, disabled=disabled, actor=actor_of(user))
+            set_disabled(session, account.username, disabled=disabled, actor=user.principal.actor)
     except AccountError as exc:
         return _refused(request, session, context, user, Refused(exc.reason, form["form"]), form)
     except Refused as exc:
@@ -422,26 +421,13 @@ def create_token(
         if not display and (stored_name.startswith((UI_SESSION_PREFIX, DISPLAY_PREFIX))):
             raise Refused("name", form_name)
         try:
-            token, plain = create_api_token(
-                session,
-                name=stored_name,
-                role=token_role,
-                site_scope=site,
-                granted_by=user.principal.grantor,
+            _, plain = grant_token(
+                session, user.principal, name=stored_name, role=token_role, site_scope=site
             )
         except GrantRefused:
             raise Refused("grant", form_name) from None
     except Refused as exc:
         return _refused(request, session, context, user, exc, form)
-    record_audit(
-        session,
-        actor=actor_of(user),
-        action="display_token.create" if display else "token.create",
-        target=f"token:{token.id}",
-        name=stored_name,
-        role=token_role,
-        site_scope=site,
-    )
     session.commit()
     secret = NewSecret(
         form_name,
@@ -454,7 +440,7 @@ def create_token(
 
 @router.post("/tokens/{token_id}/revoke", response_model=None)
 def revoke_token(
-    token_id: int,
+    token_id: RowId,
     request: Request,
     session: DbSession,
     context: Context,
@@ -463,22 +449,9 @@ def revoke_token(
 ) -> Response:
     check_csrf(request, user, csrf_token)
     _admin(user)
-    existing = session.get(ApiToken, token_id)
-    was_revoked = existing is not None and existing.revoked_at is not None
     token = revoke_visible_token(session, user.principal, token_id)
     if token is None:
         return _refused(request, session, context, user, Refused("token", "revoke"), {})
-    if not was_revoked:
-        display = _display(token)
-        record_audit(
-            session,
-            actor=actor_of(user),
-            action="display_token.revoke" if display else "token.revoke",
-            target=f"token:{token.id}",
-            name=token.name,
-            role=token.role,
-            site_scope=token.site_scope,
-        )
     session.commit()
     return _done("token.revoke", token.name.removeprefix(DISPLAY_PREFIX))
 
@@ -518,12 +491,13 @@ def create_enrolment_token(
         uses = _whole_number(max_uses, 1, MAX_ENROLMENT_USES, "uses", "enrolment")
         text = _label(note, "enrolment", limit=MAX_NOTE, reason="note")
         try:
-            created = enrolment_service(context).create_token(
+            created = issue_enrolment_token(
+                context,
                 session,
+                user.principal,
                 site_id=site,
                 lifetime=timedelta(hours=lifetime),
                 max_uses=uses,
-                created_by=actor_of(user),
                 note=text,
             )
         except EnrolmentRefused:
@@ -532,15 +506,6 @@ def create_enrolment_token(
             raise Refused("site", "enrolment") from None
     except Refused as exc:
         return _refused(request, session, context, user, exc, form)
-    record_audit(
-        session,
-        actor=actor_of(user),
-        action="enrolment_token.create",
-        target=f"enrolment-token:{created.row.id}",
-        site_id=site,
-        max_uses=uses,
-        expires_at=created.row.expires_at.isoformat(timespec="seconds"),
-    )
     session.commit()
     secret = NewSecret("enrolment", site_choices_name(session, user, site), created.token)
     return _page(request, session, context, user, secret=secret, status_code=201)
@@ -552,7 +517,7 @@ def site_choices_name(session: Session, user: UiUser, site_id: str) -> str:
 
 @router.post("/enrolment-tokens/{token_id}/revoke", response_model=None)
 def revoke_enrolment_token(
-    token_id: int,
+    token_id: RowId,
     request: Request,
     session: DbSession,
     context: Context,
@@ -564,15 +529,6 @@ def revoke_enrolment_token(
     existing = session.get(EnrolmentToken, token_id)
     if existing is None or not user.principal.can_see(existing.site_id):
         return _refused(request, session, context, user, Refused("token", "revoke"), {})
-    was_revoked = existing.revoked_at is not None
-    row = enrolment_service(context).revoke_token(session, token_id)
-    if not was_revoked:
-        record_audit(
-            session,
-            actor=actor_of(user),
-            action="enrolment_token.revoke",
-            target=f"enrolment-token:{row.id}",
-            site_id=row.site_id,
-        )
+    row = withdraw_enrolment_token(context, session, user.principal, token_id)
     session.commit()
     return _done("enrolment_token.revoke", f"#{row.id}")

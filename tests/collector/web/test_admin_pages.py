@@ -277,6 +277,8 @@ def test_an_enrolment_token_enrols_a_pc_of_its_school_until_revoked(admin_web: W
         ("/ui/admin/enrolment-tokens", {"site_id": "", "hours": "2"}, "site"),
         ("/ui/admin/enrolment-tokens", {"site_id": "q1-a", "note": "n" * 300}, "note"),
         ("/ui/admin/tokens/abc/revoke", {}, None),
+        ("/ui/admin/tokens/99999999999999999999/revoke", {}, None),
+        ("/ui/admin/enrolment-tokens/99999999999999999999/revoke", {}, None),
         ("/ui/admin/users/promote", {"username": "viewer"}, None),
     ],
 )
@@ -312,3 +314,25 @@ def test_the_admin_page_in_vietnamese(admin_web: WebApp) -> None:
     page = client.get("/ui/admin")
     assert page.status_code == 200 and "Quản trị" in page.text
     assert untranslated_left(visible_text(page.text)) == []
+
+
+def test_token_changes_made_through_the_api_are_audited_and_shown_on_the_page(
+    admin_web: WebApp,
+) -> None:
+    api = TestClient(admin_web.app, headers={"Authorization": f"Bearer {admin_web.admin_token}"})
+    created = api.post("/api/v1/tokens", json={"name": "script", "role": "viewer"})
+    assert created.status_code == 201, created.text
+    token_id = created.json()["id"]
+    assert api.delete(f"/api/v1/tokens/{token_id}").status_code == 200
+    enrolment = api.post("/api/v1/enrolment-tokens", json={"site_id": "q1-a"})
+    assert enrolment.status_code == 201, enrolment.text
+    enrolment_id = enrolment.json()["id"]
+    assert api.delete(f"/api/v1/enrolment-tokens/{enrolment_id}").status_code == 200
+    assert audit(admin_web) == [
+        ("token:test-admin", "token.create", f"token:{token_id}"),
+        ("token:test-admin", "token.revoke", f"token:{token_id}"),
+        ("token:test-admin", "enrolment_token.create", f"enrolment-token:{enrolment_id}"),
+        ("token:test-admin", "enrolment_token.revoke", f"enrolment-token:{enrolment_id}"),
+    ]
+    page = admin_web.login("admin").get("/ui/admin").text
+    assert page.count("token:test-admin") == 4
