@@ -326,6 +326,11 @@ def running_clamav_processes() -> ClamavProcesses:
         clamonacc = clamonacc or name == "clamonacc"
         if name == "freshclam" and any(arg in ("-d", "--daemon") for arg in cmdline[1:]):
             freshclam_daemon = True
+    # process_iter keeps a Process object for every running process until the next call
+    # (for CPU percentages we never ask): ~0.5 KiB each, held for the agent's lifetime.
+    clear_cache = getattr(psutil.process_iter, "cache_clear", None)  # psutil >= 6
+    if clear_cache is not None:
+        clear_cache()
     return ClamavProcesses(clamd=clamd, clamonacc=clamonacc, freshclam_daemon=freshclam_daemon)
 
 

@@ -381,3 +381,13 @@ def test_running_daemons_are_found_by_name_and_freshclam_by_its_daemon_flag(
         for process in started:
             os.killpg(process.pid, signal.SIGKILL)  # the script and its sleep
             process.wait()
+
+
+def test_looking_for_daemons_keeps_no_process_objects() -> None:
+    """Issue 18: psutil.process_iter caches a Process per running process until its next
+    call; for process names only, that cache was ~0.5 KiB per process for the agent's life."""
+    import psutil
+
+    running_clamav_processes()
+    cache: dict[object, object] = getattr(psutil, "_pmap", {})  # psutil's private cache
+    assert cache == {}
