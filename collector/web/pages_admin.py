@@ -507,11 +507,11 @@ def create_enrolment_token(
     except Refused as exc:
         return _refused(request, session, context, user, exc, form)
     session.commit()
-    secret = NewSecret("enrolment", site_choices_name(session, user, site), created.token)
+    secret = NewSecret("enrolment", _site_name(session, user, site), created.token)
     return _page(request, session, context, user, secret=secret, status_code=201)
 
 
-def site_choices_name(session: Session, user: UiUser, site_id: str) -> str:
+def _site_name(session: Session, user: UiUser, site_id: str) -> str:
     return next((c.name for c in site_choices(session, user) if c.id == site_id), site_id)
 
 
