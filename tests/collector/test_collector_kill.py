@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import sqlite3
 import subprocess
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from campuswatch.wire.ids import utc_now
 from campuswatch.wire.mqtt import MqttConnection
 from tests.support.collector_process import start_collector_process, wait_until_healthy
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_until
 
 MESSAGES = 3000
 
@@ -38,7 +39,10 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(
     port = free_port()
     collector = start_collector(mosquitto, data_dir, port)
     wait_until_healthy(port)
-    publisher = MqttConnection("kill-test-pub", mosquitto.address, max_inflight=200)
+    acked: list[int] = []
+    publisher = MqttConnection(
+        "kill-test-pub", mosquitto.address, max_inflight=200, on_published=acked.append
+    )
     publisher.start()
     assert publisher.wait_connected(10)
     ids = []
@@ -50,38 +54,41 @@ def test_sigkill_mid_stream_then_restart_stores_every_message_once(
         at = first + timedelta(milliseconds=n)
         message = HealthMessage(device_id=device, site="school-k", uptime_s=float(n), ts=at)
         ids.append(message.id)
-        while publisher.publish(f"cw/v1/school-k/{device}/health", encode_message(message)) is None:
-            time.sleep(0.01)
+        topic, payload = f"cw/v1/school-k/{device}/health", encode_message(message)
+        wait_until(functools.partial(publisher.publish, topic, payload))  # None: not connected
         if n == MESSAGES // 3:
             collector.send_signal(signal.SIGKILL)  # no goodbye, no flush
             collector.wait(10)
-    time.sleep(1.0)
+    # Every message with the broker before the publisher leaves (stop drops what is in flight).
+    wait_until(lambda: len(acked) >= MESSAGES, 120, message="the broker acknowledged every message")
     publisher.stop()
     collector = start_collector(mosquitto, data_dir, port)
     register = data_dir / "register.db"
     series = data_dir / "timeseries.db"
-    deadline = time.monotonic() + 120
-    stored = 0
-    while time.monotonic() < deadline:
-        stored = count(register, "SELECT COUNT(*) FROM processed_messages")
-        if stored >= MESSAGES:
-            break
-        time.sleep(0.5)
-    # Every acked point is written or spooled; a spooled one reaches the store when the
-    # buffer drains it, which a loaded machine can delay: wait for it, not a fixed time.
     samples_sql = (
         "SELECT COUNT(*) FROM samples s JOIN series r ON r.id = s.series_id "
         "WHERE r.measurement = 'campus_health' AND r.field = 'uptime_s'"
     )
-    samples = 0
-    deadline = time.monotonic() + 120
-    while stored == MESSAGES and time.monotonic() < deadline:
-        samples = count(series, samples_sql)
-        if samples >= MESSAGES:
-            break
-        time.sleep(0.5)
-    collector.send_signal(signal.SIGTERM)
-    collector.wait(30)
-    assert stored == MESSAGES
+    try:
+        stored = wait_until(
+            lambda: (
+                (n := count(register, "SELECT COUNT(*) FROM processed_messages")) >= MESSAGES and n
+            ),
+            120,
+            interval_s=0.5,
+            message="every message in the register",
+        )
+        assert stored == MESSAGES
+        # Every acked point is written or spooled; a spooled one reaches the store when the
+        # buffer drains it, which a loaded machine can delay: wait for it, not a fixed time.
+        wait_until(
+            lambda: count(series, samples_sql) >= MESSAGES,
+            120,
+            interval_s=0.5,
+            message="every sample in the time series",
+        )
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(30)
     # Exactly once in the time series too: one uptime sample per message.
     assert count(series, samples_sql) == MESSAGES

@@ -74,6 +74,8 @@ def start_collector(
 
 
 def wait_for_a_moment(predicate: Callable[[], bool]) -> bool:
+    """Half a second for one publish to be stored before it is sent again: the pace of the
+    warm-up's resends (bounded on purpose), not a wait for a result."""
     for _ in range(10):
         if predicate():
             return True

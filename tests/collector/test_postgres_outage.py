@@ -11,6 +11,7 @@ rules still see each of its messages once.
 
 from __future__ import annotations
 
+import functools
 import signal
 import sqlite3
 import subprocess
@@ -30,7 +31,7 @@ from campuswatch.collector.ingest import BatchContext
 from campuswatch.localports import free_port
 from campuswatch.wire import HealthMessage, encode_message
 from campuswatch.wire.codec import DecodedMessage
-from campuswatch.wire.messages import AvMessage
+from campuswatch.wire.messages import AvMessage, StateMessage
 from campuswatch.wire.mqtt import MqttConnection
 from tests.collector.conftest import CollectorFactory
 from tests.collector.test_ingest_e2e import DEVICE, lab_pc_messages, publish
@@ -71,31 +72,25 @@ class Publisher(threading.Thread):
                 device = f"pc-{n % DEVICES:03d}"
                 message = HealthMessage(device_id=device, site=SITE, uptime_s=float(n))
                 topic = f"cw/v1/{SITE}/{device}/health"
-                while self.connection.publish(topic, encode_message(message)) is None:
-                    time.sleep(0.01)
+                # A message id once paho has taken it; None while not connected.
+                send = functools.partial(self.connection.publish, topic, encode_message(message))
+                wait_until(send, message="the publisher connected to the broker")
                 self.published = n + 1
                 ahead = started + self.published / RATE_PER_S - time.monotonic()
                 if ahead > 0:
-                    time.sleep(ahead)
+                    time.sleep(ahead)  # the publishing rate: part of the scenario
         except BaseException as exc:  # reported by the test, not lost in a thread
             self.error = exc
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout_s: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.2)
+    return wait_until(predicate, timeout_s, message=what, interval_s=0.2)
 
 
-def stored(cluster: PrivatePostgres) -> int:
+def stored(cluster: PrivatePostgres, devices: str = "pc-%") -> int:
     with cluster.connect() as connection:  # type: ignore[attr-defined]
         row = connection.execute(
-            "SELECT COUNT(*) FROM processed_messages WHERE device_id LIKE %s", ("pc-%",)
+            "SELECT COUNT(*) FROM processed_messages WHERE device_id LIKE %s", (devices,)
         ).fetchone()
     return int(row[0])
 
@@ -166,7 +161,12 @@ def test_postgres_restart_mid_stream_loses_nothing_and_stores_nothing_twice(
         assert metric(metrics.text, "campuswatch_ingest_store_failing") == 0
         stored_metric = 'campuswatch_ingest_messages_stored_total{kind="health"}'
         assert metric(metrics.text, stored_metric) == MESSAGES  # a retried batch counts once
-        time.sleep(2.0)  # a duplicate still on its way would show up in the counts below
+        # Processed past the point: a marker sent after the last report is stored after
+        # anything still on its way to the collector (a duplicate would be in the counts).
+        marker = StateMessage(device_id="marker", site=f"{SITE}-marker", status="online")
+        topic = f"cw/v1/{SITE}-marker/marker/state"
+        assert publisher.connection.publish(topic, encode_message(marker)) is not None
+        wait_for("the marker stored", lambda: stored(private_postgres, "marker") == 1)
         assert stored(private_postgres) == MESSAGES
         with private_postgres.connect() as connection:  # type: ignore[attr-defined]
             devices = connection.execute(

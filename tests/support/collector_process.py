@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tests.support.ports import wait_for_port
+from tests.support.waiting import wait_until
 
 
 def start_collector_process(
@@ -46,14 +46,15 @@ def start_collector_process(
 def wait_until_healthy(port: int, timeout_s: float = 60.0) -> None:
     """Until ``/healthz`` answers 200: subscribed to the broker, register reachable. A
     message published before the first subscription is in no session and is lost."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
-                if reply.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"collector on port {port} not healthy in {timeout_s} s")
-        time.sleep(0.1)
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            return bool(reply.status == 200)
+
+    wait_until(
+        healthy,
+        timeout_s,
+        interval_s=0.1,
+        message=f"collector on port {port} not healthy",
+        ignoring=(urllib.error.URLError, OSError),
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from tests.support.ports import free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 DATABASE = "campuswatch_test"
 
@@ -84,17 +84,16 @@ bind-address = "127.0.0.1:{self.rpc_port}"
                 [self.binary, "-config", str(config)], stdout=log, stderr=subprocess.STDOUT
             )
         wait_for_port(self.port, timeout_s=30)
+
         # The HTTP port opens a moment before the meta store answers queries.
-        deadline = time.monotonic() + 30
-        while True:
+        def created() -> httpx.Response | None:
             response = httpx.post(
                 f"{self.url}/query", params={"q": f'CREATE DATABASE "{self.database}"'}
             )
-            if response.status_code == 200 and "error" not in response.text:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"influxd did not create the database: {response.text}")
-            time.sleep(0.2)
+            ok = response.status_code == 200 and "error" not in response.text
+            return response if ok else None
+
+        wait_until(created, interval_s=0.2, message="influxd did not create the database")
 
     def stop(self) -> None:
         if self._process is None:
