@@ -250,6 +250,8 @@ def _page(
         "api_tokens": [t for t in tokens if not _is_session(t) and not is_display_token(t)],
         "display_tokens": [t for t in tokens if is_display_token(t)],
         "display_prefix": DISPLAY_PREFIX,
+        "configured_display": context.settings.display_token is not None
+        and user.principal.allowed_sites is None,
         "enrolment_tokens": [
             row
             for row in list_enrolment_tokens(session, user.principal)

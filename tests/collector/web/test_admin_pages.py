@@ -4,6 +4,7 @@ the admin's scope (issue 15, item 1)."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from campuswatch.collector.api.enrolment import enrolment_service
 from campuswatch.collector.db.access import create_user
 from campuswatch.collector.db.models import ApiToken, AuditEvent, User
 from campuswatch.collector.enrolment.models import EnrolmentToken
@@ -75,7 +77,8 @@ def test_only_admins_reach_the_page_and_its_forms(admin_web: WebApp, username: s
     ]
     assert answers == [403] * 5
     assert audit(admin_web) == []
-    assert 'href="/ui/admin"' in admin_web.login("admin").get("/ui/").text
+    admin_page = admin_web.login("admin").get("/ui/admin").text
+    assert 'href="/ui/admin"' in admin_page and 'id="configured-display"' in admin_page
 
 
 def test_an_admin_adds_a_facilities_user_who_logs_in_and_disabling_ends_the_session(
@@ -149,9 +152,24 @@ def test_a_scoped_admin_sees_and_changes_only_its_subtree(admin_web: WebApp) -> 
     for foreign in ("admin", "facility", "viewer"):
         assert f'data-user="{foreign}"' not in page.text
     assert "test-admin" not in page.text  # the unscoped API token
+    assert 'id="configured-display"' not in page.text  # it opens every site's wall
     assert 'value="q3-c"' not in page.text and 'value="hcm"' not in page.text
 
     assert post(client, "/ui/admin/users/disable", username="facility").status_code == 404
+    with admin_web.sessions() as session:
+        foreign_token = session.scalar(select(ApiToken.id).where(ApiToken.name == "test-admin"))
+        foreign_enrolment = enrolment_service(admin_web.context).create_token(
+            session, site_id="q3-c", lifetime=timedelta(hours=1), max_uses=1, created_by="x"
+        )
+        session.commit()
+        foreign_enrolment_id = foreign_enrolment.row.id
+    assert post(client, f"/ui/admin/tokens/{foreign_token}/revoke").status_code == 404
+    revoke = f"/ui/admin/enrolment-tokens/{foreign_enrolment_id}/revoke"
+    assert post(client, revoke).status_code == 404
+    with admin_web.sessions() as session:
+        assert session.get(ApiToken, foreign_token).revoked_at is None  # type: ignore[union-attr]
+        enrolment = session.get(EnrolmentToken, foreign_enrolment_id)
+        assert enrolment is not None and enrolment.revoked_at is None
     reset = post(client, "/ui/admin/users/password", username="admin", password=NEW_PASSWORD)
     assert reset.status_code == 404
     admin_web.login("admin")  # its password unchanged
