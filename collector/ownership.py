@@ -16,13 +16,14 @@ each partition has:
   runs the partition the broker queues its messages in that session; the next owner resumes
   the session and gets them, and what the dead owner had received but not acknowledged
   (not stored) is sent again. Mosquitto gives a client id to the newest connection and
-  disconnects the older one ("session taken over"), which fences a former owner that has
-  not noticed it lost its lock: it lets the partition go when told.
+  disconnects the older one: a collector whose partition connection drops checks its lock
+  connection at once, and stops every partition if that is gone (a former owner cut off
+  from PostgreSQL), while the lock's holder reconnects and takes its session back.
 
 Taking a partition warms the rules engine for its sites from the register first (open
 alerts come back as firing, so a condition that still holds is not alerted twice; ``for:``
 timers restart from the stored latest messages), then resumes the session. Letting one go
-(its preferred collector is back, or the session was taken over) disconnects the session
+(its preferred collector is back) disconnects the session
 cleanly, waits until the messages already received from it are stored and evaluated, then
 drops the engine's state of its sites and unlocks. Nothing here is a message bus: the
 broker's sessions carry the messages and PostgreSQL decides who owns what.
@@ -48,8 +49,6 @@ from campuswatch.wire.topics import subscription
 
 log = logging.getLogger(__name__)
 
-SESSION_TAKEN_OVER: Final = "Session taken over"
-"""paho's text for MQTT v5 reason code 0x8E: another connection now has our client id."""
 RELEASE_WAIT_S: Final = 30.0
 """Longest wait, when letting a partition go, for its received messages to be stored."""
 # A dead host (not just a dead process) leaves a half-open database session whose lock
@@ -60,6 +59,7 @@ _KEEPALIVES: Final = {
     "keepalives_interval": 2,
     "keepalives_count": 3,
     "connect_timeout": 5,
+    "tcp_user_timeout": 10_000,  # ms: a query on a dead peer fails instead of hanging
 }
 _SERVER_KEEPALIVES: Final = (
     "SET tcp_keepalives_idle = 5",
@@ -236,7 +236,6 @@ class OwnedConnections(MqttConnection):
         self._guard = threading.Lock()
         self._wake = threading.Event()
         self._halt = threading.Event()
-        self._taken_over: set[str] = set()
         self._member = member_key(ownership.group, collector_id)
         self._member_locked = False
         self._started_at = time.monotonic()
@@ -310,16 +309,6 @@ class OwnedConnections(MqttConnection):
             return
         if not self._member_locked:
             self._member_locked = self.locks.try_lock(self._member)
-        with self._guard:
-            taken_over, self._taken_over = self._taken_over, set()
-        for name in taken_over:
-            if name in self._turns:
-                log.warning(
-                    "ownership: partition %s's session was taken over by another "
-                    "connection; letting it go",
-                    name,
-                )
-                self._end_turn(name, wait=True, forget=True)
         for partition in self.ownership.partitions:
             if self._halt.is_set():
                 return
@@ -336,7 +325,16 @@ class OwnedConnections(MqttConnection):
                 continue
             key = lock_key(self.ownership.group, partition.name)
             if self.locks.try_lock(key):
-                self._begin_turn(partition, key)
+                try:
+                    self._begin_turn(partition, key)
+                except Exception:
+                    # Never sit on a lock with nobody reading the session: let another try.
+                    log.exception("ownership: could not start partition %s", partition.name)
+                    with self._guard:
+                        turn = self._turns.pop(partition.name, None)
+                    if turn is not None:
+                        turn.connection.stop()
+                    self.locks.unlock(key)
 
     def _may_take(self, partition: PartitionSettings) -> bool:
         prefer = partition.prefer
@@ -376,10 +374,10 @@ class OwnedConnections(MqttConnection):
             self._deliver(message)
 
         def disconnected(reason: str) -> None:
-            if reason == SESSION_TAKEN_OVER:
-                with self._guard:
-                    self._taken_over.add(name)
-                self._wake.set()
+            # Perhaps another connection took the client id (a collector that believes it
+            # holds the lock): check our lock now. Held, paho's reconnect takes the session
+            # back; lost, the pass stops every partition.
+            self._wake.set()
 
         connection = self._partition_connection(
             client_id_of(self.ownership.group, name), received, disconnected

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from campuswatch.collector.alerts.models import Alert
 from campuswatch.collector.config_file import ConfigFileError, load_collector_settings
-from campuswatch.collector.ownership import OwnedConnections, lock_key
+from campuswatch.collector.ownership import OwnedConnections, client_id_of, lock_key
 from campuswatch.wire import encode_message
 from campuswatch.wire.messages import HealthMessage
 from campuswatch.wire.mqtt import MqttConnection
@@ -236,6 +236,67 @@ def test_a_returning_preferred_collector_gets_its_partition_back_and_each_messag
         assert evaluated(first) + evaluated(second) == devices.sent
         assert evaluated(first) >= 20 and standby.owned == ["south"]
         assert alerts_by_device(register) == {"pc-a1": 1}
+
+
+def test_a_connection_taking_a_partition_session_loses_it_to_the_lock_holder(
+    mosquitto: MosquittoBroker, tmp_path: Path, fresh_postgres_url: str, devices: Devices
+) -> None:
+    register = create_engine(fresh_postgres_url)
+    common = {"db": fresh_postgres_url, "rules_dir": rules_dir(tmp_path), "ownership": OWNERSHIP}
+    with collectors_on(mosquitto.url, tmp_path) as start:
+        owner = start(collector_id="c1", **common).service.ingestor.connection
+        assert isinstance(owner, OwnedConnections)
+        wait_until(lambda: "north" in owner.owned)
+        # Something else connects with north's client id (a former owner that has not yet
+        # noticed it lost its lock): Mosquitto disconnects the owner's session. The owner
+        # finds its lock still held and reconnects, which disconnects the intruder.
+        dropped: list[str] = []
+        intruder = MqttConnection(
+            client_id_of("district-1", "north"),
+            mosquitto.address,
+            clean_start=False,
+            session_expiry_s=3600,
+            reconnect_min_s=3600,  # once: no ping-pong of the client id in this test
+            reconnect_max_s=3600,
+            on_disconnect=dropped.append,
+        )
+        intruder.start()
+        assert intruder.wait_connected(10)
+        wait_until(lambda: bool(dropped))
+        intruder.stop()
+        assert owner.owned == ["north", "south"] and owner.releases_total == 0
+        before = stored(register)
+        devices.hot("school-a", "pc-a1", 4)
+        wait_until(lambda: stored(register) >= before + 4)
+        wait_until(lambda: alerts_by_device(register) == {"pc-a1": 1})
+
+
+def test_an_owner_whose_lock_session_ends_stops_its_partitions_then_takes_them_again(
+    mosquitto: MosquittoBroker, tmp_path: Path, fresh_postgres_url: str, devices: Devices
+) -> None:
+    register = create_engine(fresh_postgres_url)
+    common = {"db": fresh_postgres_url, "rules_dir": rules_dir(tmp_path), "ownership": OWNERSHIP}
+    with collectors_on(mosquitto.url, tmp_path) as start:
+        owner = start(collector_id="c1", **common).service.ingestor.connection
+        assert isinstance(owner, OwnedConnections)
+        wait_until(lambda: owner.owned == ["north", "south"])
+        taken = owner.takeovers_total
+        with register.connect() as admin:
+            # What a network cut or a server restart does to the lock session.
+            admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND objsubid = 2"
+                )
+            )
+        # Without its locks it must not keep reading the sessions; with the register back,
+        # it takes them again (nobody else holds them).
+        wait_until(lambda: owner.releases_total >= 2)
+        wait_until(lambda: owner.owned == ["north", "south"] and owner.takeovers_total > taken)
+        before = stored(register)
+        devices.hot("school-b", "pc-b1", 4)
+        wait_until(lambda: stored(register) >= before + 4)
+        wait_until(lambda: alerts_by_device(register) == {"pc-b1": 1})
 
 
 def metric(port: int, name: str, label: str) -> float | None:
