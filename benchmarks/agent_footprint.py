@@ -8,6 +8,12 @@ floor: an idle Python that imported paho-mqtt and psutil, which no Python agent 
 The agent runs with ``-X importtime``; the heaviest imports are printed after the figures.
 Targets (issue 18): agent RSS <= 25 MB and <= 0.05 % of one core.
 
+By default the agent and the floor run in a throwaway venv that holds only what
+``pip install campuswatch`` puts on a lab PC (msgspec, paho-mqtt, psutil and this source tree,
+linked from the current environment): a development venv also has typing_extensions, which
+msgspec then imports (with inspect, ~0.5 MB) although no lab PC has it.
+``--environment current`` measures in the running interpreter's environment instead.
+
     .venv/bin/python benchmarks/agent_footprint.py --seconds 180
 """
 
@@ -15,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import importlib.metadata
+import importlib.util
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -57,6 +66,44 @@ def heaviest_imports(import_log: Path, count: int) -> list[str]:
     return [f"{modules} modules imported", *top]
 
 
+def _distribution_closure(name: str) -> set[str]:
+    """``name`` and what it requires, without extras (what pip installs for it)."""
+    seen: set[str] = set()
+    pending = [name]
+    while pending:
+        current = pending.pop()
+        key = current.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        for requirement in importlib.metadata.requires(current) or []:
+            if "extra ==" not in requirement:
+                pending.append(re.split(r"[<>=!~ ;\[(]", requirement, maxsplit=1)[0])
+    return seen
+
+
+def agent_only_python(work: Path) -> str:
+    """A venv with only the agent's install (no extras), its packages linked from this one."""
+    venv = work / "agent-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site_packages = next(venv.glob("lib/python3*/site-packages"))
+    wanted = _distribution_closure("campuswatch") - {"campuswatch"}
+    for module, distributions in importlib.metadata.packages_distributions().items():
+        if not {d.lower().replace("_", "-") for d in distributions} & wanted:
+            continue
+        spec = importlib.util.find_spec(module)
+        if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+            continue
+        locations = list(spec.submodule_search_locations or [])
+        source = Path(locations[0]) if locations else Path(str(spec.origin))
+        (site_packages / source.name).symlink_to(source)
+    campuswatch = importlib.util.find_spec("campuswatch")
+    assert campuswatch is not None and campuswatch.submodule_search_locations
+    source_tree = next(iter(campuswatch.submodule_search_locations))
+    (site_packages / "campuswatch").symlink_to(source_tree)
+    return str(venv / "bin" / "python")
+
+
 class Sampler:
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
@@ -85,6 +132,13 @@ def main() -> None:
         help="seconds to measure",
     )
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring")
+    parser.add_argument(
+        "--environment",
+        choices=("agent-only", "current"),
+        default="agent-only",
+        help="agent-only: a venv with only the agent's dependencies, as on a lab PC (default); "
+        "current: this interpreter's environment",
+    )
     args = parser.parse_args()
 
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -92,6 +146,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cw-footprint-"))
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        python = sys.executable if args.environment == "current" else agent_only_python(work)
         broker_port = free_port()
         (work / "mosquitto.conf").write_text(
             f"listener {broker_port} 127.0.0.1\nallow_anonymous true\n", encoding="utf-8"
@@ -125,7 +180,7 @@ def main() -> None:
         import_log = (work / "agent-imports.txt").open("wb")
         agent = subprocess.Popen(
             [
-                sys.executable,
+                python,
                 "-X",
                 "importtime",
                 "-m",
@@ -142,7 +197,7 @@ def main() -> None:
         )
         processes.append(agent)
         floor = subprocess.Popen(
-            [sys.executable, "-c", FLOOR_PROGRAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [python, "-c", FLOOR_PROGRAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         processes.append(floor)
         assert floor.stdout is not None
@@ -182,6 +237,7 @@ def main() -> None:
             f"\nagent footprint over {args.duration:.0f} s at default intervals "
             f"(cpus: {os.cpu_count()}, load average {load_before:.2f} -> {os.getloadavg()[0]:.2f})"
         )
+        print(f"environment: {args.environment} ({python})")
         print(f"{'process':28} {'RSS mean MB':>12} {'RSS max MB':>11} {'CPU % of a core':>16}")
         results = {}
         for name, sampler in samplers.items():
