@@ -1,0 +1,529 @@
+"""A district on one collector: 3,300 msg/s from 100,000 simulated devices, sustained.
+
+The load is the simulator's own output, recorded once and replayed by a lean publisher so
+the load generator leaves the collector a core:
+
+1. Record: ``--devices`` simulated devices (``firmware_sim``'s fleet and models, 300 per
+   school, reporting every ``--interval`` simulated seconds) run on a manual clock into a
+   memory transport: their births (hello, retained state, inventory) and ``--cycles``
+   report intervals after them. ``--recording FILE`` keeps the recording for later runs.
+2. Replay: a publisher process sends the recorded messages in order, QoS 1, looping over
+   the report intervals, at ``--rate`` msg/s; each copy gets a fresh message id and the
+   current time (the template's bytes around them are sent as recorded).
+3. Peer: a bare paho subscriber (its own process, no collector connected) takes the same
+   load for ``--peer-seconds`` and reports its CPU time per message.
+4. Collector: one ``campuswatch collector run`` (SQLite defaults, or ``--postgres``) with
+   a syslog destination (CEF, ``group_wait`` 0) in this process. The births are published
+   as a backlog and stored first (the register then knows every device, as in a district's
+   steady state), then the load runs for ``--duration`` seconds. Every ``--alert-every``
+   seconds a known PC at its own school reports "no antivirus"; the time from publish to
+   the CEF line naming it is its alert latency (as ``alert_latency.py``).
+
+Printed: messages sent/stored/lost, the backlog (published, not yet stored) over time and
+its maximum, alert p50/p99, collector RSS at start/middle/end, and CPU milliseconds per
+stored message for the collector beside the bare subscriber's per received message (the
+figure the machine's load moves least). Targets (issue 16): nothing lost, backlog bounded,
+alert p99 < 500 ms, RSS flat.
+
+    .venv/bin/python benchmarks/district_load.py                       # 600 s, 100,000 devices
+    .venv/bin/python benchmarks/district_load.py --duration 60 --recording /tmp/district.pickle
+    .venv/bin/python benchmarks/district_load.py --duration 60 --profile /tmp/collector.svg
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import pickle
+import secrets
+import shutil
+import socketserver
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
+
+import psutil
+from alert_latency import OctetCountingHandler, arrivals, arrived
+from ingest import (
+    STORED,
+    Collector,
+    load,
+    machine_busy,
+    postgres_database,
+    scrape_all,
+    slope_per_10_min,
+    wait_for,
+)
+
+from campuswatch.firmware_sim.engine import Simulator
+from campuswatch.firmware_sim.fleet import build_fleet
+from campuswatch.firmware_sim.schoolday import SimClock
+from campuswatch.firmware_sim.transport import MemoryTransport
+from campuswatch.localports import free_port, wait_for_port
+from campuswatch.wire import AvMessage, HealthMessage, encode_message
+from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, ReceivedMessage
+
+DEVICES_PER_SCHOOL = 300
+ENVELOPE = b',"v":1,"id":"'
+"""Where a payload's envelope starts: msgspec writes the body first, then v, id, ts."""
+AFTER_TS = b'","device_id":"'
+DUPLICATES = "campuswatch_ingest_duplicates_total"
+REJECTED = "campuswatch_ingest_rejected_total"
+SAMPLE_S = 5.0
+
+Template = tuple[str, bytes, bytes, bool]
+"""Topic, payload up to the message id, payload from the end of ``ts``, retain."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    devices: int
+    interval_s: float
+    births: list[Template]
+    cycle: list[Template]
+    kinds: dict[str, int]
+
+
+def template(topic: str, payload: bytes, retain: bool) -> Template:
+    start = payload.rindex(ENVELOPE) + len(ENVELOPE)
+    end = payload.index(AFTER_TS, start)
+    return topic, payload[:start], payload[end:], retain
+
+
+def record(devices: int, interval_s: float, cycles: int, seed: int = 1) -> Recording:
+    """The simulator's births and ``cycles`` report intervals for ``devices`` devices."""
+    fleet = build_fleet(
+        seed=seed,
+        schools=max(1, devices // DEVICES_PER_SCHOOL),
+        devices=devices,
+        site_prefix="district",
+    )
+    transport = MemoryTransport()
+    clock = SimClock(datetime(2025, 3, 4, 2, 0, tzinfo=UTC), manual=True)  # 09:00 local
+    simulator = Simulator(fleet, transport, clock, seed=seed, interval_s=interval_s)
+    simulator.start()
+    births = [template(p.topic, p.payload, p.retain) for p in transport.published]
+    # The first interval carries every device's first report (lab PCs send av and net
+    # with it); the steady intervals after it are what is replayed.
+    simulator.run_for(interval_s, step_s=1.0)
+    steady_from = len(transport.published)
+    simulator.run_for(interval_s * cycles, step_s=1.0)
+    steady = transport.published[steady_from:]
+    cycle = [template(p.topic, p.payload, p.retain) for p in steady]
+    kinds = Counter(p.topic.rsplit("/", 1)[1] for p in steady)
+    return Recording(devices, interval_s, births, cycle, dict(kinds))
+
+
+def load_recording(args: argparse.Namespace, work: Path) -> Path:
+    """Path of a pickled recording matching the arguments (made now if need be)."""
+    wanted = (args.devices, args.interval, args.cycles)
+    path: Path = args.recording or work / "recording.pickle"
+    if path.exists():
+        with path.open("rb") as file:
+            recording: Recording = pickle.load(file)
+        if (recording.devices, recording.interval_s, len(recording.cycle) > 0) == (
+            args.devices,
+            args.interval,
+            True,
+        ):
+            print(f"recording: {path} ({len(recording.cycle)} messages a loop)")
+            return path
+    started = time.perf_counter()
+    recording = record(*wanted)
+    with path.open("wb") as file:
+        pickle.dump(recording, file, protocol=pickle.HIGHEST_PROTOCOL)
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(recording.kinds.items()))
+    print(
+        f"recorded {args.devices} devices in {time.perf_counter() - started:.0f} s: "
+        f"{len(recording.births)} birth messages, {len(recording.cycle)} in "
+        f"{args.cycles} x {args.interval:g} s of reports ({kinds})"
+    )
+    return path
+
+
+def publish(
+    port: int,
+    recording_path: Path,
+    which: str,
+    rate: float,
+    stop: ProcessEvent,
+    sent: Synchronized[int],
+    acked: Synchronized[int],
+    cpu_s: Synchronized[float],
+) -> None:
+    """Publisher process: ``which`` ("births" once, unpaced, or "cycle" looped at ``rate``)
+    with a fresh id and time in every copy, at most 1,000 messages awaiting PUBACK."""
+    with recording_path.open("rb") as file:
+        recording: Recording = pickle.load(file)
+    templates = recording.births if which == "births" else recording.cycle
+    window = threading.BoundedSemaphore(1000)
+
+    def on_published(_mid: int) -> None:
+        with acked.get_lock():
+            acked.value += 1
+        window.release()
+
+    connection = MqttConnection(
+        f"district-pub-{os.getpid()}",
+        BrokerAddress("127.0.0.1", port, False),
+        max_inflight=1000,
+        on_published=on_published,
+    )
+    connection.start()
+    if not connection.wait_connected(10):
+        raise SystemExit("publisher could not connect")
+    prefix = f"{secrets.randbits(32):08x}-{secrets.randbits(16):04x}-7000-8000-"
+    started = time.perf_counter()
+    n = 0
+    total = len(templates)
+    while not stop.is_set() and (which != "births" or n < total):
+        due = int((time.perf_counter() - started) * rate) if rate > 0 else n + 1000
+        stamp = b'","ts":"' + datetime.now(UTC).isoformat().replace("+00:00", "Z").encode()
+        while n < due and not stop.is_set() and (which != "births" or n < total):
+            topic, head, tail, retain = templates[n % total]
+            payload = b"".join((head, f"{prefix}{n:012x}".encode(), stamp, tail))
+            window.acquire()
+            while connection.publish(topic, payload, qos=1, retain=retain) is None:
+                time.sleep(0.01)  # reconnecting
+            n += 1
+            sent.value = n
+        if rate > 0:
+            time.sleep(0.002)
+    deadline = time.monotonic() + 60
+    while acked.value < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    connection.stop()
+    times = psutil.Process().cpu_times()
+    cpu_s.value = times.user + times.system
+
+
+def bare_subscriber(
+    port: int,
+    ready: ProcessEvent,
+    stop: ProcessEvent,
+    received: Synchronized[int],
+    cpu_s: Synchronized[float],
+) -> None:
+    """Peer process: counts what it receives (QoS 1, auto-ack); CPU from first to last."""
+    first_cpu: list[float] = []
+    count = 0
+    last_cpu = [0.0]
+
+    def on_message(_message: ReceivedMessage) -> None:
+        nonlocal count
+        if not first_cpu:
+            first_cpu.append(time.process_time())
+        count += 1
+        received.value = count
+        last_cpu[0] = time.process_time()
+
+    connection = MqttConnection(
+        "district-peer",
+        BrokerAddress("127.0.0.1", port, False),
+        max_inflight=1000,
+        on_message=on_message,
+    )
+    connection.subscribe("cw/v1/#", qos=1)
+    connection.start()
+    connection.wait_connected(10)
+    time.sleep(0.5)  # subscribed
+    ready.set()
+    stop.wait()
+    connection.stop()
+    cpu_s.value = last_cpu[0] - (first_cpu[0] if first_cpu else 0.0)
+
+
+class PublisherProcess:
+    def __init__(self, port: int, recording: Path, which: str, rate: float) -> None:
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self.stop = spawn.Event()
+        self.sent = spawn.Value("q", 0)
+        self.acked = spawn.Value("q", 0)
+        self.cpu_s = spawn.Value("d", 0.0)
+        self.process = spawn.Process(
+            target=publish,
+            args=(port, recording, which, rate, self.stop, self.sent, self.acked, self.cpu_s),
+            daemon=True,
+        )
+        self.process.start()
+
+    def finish(self, timeout_s: float = 120) -> None:
+        self.stop.set()
+        self.process.join(timeout_s)
+
+
+def peer_run(port: int, recording: Path, args: argparse.Namespace) -> tuple[float, float, int]:
+    """(CPU ms per message, msg/s received, messages) of a bare subscriber under the load."""
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop = spawn.Event(), spawn.Event()
+    received, cpu_s = spawn.Value("q", 0), spawn.Value("d", 0.0)
+    peer = spawn.Process(
+        target=bare_subscriber, args=(port, ready, stop, received, cpu_s), daemon=True
+    )
+    peer.start()
+    if not ready.wait(30):
+        raise SystemExit("bare subscriber did not start")
+    publisher = PublisherProcess(port, recording, "cycle", args.rate)
+    time.sleep(args.peer_seconds)
+    publisher.finish()
+    wait_for(lambda: received.value >= publisher.acked.value, 60, "the peer to catch up")
+    stop.set()
+    peer.join(30)
+    taken = received.value
+    return cpu_s.value * 1000 / max(taken, 1), taken / args.peer_seconds, taken
+
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, max(0, math.ceil(len(values) * share) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=3300.0, help="msg/s published")
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of load")
+    parser.add_argument("--interval", type=float, default=30.0, help="simulated s per report")
+    parser.add_argument("--cycles", type=int, default=5, help="report intervals recorded")
+    parser.add_argument("--recording", type=Path, help="keep/reuse the recording here")
+    parser.add_argument("--peer-seconds", type=float, default=60.0)
+    parser.add_argument("--alert-every", type=float, default=2.0, help="s between alerts")
+    parser.add_argument("--postgres", action="store_true", help="register on PostgreSQL")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--with-reports",
+        action="store_true",
+        help="keep the hourly report pass (its first run, 300 s after start, renders PDFs)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy record the collector during the load: a flame graph if the name ends .svg, "
+        "else collapsed stacks",
+    )
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cw-district-"))
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')}, cpus {os.cpu_count()}, load {load()}")
+    recording = load_recording(args, work)
+    port = free_port()
+    (work / "mosquitto.conf").write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+        "max_inflight_messages 0\nmax_queued_bytes 0\npersistence false\n",
+        encoding="utf-8",
+    )
+    broker_process = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(work / "mosquitto.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    syslog = socketserver.ThreadingTCPServer(("127.0.0.1", 0), OctetCountingHandler)
+    syslog.daemon_threads = True
+    threading.Thread(target=syslog.serve_forever, daemon=True).start()
+    (work / "fwd.yaml").write_text(
+        "forwarding:\n  destinations:\n    - name: soc\n      type: syslog\n      options:\n"
+        f"        host: 127.0.0.1\n        port: {syslog.server_address[1]}\n"
+        "        transport: tcp\n        message_format: cef\n",
+        encoding="utf-8",
+    )
+    try:
+        wait_for_port(port)
+        peer_ms = math.nan
+        if args.peer_seconds > 0:
+            peer_ms, peer_rate, peer_n = peer_run(port, recording, args)
+            print(
+                f"bare paho subscriber: {peer_n} messages in {args.peer_seconds:.0f} s "
+                f"({peer_rate:.0f} msg/s), {peer_ms:.3f} ms CPU/msg; load {load()}"
+            )
+        if args.postgres:
+            with postgres_database(args.postgres_url) as db:
+                collector_run(work, port, recording, args, db, peer_ms)
+        else:
+            collector_run(work, port, recording, args, None, peer_ms)
+    finally:
+        for collector in list(Collector.running):
+            collector.stop()
+        print(f"load at the end {load()}")
+        syslog.shutdown()
+        broker_process.terminate()
+        broker_process.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def collector_run(
+    work: Path,
+    port: int,
+    recording: Path,
+    args: argparse.Namespace,
+    db: str | None,
+    peer_ms: float,
+) -> None:
+    collector = Collector(work, "district", f"mqtt://127.0.0.1:{port}", db, None)
+    collector.env |= {
+        "CW_COLLECTOR_FORWARDING_CONFIG": str(work / "fwd.yaml"),
+        "CW_COLLECTOR_ALERT_GROUP_WAIT_S": "0",
+    }
+    if not args.with_reports:
+        collector.env["CW_COLLECTOR_REPORT_SCHEDULE_INTERVAL_S"] = "0"
+    collector.start()
+
+    def figures() -> dict[str, float]:
+        values = scrape_all(collector.port, STORED, DUPLICATES, REJECTED)
+        return values if values is not None else {}
+
+    wait_for(lambda: scrape_all(collector.port, STORED) is not None, 60, "the collector")
+    alerts = MqttConnection("district-alerts", BrokerAddress("127.0.0.1", port, False))
+    alerts.start()
+    alerts.wait_connected(10)
+    alert_devices = [f"lab-{n:04d}" for n in range(int(args.duration / args.alert_every) + 1)]
+    for device in alert_devices:  # known PCs: first contact is not what is measured
+        payload = encode_message(HealthMessage(device_id=device, site=f"s-{device}"))
+        alerts.publish(f"cw/v1/s-{device}/{device}/health", payload, qos=1)
+    extra = len(alert_devices)
+
+    started = time.monotonic()
+    births = PublisherProcess(port, recording, "births", 0)
+    births.process.join()
+    with recording.open("rb") as file:
+        birth_count = len(pickle.load(file).births)
+    wait_for(
+        lambda: figures().get(STORED, 0) + figures().get(DUPLICATES, 0) >= birth_count + extra,
+        1800,
+        "the births to be stored",
+        1.0,
+    )
+    print(
+        f"warm-up: {birth_count} birth messages (hello, state, inventory) stored in "
+        f"{time.monotonic() - started:.0f} s; collector RSS {collector.rss_mb():.0f} MB"
+    )
+
+    before = figures()
+    cpu_before = collector.cpu_s()
+    machine_before = psutil.cpu_times()
+    publisher = PublisherProcess(port, recording, "cycle", args.rate)
+    profiler = None
+    if args.profile:
+        assert collector.process is not None
+        command = [
+            str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+            str(collector.process.pid), "--duration", str(int(args.duration)),
+            "--rate", "50", "--output", str(args.profile), "--nonblocking",
+            "--format", "flamegraph" if args.profile.suffix == ".svg" else "raw",
+        ]  # fmt: skip
+        profiler = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    load_started = time.monotonic()
+    print(f"load: {args.rate:.0f} msg/s for {args.duration:.0f} s; load {load()}")
+    print("     t s   RSS MB     sent    stored  backlog")
+    samples: list[tuple[float, float]] = []
+    backlogs: list[tuple[float, int]] = []
+    published: dict[str, float] = {}
+    next_alert = load_started + args.alert_every / 2
+    next_sample = load_started
+    alert_index = 0
+    while (elapsed := time.monotonic() - load_started) < args.duration:
+        now = time.monotonic()
+        if now >= next_alert and alert_index < len(alert_devices):
+            device = alert_devices[alert_index]
+            alert_index += 1
+            report = AvMessage(device_id=device, site=f"s-{device}", status="no_av")
+            payload = encode_message(report)
+            published[device] = time.perf_counter()
+            while alerts.publish(f"cw/v1/s-{device}/{device}/av", payload, qos=1) is None:
+                time.sleep(0.01)
+            next_alert += args.alert_every
+        if now >= next_sample:
+            seen = figures()
+            stored = int(seen.get(STORED, 0) - before.get(STORED, 0))
+            backlog = publisher.sent.value + alert_index - stored
+            rss = collector.rss_mb()
+            samples.append((elapsed, rss))
+            backlogs.append((elapsed, backlog))
+            if len(samples) % 6 == 1:
+                print(
+                    f"  {elapsed:6.0f} {rss:8.1f} {publisher.sent.value:8d} {stored:9d} "
+                    f"{backlog:8d}",
+                    flush=True,
+                )
+            next_sample += SAMPLE_S
+        time.sleep(max(0.0, min(next_alert, next_sample) - time.monotonic()))
+    publisher.finish()
+    sent = publisher.sent.value + alert_index
+    acked = publisher.acked.value
+    drain_started = time.monotonic()
+    wait_for(
+        lambda: figures().get(STORED, 0) + figures().get(DUPLICATES, 0) + figures().get(REJECTED, 0)
+        - before.get(STORED, 0) - before.get(DUPLICATES, 0) - before.get(REJECTED, 0)
+        >= sent,
+        300,
+        "the backlog to drain",
+        1.0,
+    )  # fmt: skip
+    drain_s = time.monotonic() - drain_started
+    after = figures()
+    cpu = collector.cpu_s() - cpu_before
+    busy = machine_busy(machine_before, psutil.cpu_times())
+    final_rss = collector.rss_mb()
+    deadline = time.monotonic() + 30
+    with arrived:
+        while len(arrivals) < len(published) and time.monotonic() < deadline:
+            arrived.wait(1)
+    if profiler is not None:
+        profiler.wait(120)
+    alerts.stop()
+    collector.stop()
+
+    stored = int(after.get(STORED, 0) - before.get(STORED, 0))
+    duplicates = int(after.get(DUPLICATES, 0) - before.get(DUPLICATES, 0))
+    rejected = int(after.get(REJECTED, 0) - before.get(REJECTED, 0))
+    lost = sent - stored - duplicates - rejected
+    latencies = sorted(
+        (arrivals[device] - at) * 1000 for device, at in published.items() if device in arrivals
+    )
+    middle = min(samples, key=lambda s: abs(s[0] - args.duration / 2))
+    worst = max(backlogs, key=lambda b: b[1])
+    print(
+        f"sent {sent} ({publisher.sent.value / args.duration:.0f} msg/s, {acked} acked by the "
+        f"broker), stored {stored}, duplicates {duplicates}, rejected {rejected}, lost {lost}; "
+        f"drained {drain_s:.1f} s after publishing stopped"
+    )
+    print(
+        f"backlog: max {worst[1]} at {worst[0]:.0f} s, mean "
+        f"{statistics.fmean(b for _, b in backlogs):.0f}, last sample {backlogs[-1][1]}"
+    )
+    if latencies:
+        print(
+            f"alerts: {len(latencies)}/{len(published)} forwarded, p50 "
+            f"{statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms, "
+            f"max {latencies[-1]:.0f} ms (target p99 < 500 ms)"
+        )
+    else:
+        print(f"alerts: none of {len(published)} reached the syslog receiver")
+    print(
+        f"collector RSS: start {samples[0][1]:.1f} MB, middle {middle[1]:.1f} MB, end "
+        f"{samples[-1][1]:.1f} MB, after drain {final_rss:.1f} MB; slope "
+        f"{slope_per_10_min(samples):+.1f} MB/10 min"
+    )
+    collector_ms = cpu * 1000 / max(stored, 1)
+    print(
+        f"CPU per message: collector {collector_ms:.3f} ms/stored msg, bare paho subscriber "
+        f"{peer_ms:.3f} ms/msg ({collector_ms / peer_ms:.1f}x); publisher "
+        f"{publisher.cpu_s.value * 1000 / max(publisher.sent.value, 1):.3f} ms/msg; machine "
+        f"busy {busy:.0%}; load {load()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
