@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,14 @@ import typer
 
 from campuswatch.collector.demo import MOSQUITTO_MISSING, choose_broker, find_mosquitto
 from tests.support.ports import free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 
 def _wait(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            value = condition()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
-        time.sleep(0.5)
+    # Twice a second: the demo under test shares two cores with this poll.
+    return wait_until(
+        condition, timeout_s, message=what, interval_s=0.5, ignoring=(httpx.HTTPError,)
+    )
 
 
 @pytest.mark.slow

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import pytest
 
 from tests.support.ports import free_port, wait_for_port
 from tests.support.victoriametrics import VictoriaMetricsServer
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "deploy.md"
@@ -137,13 +137,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def wait_until(what: str, condition: object, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def machine_root() -> Iterator[Path]:
     """World-readable, as /etc is: Mosquitto drops root before reading its files."""
@@ -234,7 +227,7 @@ def test_the_guide_runs_from_broker_to_restore(
                 return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
             return False
 
-        wait_until("the collector's /healthz", healthy)
+        wait_until(healthy, 120, message="the collector's /healthz")
 
         # 8. This server's agent, with its broker login, as its unit starts it.
         machine.run("first-agent")
@@ -257,7 +250,7 @@ def test_the_guide_runs_from_broker_to_restore(
             online, _, _offline = tiles["devices"]["big"].partition(" / ")
             return int(online) >= 1
 
-        wait_until("the wall display to show the agent online", wall_shows_the_pc)
+        wait_until(wall_shows_the_pc, 120, message="the wall display to show the agent online")
 
         # 11. Accounts by command; the facilities account logs into the UI.
         passwords = {}
@@ -288,7 +281,7 @@ def test_the_guide_runs_from_broker_to_restore(
         assert "counts verified" in restored, restored
         collector = machine.start_from_unit(collector_unit, "collector-after-restore.log")
         processes.append(collector)
-        wait_until("the collector after the restore", healthy)
+        wait_until(healthy, 120, message="the collector after the restore")
         with httpx.Client(base_url=base, headers={"Origin": base}) as browser:
             login = browser.post(
                 "/ui/login",
