@@ -20,6 +20,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -384,3 +385,24 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(160))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LoginCounter(Base):
+    """Failed UI logins for one user name or client address, shared by every collector on
+    this register (``collector.web.login_limits``); times are Unix seconds."""
+
+    __tablename__ = "login_counters"
+    __table_args__ = (
+        CheckConstraint(_in_list("kind", ("account", "address")), name="kind"),
+        Index("ix_login_counters_kind_touched", "kind", "touched"),
+    )
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[list[float]] = mapped_column(JSON, default=list)
+    """Times of failed attempts within the window."""
+    pending: Mapped[list[float]] = mapped_column(JSON, default=list)
+    """Start times of attempts still being checked (they count as failures until they end)."""
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)
+    touched: Mapped[float] = mapped_column(Float)
+    """Last use: rows untouched for longer than the window are pruned, the oldest evicted."""
