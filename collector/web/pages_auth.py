@@ -25,13 +25,19 @@ from campuswatch.collector.web.auth import (
 )
 from campuswatch.collector.web.i18n import LANGUAGES
 from campuswatch.collector.web.labels import N_
-from campuswatch.collector.web.login_limits import Refusal, login_limiter
+from campuswatch.collector.web.login_limits import (
+    LoginLimitsUnavailable,
+    Refusal,
+    login_limiter,
+)
 from campuswatch.collector.web.rendering import render
 
 router = APIRouter(prefix="/ui")
 LOGIN_FAILED = N_("Wrong user name, password or token.")
 LOGIN_LOCKED = N_("Too many failed logins. Try again in %(minutes)s minutes.")
 LOGIN_LOCKED_ONE_MINUTE = N_("Too many failed logins. Try again in 1 minute.")
+LOGIN_UNAVAILABLE = N_("Login is not available right now. Try again in a minute.")
+UNAVAILABLE_RETRY_S = 60
 
 
 def _set_session_cookie(request: Request, response: Response, token: str) -> None:
@@ -66,7 +72,15 @@ def login(
     # listed in ``trusted_proxies`` (the HTTP server then puts X-Forwarded-For's here).
     address = request.client.host if request.client else "unknown"
     account = None if token.strip() else username.strip() or None
-    started = limiter.attempt(account, address)
+    try:
+        started = limiter.attempt(account, address)
+    except LoginLimitsUnavailable:
+        # The shared counters cannot be read: refuse rather than let the guess through
+        # uncounted (with the register down no password could be checked anyway).
+        down = {"next": safe_next(next), "error": LOGIN_UNAVAILABLE, "username": username}
+        unavailable = render(request, "login.html", down, user=None, status_code=503)
+        unavailable.headers["Retry-After"] = str(UNAVAILABLE_RETRY_S)
+        return unavailable
     if isinstance(started, Refusal):
         values = {
             "next": safe_next(next),
