@@ -55,8 +55,9 @@ from ingest import (
     wait_for,
 )
 
+from campuswatch.collector.ownership import client_id_of
 from campuswatch.localports import free_port, wait_for_port
-from campuswatch.wire.mqtt import BrokerAddress
+from campuswatch.wire.mqtt import BrokerAddress, MqttConnection
 
 OWNED = "campuswatch_ownership_partitions"
 SETUPS: dict[str, tuple[int, bool, str | None, str]] = {
@@ -73,16 +74,17 @@ def sites_of(devices: int) -> list[str]:
     return [f"bench-s{n:03d}" for n in range((devices - 1) // 50 + 1)]
 
 
-def ownership_toml(devices: int, prefer: bool) -> str:
+def ownership_toml(devices: int, group: str, prefer: bool) -> str:
     sites = sites_of(devices)
     halves = {"north": sites[0::2], "south": sites[1::2]}
     lines = [
         "[ownership]",
-        'group = "bench"',
+        f'group = "{group}"',
         "poll_interval_s = 1.0",
         "handback_grace_s = 5.0",
     ]
-    for (name, part), collector_id in zip(halves.items(), ("bench-c0", "bench-c1"), strict=True):
+    ids = (f"{group}-c0", f"{group}-c1")
+    for (name, part), collector_id in zip(halves.items(), ids, strict=True):
         quoted = ", ".join(f'"{site}"' for site in part)
         lines += ["[[ownership.partitions]]", f'name = "{name}"', f"sites = [{quoted}]"]
         if prefer:
@@ -93,6 +95,15 @@ def ownership_toml(devices: int, prefer: bool) -> str:
 def owned_partitions(port: int) -> float:
     values = scrape_all(port, OWNED)
     return -1.0 if values is None else values.get(OWNED, 0.0)
+
+
+def forget_sessions(broker: BrokerAddress, client_ids: list[str]) -> None:
+    """End the persistent sessions a set-up left with the broker (clean start, no expiry)."""
+    for client_id in client_ids:
+        connection = MqttConnection(client_id, broker, clean_start=True, session_expiry_s=0)
+        connection.start()
+        if connection.wait_connected(10):
+            connection.stop()
 
 
 def drain(
@@ -108,12 +119,14 @@ def drain(
     """(CPU ms per stored message, msg/s, machine busy share, messages measured)."""
     config = work / f"{tag}.toml"
     # One collector takes both partitions at once (no preferred collector to wait for).
-    config.write_text(ownership_toml(args.devices, prefer=count > 1) if ownership else "")
+    config.write_text(ownership_toml(args.devices, tag, prefer=count > 1) if ownership else "")
     collectors = []
     for n in range(count):
+        # Ids of this set-up only: a persistent session left by an earlier one would queue
+        # this one's messages (and is removed once this set-up is done).
         collector = Collector(work, f"{tag}-{n}", str(broker), db, share)
         collector.command += ["--config", str(config)]
-        collector.env["CW_COLLECTOR_COLLECTOR_ID"] = f"bench-c{n}"
+        collector.env["CW_COLLECTOR_COLLECTOR_ID"] = f"{tag}-c{n}"
         collectors.append(collector)
     for collector in collectors:
         collector.start()
@@ -164,8 +177,14 @@ def drain(
     busy = machine_busy(machine_started, psutil.cpu_times())
     for collector in collectors:
         collector.stop()
+    sessions = [f"cw-{tag}-c{n}" for n in range(count)]
+    if ownership:
+        sessions += [client_id_of(tag, name) for name in ("north", "south")]
+    forget_sessions(broker, sessions)
     first, last = polls[0], polls[-1]
     taken = last.stored - first.stored
+    if taken <= 0:
+        raise SystemExit("drained before it could be measured: publish more --messages")
     elapsed = max(last.last_batch_at - first.first_batch_at, 1e-9)
     return cpu * 1000 / taken, taken / elapsed, busy, taken
 
