@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.registry import CollectorRegistry
+from sqlalchemy import Engine
 
 from campuswatch.collector.cli import http_server_config
+from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
 from campuswatch.collector.settings import CollectorSettings
 from campuswatch.collector.web.login_limits import (
     LOGIN_LIMITER_KEY,
@@ -33,17 +36,37 @@ class Clock:
         return self.now
 
 
-def install_limiter(web: WebApp, clock: Clock, **limits: int) -> LoginLimiter:
-    limiter = LoginLimiter(
-        per_account=limits.get("per_account", 5),
-        per_address=limits.get("per_address", 20),
-        window_s=900,
-        lockout_s=900,
-        clock=clock,
-        max_entries=limits.get("max_entries", 10_000),
-    )
-    web.context.extras[LOGIN_LIMITER_KEY] = limiter
-    return limiter
+Installer = Callable[..., LoginLimiter]
+
+
+@pytest.fixture(params=["memory", "postgresql"])
+def install_limiter(request: pytest.FixtureRequest) -> Iterator[Installer]:
+    """Puts a clocked limiter in the app: counts in memory (a SQLite register) or in a
+    PostgreSQL register's table (collectors sharing one), the same rules either way."""
+    engines: list[Engine] = []
+
+    def install(web: WebApp, clock: Clock, **limits: int) -> LoginLimiter:
+        sessions = None
+        if request.param == "postgresql":
+            url = request.getfixturevalue("fresh_postgres_url")
+            upgrade(url)
+            engines.append(make_engine(url))
+            sessions = session_factory(engines[-1])
+        limiter = LoginLimiter(
+            per_account=limits.get("per_account", 5),
+            per_address=limits.get("per_address", 20),
+            window_s=900,
+            lockout_s=900,
+            clock=clock,
+            max_entries=limits.get("max_entries", 10_000),
+            sessions=sessions,
+        )
+        web.context.extras[LOGIN_LIMITER_KEY] = limiter
+        return limiter
+
+    yield install
+    for engine in engines:
+        engine.dispose()
 
 
 def client_from(web: WebApp, address: str, language: str = "en") -> TestClient:
@@ -62,7 +85,9 @@ def attempt(client: TestClient, username: str, password: str) -> int:
     return status
 
 
-def test_an_account_is_locked_after_five_failures_until_the_lockout_passes(web: WebApp) -> None:
+def test_an_account_is_locked_after_five_failures_until_the_lockout_passes(
+    web: WebApp, install_limiter: Installer
+) -> None:
     clock = Clock()
     install_limiter(web, clock)
     client = client_from(web, "10.0.0.1")
@@ -83,7 +108,9 @@ def test_an_account_is_locked_after_five_failures_until_the_lockout_passes(web: 
     assert attempt(client, "admin", PASSWORD) == 303
 
 
-def test_user_names_differing_in_case_or_spaces_share_one_counter(web: WebApp) -> None:
+def test_user_names_differing_in_case_or_spaces_share_one_counter(
+    web: WebApp, install_limiter: Installer
+) -> None:
     clock = Clock()
     install_limiter(web, clock)
     client = client_from(web, "10.0.0.1")
@@ -92,7 +119,9 @@ def test_user_names_differing_in_case_or_spaces_share_one_counter(web: WebApp) -
     assert attempt(client_from(web, "10.0.0.9"), "admin", PASSWORD) == 429
 
 
-def test_failures_spread_over_more_than_the_window_do_not_lock(web: WebApp) -> None:
+def test_failures_spread_over_more_than_the_window_do_not_lock(
+    web: WebApp, install_limiter: Installer
+) -> None:
     clock = Clock()
     install_limiter(web, clock)
     client = client_from(web, "10.0.0.1")
@@ -102,7 +131,9 @@ def test_failures_spread_over_more_than_the_window_do_not_lock(web: WebApp) -> N
     assert attempt(client, "admin", PASSWORD) == 303
 
 
-def test_an_address_rotating_user_names_is_locked_for_every_account(web: WebApp) -> None:
+def test_an_address_rotating_user_names_is_locked_for_every_account(
+    web: WebApp, install_limiter: Installer
+) -> None:
     clock = Clock()
     install_limiter(web, clock, per_address=20)
     guesser = client_from(web, "192.0.2.7")
@@ -113,7 +144,9 @@ def test_an_address_rotating_user_names_is_locked_for_every_account(web: WebApp)
     assert attempt(client_from(web, "192.0.2.8"), "viewer", PASSWORD) == 303
 
 
-def test_a_success_does_not_reset_the_address_counter(web: WebApp) -> None:
+def test_a_success_does_not_reset_the_address_counter(
+    web: WebApp, install_limiter: Installer
+) -> None:
     clock = Clock()
     install_limiter(web, clock, per_address=6)
     client = client_from(web, "192.0.2.7")
@@ -126,7 +159,9 @@ def test_a_success_does_not_reset_the_address_counter(web: WebApp) -> None:
     assert attempt(client, "facility", PASSWORD) == 429
 
 
-def test_a_success_clears_only_that_accounts_own_failures(web: WebApp) -> None:
+def test_a_success_clears_only_that_accounts_own_failures(
+    web: WebApp, install_limiter: Installer
+) -> None:
     clock = Clock()
     install_limiter(web, clock)
     client = client_from(web, "10.0.0.1")
@@ -138,7 +173,9 @@ def test_a_success_clears_only_that_accounts_own_failures(web: WebApp) -> None:
     assert attempt(client, "admin", PASSWORD) == 303
 
 
-def test_pasted_token_guesses_count_against_the_address(web: WebApp) -> None:
+def test_pasted_token_guesses_count_against_the_address(
+    web: WebApp, install_limiter: Installer
+) -> None:
     clock = Clock()
     install_limiter(web, clock, per_address=3)
     client = client_from(web, "10.0.0.1")
@@ -149,7 +186,7 @@ def test_pasted_token_guesses_count_against_the_address(web: WebApp) -> None:
     assert response.status_code == 429
 
 
-def test_the_refusal_is_in_the_pages_language(web: WebApp) -> None:
+def test_the_refusal_is_in_the_pages_language(web: WebApp, install_limiter: Installer) -> None:
     clock = Clock()
     install_limiter(web, clock, per_account=1)
     client = client_from(web, "10.0.0.1", language="vi")
@@ -162,7 +199,9 @@ def test_the_refusal_is_in_the_pages_language(web: WebApp) -> None:
     assert "Too many failed logins" not in refused.text
 
 
-def test_memory_stays_bounded_when_names_and_addresses_rotate(web: WebApp) -> None:
+def test_memory_stays_bounded_when_names_and_addresses_rotate(
+    web: WebApp, install_limiter: Installer
+) -> None:
     clock = Clock()
     limiter = install_limiter(web, clock, max_entries=50, per_address=1000)
     client = client_from(web, "10.0.0.1")
@@ -225,7 +264,9 @@ def login_as(base: str, username: str, password: str, forwarded_for: str) -> int
     return response.status_code
 
 
-def test_forwarded_for_is_believed_only_from_a_trusted_proxy(web: WebApp) -> None:
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
+    web: WebApp, install_limiter: Installer
+) -> None:
     clock = Clock()
     install_limiter(web, clock, per_address=2)
     with served(web, trusted_proxies=["127.0.0.1"]) as base:
@@ -236,7 +277,7 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy(web: WebApp) -> Non
         assert login_as(base, "viewer", PASSWORD, forwarded_for="203.0.113.6") == 303
 
 
-def test_forwarded_for_from_anyone_else_is_ignored(web: WebApp) -> None:
+def test_forwarded_for_from_anyone_else_is_ignored(web: WebApp, install_limiter: Installer) -> None:
     clock = Clock()
     install_limiter(web, clock, per_address=2)
     with served(web, trusted_proxies=[]) as base:
@@ -246,7 +287,9 @@ def test_forwarded_for_from_anyone_else_is_ignored(web: WebApp) -> None:
         assert login_as(base, "viewer", PASSWORD, forwarded_for="203.0.113.7") == 429
 
 
-def test_parallel_guesses_get_no_more_tries_than_sequential_ones(web: WebApp) -> None:
+def test_parallel_guesses_get_no_more_tries_than_sequential_ones(
+    web: WebApp, install_limiter: Installer
+) -> None:
     """Twenty wrong passwords at once: checking a password takes time, and each request
     must not find the account unlocked only because the others have not failed yet."""
     clock = Clock()

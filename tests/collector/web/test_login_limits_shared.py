@@ -27,7 +27,13 @@ from campuswatch.collector.db.models import LoginCounter
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.settings import CollectorSettings
 from campuswatch.collector.web import mount
-from campuswatch.collector.web.login_limits import LOGIN_LIMITER_KEY, LoginLimiter
+from campuswatch.collector.web.login_limits import (
+    LOGIN_LIMITER_KEY,
+    PENDING_MAX_S,
+    LoginAttempt,
+    LoginLimiter,
+    Refusal,
+)
 from tests.collector.web.conftest import PASSWORD, TESTSERVER
 from tests.collector.web.test_pages import ORIGIN
 from tests.support.ports import free_port
@@ -189,6 +195,22 @@ def test_a_lockout_expires_by_the_shared_clock(collectors: CollectorFactory) -> 
     assert two.attempt("admin", PASSWORD) == 429
     clock.now += 2
     assert one.attempt("admin", PASSWORD) == 303
+
+
+def test_a_place_held_by_a_collector_that_died_mid_check_is_given_back(
+    collectors: CollectorFactory,
+) -> None:
+    """A check in flight holds a place in the shared row; a collector killed before it ends
+    the attempt must not hold that place for ever."""
+    clock = Clock()
+    dead = shared_limiter(collectors(), clock, per_account=2)
+    assert isinstance(dead.attempt("admin", "10.0.0.1"), LoginAttempt)
+    assert isinstance(dead.attempt("admin", "10.0.0.2"), LoginAttempt)  # neither ever ends
+    alive = shared_limiter(collectors(), clock, per_account=2)
+    refused = alive.attempt("admin", "10.0.0.3")
+    assert isinstance(refused, Refusal) and refused.retry_after_s == 1.0
+    clock.now += PENDING_MAX_S + 1
+    assert isinstance(alive.attempt("admin", "10.0.0.3"), LoginAttempt)
 
 
 def test_the_locked_gauge_counts_locks_taken_on_any_collector(
