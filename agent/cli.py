@@ -91,8 +91,14 @@ def _settings(args: argparse.Namespace) -> AgentSettings:
 
 def state_dir_problem(state_dir: Path) -> str | None:
     """Why the agent cannot keep its identity and queue in ``state_dir``, or None."""
-    if state_dir.exists() and not state_dir.is_dir():
-        return f"state dir {state_dir} is not a directory"
+    try:
+        if state_dir.exists() and not state_dir.is_dir():
+            return f"state dir {state_dir} is not a directory"
+    except PermissionError:
+        return (
+            f"state dir {state_dir} cannot be reached: permission denied; run as the "
+            "agent's user or choose another state_dir"
+        )
     probe = state_dir / f".write-test-{os.getpid()}"
     try:
         state_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-    app(args=args, prog_name="campuswatch")
+    from campuswatch.cli_errors import run_app
+
+    run_app(app, args, "campuswatch")
 
 
 if __name__ == "__main__":

@@ -106,11 +106,15 @@ def create_backup(
     config_files: Sequence[Path] = (),
 ) -> BackupResult:
     """Write a backup archive; ``destination`` is a file path (``.tar.gz``)."""
+    from campuswatch.collector.db.existing import RegisterUnavailable, open_existing_register
+
     url = make_url(db_url)
-    sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    if sqlite_file and not Path(str(url.database)).expanduser().is_file():
-        # Connecting would create an empty register and back that up.
-        raise BackupError(f"no register at {url.database}: check --data-dir or --db")
+    try:
+        # Never connects in a way that would create an empty register and back that up; a
+        # register it may not read or a server that is down is one line, not a traceback.
+        open_existing_register(db_url).dispose()
+    except RegisterUnavailable as exc:
+        raise BackupError(str(exc)) from None
     destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     counts = table_counts(db_url)
     with tempfile.TemporaryDirectory(prefix="cw-backup-") as work_text:

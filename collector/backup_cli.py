@@ -58,7 +58,9 @@ def backup(
     to_dir: Annotated[
         Path | None, typer.Option(help="Write a time-stamped archive into this folder.")
     ] = None,
-    keep: Annotated[int, typer.Option(help="With --to-dir: keep this many archives.")] = 14,
+    keep: Annotated[
+        int, typer.Option(min=1, help="With --to-dir: keep this many archives (at least 1).")
+    ] = 14,
     db: DbOption = None,
     data_dir: DataDirOption = None,
     rules_dir: Annotated[Path | None, typer.Option(help="Rule pack to include.")] = None,

@@ -86,16 +86,30 @@ def _one_line(error: BaseException) -> str:
 # --- folders -------------------------------------------------------------------------------
 
 
+_NO_ENTRY = "{path} cannot be reached: permission denied (run as the collector's user)"
+
+
+def _exists(path: Path) -> bool | None:
+    """Whether ``path`` exists; None when a folder on the way may not be entered."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return None
+
+
 def _nearest_existing(path: Path) -> Path:
     path = path.absolute()
-    while not path.exists() and path != path.parent:
+    while not os.path.exists(path) and path != path.parent:  # False where it may not look
         path = path.parent
     return path
 
 
 def check_data_dir(data_dir: Path) -> CheckResult:
     name = "data dir"
-    if data_dir.exists():
+    exists = _exists(data_dir)
+    if exists is None:
+        return CheckResult(name, False, _NO_ENTRY.format(path=data_dir))
+    if exists:
         if not data_dir.is_dir():
             return CheckResult(name, False, f"{data_dir} is not a folder")
         if not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
@@ -219,7 +233,10 @@ def check_register(url: str, timeout_s: float) -> CheckResult:
     options: dict[str, object] = {}
     if path is not None:
         where = str(path)
-        if not path.exists():
+        exists = _exists(path)
+        if exists is None:
+            return CheckResult(name, False, _NO_ENTRY.format(path=path))
+        if not exists:
             parent = _nearest_existing(path.parent)
             if os.access(parent, os.W_OK | os.X_OK):
                 return CheckResult(name, True, f"{path} will be created at first start")
@@ -298,7 +315,10 @@ def _check_sqlite_series(url: str, data_dir: Path) -> CheckResult:
     path_text = path_text[1:] if path_text.startswith("/") else path_text
     relative = Path(unquote(path_text)) if path_text else Path(DEFAULT_SQLITE_NAME)
     path = relative if relative.is_absolute() else data_dir / relative
-    if path.exists():
+    exists = _exists(path)
+    if exists is None:
+        return CheckResult("time series", False, _NO_ENTRY.format(path=f"SQLite {path}"))
+    if exists:
         if os.access(path, os.R_OK | os.W_OK):
             return CheckResult("time series", True, f"SQLite {path}")
         return CheckResult("time series", False, f"SQLite {path}: not writable by this user")

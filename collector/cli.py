@@ -129,8 +129,15 @@ def serve(settings: object) -> None:
     except ListenError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    from campuswatch.collector.rules.model import RulePackError
+
     try:
         service = CollectorService(settings)
+    except RulePackError as exc:
+        listening.close()
+        for problem in exc.problems:  # every problem, one line each, as `rules check` says them
+            typer.echo(f"error: rule pack: {problem}", err=True)
+        raise typer.Exit(2) from None
     except ValueError as exc:
         listening.close()
         typer.echo(f"error: {exc}", err=True)

@@ -1,5 +1,6 @@
 """``python -m campuswatch.firmware_sim run …`` (the same as ``campuswatch sim run …``)."""
 
+from campuswatch.cli_errors import run_app
 from campuswatch.firmware_sim.cli import app
 
-app(prog_name="campuswatch sim")
+run_app(app, None, "campuswatch sim")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -60,7 +62,12 @@ def run(
     ] = 5.0,
     ca_file: Annotated[
         Path | None,
-        typer.Option(help="CA certificate of an mqtts:// broker (default: the system's CAs)"),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="CA certificate of an mqtts:// broker (default: the system's CAs)",
+        ),
     ] = None,
 ) -> None:
     """Run the simulation until Ctrl-C (or --duration); a progress line goes to stderr."""
@@ -91,6 +98,11 @@ def run(
             ) from None
         if start_time.tzinfo is None:
             raise typer.BadParameter("needs a zone offset, e.g. +07:00", param_hint="--start")
+    if summary_json is not None and not _writable_folder(summary_json.parent):
+        raise typer.BadParameter(
+            f"cannot write into {summary_json.parent}; choose another path",
+            param_hint="--summary-json",
+        )
     loaded = None
     if scenario is not None:
         try:
@@ -112,9 +124,17 @@ def run(
         progress_every_s=progress_every,
         ca_file=str(ca_file) if ca_file is not None else None,
     )
-    summary = run_simulation(settings, loaded)
+    try:
+        summary = run_simulation(settings, loaded)
+    except ssl.SSLError as exc:  # the CA file is read before anything connects
+        typer.echo(f"error: --ca-file {ca_file}: not a usable CA certificate ({exc})", err=True)
+        raise typer.Exit(2) from None
     if summary_json is not None:
         write_summary(summary, summary_json)
+
+
+def _writable_folder(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 @app.command()

@@ -16,7 +16,14 @@ app = typer.Typer(
 )
 
 DirOption = Annotated[
-    Path, typer.Option("--dir", "-d", help="The folder `broker config` wrote.", file_okay=False)
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        help="The folder `broker config` wrote.",
+        exists=True,  # a mistyped folder must not get a login the broker never reads
+        file_okay=False,
+    ),
 ]
 PidOption = Annotated[
     int | None, typer.Option("--pid", help="Broker pid to reload (default: from its pid file).")

@@ -153,6 +153,13 @@ def report(
         typer.echo(f"{chosen.label(lang)}: wrote {out}", err=True)
 
 
+def _today(today: str | None) -> date:
+    try:
+        return date.fromisoformat(today) if today else date.today()
+    except ValueError:
+        raise typer.BadParameter("expected YYYY-MM-DD", param_hint="--today") from None
+
+
 @app.command("schedule")
 def schedule(
     today: Annotated[
@@ -162,7 +169,7 @@ def schedule(
     """Which reports are due now, and when the next ones come due."""
     from campuswatch.collector.reports.schedule import due_reports, upcoming_reports
 
-    day = date.fromisoformat(today) if today else date.today()
+    day = _today(today)
     typer.echo("latest periods:")
     for due in due_reports(day):
         typer.echo(
@@ -192,7 +199,7 @@ def generate_due_command(
     from campuswatch.collector.reports.schedule import generate_due, local_day
     from campuswatch.collector.reports.snapshots import take_daily_snapshot
 
-    day = date.fromisoformat(today) if today else date.today()
+    day = _today(today)
     with _open(db, tsdb_file) as (session, store):
         if today is None:
             # Run from cron instead of the collector's scheduler: keep the daily snapshot
