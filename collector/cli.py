@@ -180,9 +180,18 @@ def check(
     each forwarding destination. One line per problem; exit 0 when all is well, 1 otherwise."""
     from campuswatch.collector.checks import run_checks
 
+    # The connections' own log lines (broker unreachable, retrying …) are for a running
+    # collector's log; here each problem is said once, by its check's line.
     settings = _settings_or_exit(config, {}, exit_code=1)
     problems = 0
-    for result in run_checks(settings, timeout_s=timeout_s):  # type: ignore[arg-type]
+    quiet = logging.getLogger("campuswatch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        results = list(run_checks(settings, timeout_s=timeout_s))  # type: ignore[arg-type]
+    finally:
+        quiet.setLevel(level)  # tests run this in-process
+    for result in results:
         if result.ok:
             typer.echo(f"ok: {result.name}: {result.detail}")
         else:

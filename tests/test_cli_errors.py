@@ -278,3 +278,17 @@ def test_collector_check_names_a_data_dir_it_may_not_reach_and_checks_the_rest(
     assert f"problem: data dir: {place / 'locked' / 'data'}" in result.stdout + result.stderr
     assert "permission denied" in result.stdout + result.stderr
     assert "rules:" in result.stdout  # the other checks still ran
+
+
+def test_collector_check_says_an_unreachable_broker_once(place: Path) -> None:
+    """The connection's own state line (meant for the running collector's log) is not
+    printed beside the check's problem line."""
+    port = free_port()
+    config = place / "collector.toml"
+    config.write_text(
+        f'data_dir = "{place / "data"}"\nbroker = "mqtt://127.0.0.1:{port}"\n', encoding="utf-8"
+    )
+    result = _run("collector", "check", "--config", str(config), "--timeout", "1", cwd=place)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    about = [line for line in result.stderr.splitlines() if f"127.0.0.1:{port}" in line]
+    assert len(about) == 1 and about[0].startswith("problem: broker:"), result.stderr
