@@ -92,8 +92,13 @@ class Simulator:
         return [*self.fleet.devices, *self.fleet.scanners.values()]
 
     def start(self) -> None:
+        # Grouped once: asking the fleet per school is a pass over every device per school,
+        # 33 million steps for a district of 100,000 devices in 333 schools.
+        by_site: dict[str, list[SimDevice]] = {}
+        for device in self.fleet.devices:
+            by_site.setdefault(device.site, []).append(device)
         for site, scanner in self.fleet.scanners.items():
-            scanner.see(self.fleet.in_school(site))
+            scanner.see(by_site.get(site, []))
         for device in self.devices:
             self._add(device)
         if self.scenario is not None:
