@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, TypeVar, cast
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -166,14 +166,11 @@ class AlertManager:
         reopened: dict[int, Alert] = {}
         resolved: list[Alert] = []
         superseded: list[tuple[Alert, str]] = []
-        # Each fingerprint's current alert read once for the batch (not two queries a
-        # signal), then kept current here as the loop opens, reopens or resolves it.
-        current = self._current_alerts(session, {signal.fingerprint for signal in signals})
         # Most severe first (stable, so one fingerprint's signals keep their order): when the
         # 3-day and 7-day signature rules fire for one message, the 7-day alert opens first
         # and the 3-day one never opens at all.
         for signal in sorted(signals, key=lambda item: -_rank(item.level)):
-            alert = current.get(signal.fingerprint)
+            alert = self._current_alert(session, signal.fingerprint)
             if signal.status == "resolved":
                 if alert is None or alert.state == "resolved":
                     self.rejected["resolved_without_open_alert"] += 1
@@ -208,7 +205,6 @@ class AlertManager:
                 reopened[alert.id] = alert
             else:
                 alert = self._open(run, signal)
-                current[signal.fingerprint] = alert
             touched[alert.id] = alert
             run.groups.add(alert.group_key)
             for milder in self._supersede_milder(run, alert, signal.at):
@@ -233,34 +229,22 @@ class AlertManager:
                 self._notify(run, alert, "updated", note=f"level is now {alert.level}")
         self._release_groups(run, run.groups)
 
-    @staticmethod
-    def _current_alerts(session: Session, fingerprints: Collection[str]) -> dict[str, Alert]:
-        """Each fingerprint's open alert, else its most recent resolved one, in one query
-        per 500 fingerprints; the rows are locked for update."""
-        found: dict[str, Alert] = {}
-        ordered = sorted(fingerprints)
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start : start + 500]
-            newest = (
-                select(func.max(Alert.id))
-                .where(Alert.fingerprint.in_(chunk))
-                .group_by(Alert.fingerprint)
-            )
-            query = (
-                select(Alert)
-                .where(
-                    Alert.fingerprint.in_(chunk),
-                    or_(Alert.state.in_(OPEN_STATES), Alert.id.in_(newest)),
-                )
-                .order_by(Alert.id)
-                .with_for_update()
-            )
-            for alert in session.scalars(query):
-                seen = found.get(alert.fingerprint)
-                # Ascending ids: a later resolved row is more recent; an open one wins.
-                if seen is None or (seen.state not in OPEN_STATES):
-                    found[alert.fingerprint] = alert
-        return found
+    def _current_alert(self, session: Session, fingerprint: str) -> Alert | None:
+        """The open alert of the fingerprint, else its most recent resolved one."""
+        open_alert = session.scalars(
+            select(Alert)
+            .where(Alert.fingerprint == fingerprint, Alert.state.in_(OPEN_STATES))
+            .with_for_update()
+        ).first()
+        if open_alert is not None:
+            return open_alert
+        return session.scalars(
+            select(Alert)
+            .where(Alert.fingerprint == fingerprint)
+            .order_by(Alert.id.desc())
+            .limit(1)
+            .with_for_update()
+        ).first()
 
     @staticmethod
     def _family_members(session: Session, site_id: str, device_id: str | None) -> list[Alert]:
