@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from campuswatch.collector.api.deps import DbSession, get_context
 from campuswatch.collector.web.auth import (
@@ -108,6 +110,10 @@ def login(
         if plain is not None:
             limiter.succeeded(started)
         else:
+            # Give the register connection back first: on PostgreSQL counting the failure
+            # takes one of its own, and a pool full of failing logins would wait for itself.
+            with contextlib.suppress(SQLAlchemyError):
+                session.rollback()
             limiter.failed(started, reason="bad_token" if token.strip() else "bad_password")
     if plain is None:
         values = {"next": safe_next(next), "error": LOGIN_FAILED, "username": username}

@@ -213,6 +213,34 @@ def test_a_place_held_by_a_collector_that_died_mid_check_is_given_back(
     assert isinstance(alive.attempt("admin", "10.0.0.3"), LoginAttempt)
 
 
+def test_a_failure_is_counted_when_the_request_holds_the_last_pooled_connection(
+    fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    """Counting a failure takes a connection of its own: the request's must be given back
+    first, or a pool full of failing logins waits for itself and the failures go uncounted."""
+    upgrade(fresh_postgres_url)
+    engine = make_engine(fresh_postgres_url, pool_size=1, max_overflow=0, pool_timeout=3)
+    try:
+        sessions = session_factory(engine)
+        settings = CollectorSettings(data_dir=tmp_path)
+        context = ApiContext(
+            settings=settings, sessions=sessions, liveness=LivenessTracker(settings.liveness)
+        )
+        app = create_app(context)
+        mount(app)
+        collector = Collector(app, context, sessions, engine)
+        registry = CollectorRegistry(auto_describe=False)
+        context.registry = registry
+        assert collector.attempt("admin", "wrong") == 401
+        errors = registry.get_sample_value("campuswatch_web_login_store_errors_total")
+        assert errors == 0
+        with sessions() as session:
+            row = session.get(LoginCounter, ("account", "admin"))
+            assert row is not None and len(row.failures) == 1 and row.pending == []
+    finally:
+        engine.dispose()
+
+
 def test_the_locked_gauge_counts_locks_taken_on_any_collector(
     collectors: CollectorFactory,
 ) -> None:
