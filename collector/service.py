@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.alerting import Alerting
@@ -366,11 +366,22 @@ class CollectorService:
         self._refresh_liveness(now)
         changes = self.liveness.expire(now)
         with self.sessions() as session, session.begin():
+            # One UPDATE per 500 timed-out devices, not an ORM load and write each: a
+            # collector that fell behind times out thousands at once, and the SQLite write
+            # lock this holds stalls ingest meanwhile.
+            by_time: dict[datetime, list[str]] = {}
             for change in changes:
-                device = session.get(Device, change.device_id)
-                if device is not None and device.online is not False:
-                    device.online = False
-                    device.status_changed_at = change.at
+                by_time.setdefault(change.at, []).append(change.device_id)
+            for at, device_ids in by_time.items():
+                for start in range(0, len(device_ids), 500):
+                    session.execute(
+                        update(Device)
+                        .where(
+                            Device.device_id.in_(device_ids[start : start + 500]),
+                            or_(Device.online.is_(None), Device.online.is_(True)),
+                        )
+                        .values(online=False, status_changed_at=at)
+                    )
             prune_dead_letters(session, self.settings.dead_letter_keep)
             prune_processed(session)
         self.alerting.tick(now)
