@@ -372,6 +372,9 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=5, help="report intervals recorded")
     parser.add_argument("--recording", type=Path, help="keep/reuse the recording here")
     parser.add_argument("--peer-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--drain-seconds", type=float, default=300.0, help="wait this long for the backlog"
+    )
     parser.add_argument("--alert-every", type=float, default=2.0, help="s between alerts")
     parser.add_argument(
         "--warm-up",
@@ -558,7 +561,7 @@ def collector_run(
         return sum(seen.get(f, 0) - before.get(f, 0) for f in (STORED, DUPLICATES, REJECTED))
 
     try:
-        wait_for(lambda: handled() >= sent, 300, "the backlog to drain", 2.0)
+        wait_for(lambda: handled() >= sent, args.drain_seconds, "the backlog to drain", 2.0)
     except SystemExit as exc:
         print(f"{exc}: counted as lost below")
     drain_s = time.monotonic() - drain_started
