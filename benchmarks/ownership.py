@@ -23,7 +23,7 @@ span. Set-ups, in one run, on one Mosquitto:
 ``--rounds N`` alternates the set-ups N times and prints the medians: the machine is shared,
 and one drain moves with what else runs.
 
-    .venv/bin/python benchmarks/ownership.py --messages 30000 --devices 2000 --rounds 2
+    .venv/bin/python benchmarks/ownership.py --messages 40000 --devices 2000 --rounds 3
 """
 
 from __future__ import annotations
