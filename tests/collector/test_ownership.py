@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from tests.collector.conftest import RunningCollector, collectors_on
 from tests.support.collector_process import start_collector_process, wait_until_healthy
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -87,15 +88,6 @@ def rules_dir(tmp_path: Path) -> Path:
     (folder / "cpu_hot.yaml").write_text(RULE)
     (folder / "cpu_hot.test.yaml").write_text(RULE_TEST)
     return folder
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    """A wait for something to happen, not a time limit on how fast it must happen."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 class Devices:
@@ -179,7 +171,9 @@ def test_a_shared_subscription_splits_a_device_and_misses_a_count_rule_that_owne
         devices.hot("school-a", "pc-a1", 4)
         devices.hot("school-z", "pc-z1", 1)  # a school the partitions below leave out
         wait_until(lambda: evaluated(first) + evaluated(second) >= 5)
-        time.sleep(0.5)  # the last batch's alert transaction, if any
+        # A deliberate window, not a wait for an effect: an alert that should NOT open would
+        # be committed by the last batch's alert transaction within it.
+        time.sleep(0.5)
         assert evaluated(first) and evaluated(second), "the broker did not split the messages"
         assert alerts_by_device(register) == {}  # four hot reports, no collector saw four
     # Ownership: each school is run by one collector, so every report of pc-a1 meets the
@@ -205,7 +199,7 @@ def test_a_shared_subscription_splits_a_device_and_misses_a_count_rule_that_owne
         wait_until(lambda: stored(register) >= before + 10)
         wait_until(lambda: alerts_by_device(register) == {"pc-a2": 1, "pc-b1": 1})
         assert evaluated(first) == 6 and evaluated(second) == 4
-        time.sleep(0.5)
+        time.sleep(0.5)  # deliberate: room for a second alert that must not come
         assert alerts_by_device(register) == {"pc-a2": 1, "pc-b1": 1}
 
 
@@ -230,7 +224,7 @@ def test_a_returning_preferred_collector_gets_its_partition_back_and_each_messag
         devices.hot("school-a", "pc-a1", 20)
         wait_until(lambda: stored(register) >= devices.sent)
         wait_until(lambda: evaluated(first) + evaluated(second) >= devices.sent)
-        time.sleep(0.5)
+        time.sleep(0.5)  # deliberate: room for a message evaluated twice, which must not be
         assert stored(register) == devices.sent
         # Each message met the rules once, on whichever collector ran north when it came.
         assert evaluated(first) + evaluated(second) == devices.sent
@@ -365,7 +359,7 @@ def test_sigkill_of_the_owner_the_standby_takes_over_and_alerts_fire_once(
         took_over_s = time.monotonic() - killed
         wait_until(lambda: stored(register) >= 12)
         wait_until(lambda: "pc-a2" in alerts_by_device(register))
-        time.sleep(1.0)
+        time.sleep(1.0)  # deliberate: room for a duplicate pc-a1 alert, which must not come
         assert alerts_by_device(register) == {"pc-a1": 1, "pc-a2": 1}
         assert stored(register) == 12
         print(f"standby took the partition {took_over_s:.1f} s after the owner's SIGKILL")
