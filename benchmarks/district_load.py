@@ -17,7 +17,7 @@ the load generator leaves the collector a core:
    register is given every simulated device (site tree, asset, device row, online) with a
    few bulk statements (``--warm-up seed``), as a district's register is in steady state;
    ``--warm-up births`` publishes the recorded births instead and waits for them to be
-   stored (first contact takes the per-message path: about 4 ms of CPU per message, so
+   stored (first contact takes the per-message path: 2–4 ms of CPU per message, so
    100,000 devices' births take tens of minutes on 2 cores). Then the load runs for
    ``--duration`` seconds. Every ``--alert-every``
    seconds a known PC at its own school reports "no antivirus"; the time from publish to
@@ -563,7 +563,7 @@ def collector_run(
     try:
         wait_for(lambda: handled() >= sent, args.drain_seconds, "the backlog to drain", 2.0)
     except SystemExit as exc:
-        print(f"{exc}: counted as lost below")
+        print(f"{exc}: counted as not stored below")
     drain_s = time.monotonic() - drain_started
     after = figures()
     cpu = collector.cpu_s() - cpu_before
@@ -589,7 +589,8 @@ def collector_run(
     worst = max(backlogs, key=lambda b: b[1])
     print(
         f"sent {sent} ({publisher.sent.value / args.duration:.0f} msg/s, {acked} acked by the "
-        f"broker), stored {stored}, duplicates {duplicates}, rejected {rejected}, lost {lost}; "
+        f"broker), stored {stored}, duplicates {duplicates}, rejected {rejected}, not stored "
+        f"{lost} (still queued in Mosquitto, or lost); "
         f"drained {drain_s:.1f} s after publishing stopped"
     )
     print(
