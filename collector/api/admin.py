@@ -26,7 +26,7 @@ from campuswatch.collector.api.schemas import (
     TokenOut,
     problems,
 )
-from campuswatch.collector.db.access import GrantRefused, create_api_token
+from campuswatch.collector.db.access import UI_SESSION_PREFIX, GrantRefused, create_api_token
 from campuswatch.collector.db.models import ApiToken, DeadLetter, Site
 from campuswatch.wire.ids import utc_now
 from campuswatch.wire.topics import PREFIX, VERSION
@@ -125,6 +125,8 @@ def grant_token(
 ) -> tuple[ApiToken, str]:
     """A token no higher and no wider than the principal (GrantRefused otherwise), audited;
     the plain token is returned once. The caller commits."""
+    if name.startswith(UI_SESSION_PREFIX):  # the callers refuse it first; never by mistake
+        raise GrantRefused(f"a token name must not start with {UI_SESSION_PREFIX!r}")
     token, plain = create_api_token(
         session, name=name, role=role, site_scope=site_scope, granted_by=principal.grantor
     )

@@ -6,8 +6,9 @@ from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from campuswatch.collector.db.access import UI_SESSION_PREFIX
 from campuswatch.wire.topics import IDENTIFIER_JSON_PATTERN
 
 T = TypeVar("T")
@@ -179,6 +180,15 @@ class TokenIn(BaseModel):
     role: Literal["admin", "soc", "facilities", "viewer"]
     site_scope: str | None = Field(default=None, max_length=64)
     """A site id: the token sees that site and the sites under it."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_login(cls, name: str) -> str:
+        # A web UI login's token is named ui-session:USER and audited as user:USER; a
+        # token named so would act, in the audit log, as that person.
+        if name.startswith(UI_SESSION_PREFIX):
+            raise ValueError(f"a token name must not start with {UI_SESSION_PREFIX!r}")
+        return name
 
 
 class TokenOut(BaseModel):

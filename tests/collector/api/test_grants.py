@@ -66,3 +66,17 @@ def test_token_and_user_creation_enforce_the_grant(world: ScopeWorld) -> None:
             granted_by=("admin", district),
         )
         assert user.site_scope == "bd-a"
+
+
+def test_an_api_token_cannot_pass_for_a_persons_login_in_the_audit_log(world: ScopeWorld) -> None:
+    """A token named like a web UI login (``ui-session:NAME``) would be taken for NAME's own
+    login: its actions audited as ``user:NAME``, its holder shown as NAME in the UI. A scoped
+    admin could act under the district administrator's name that way."""
+    admin = world.client("admin", "bd-a")
+    created = admin.post(
+        "/api/v1/tokens",
+        json={"name": "ui-session:district-admin", "role": "viewer", "site_scope": "bd-a"},
+    )
+    assert created.status_code == 422, created.text
+    listed = world.client("admin", None).get("/api/v1/tokens").json()
+    assert not any(token["name"] == "ui-session:district-admin" for token in listed)
