@@ -103,6 +103,7 @@ _STATE_NIBBLE_MODES: Final[dict[int, ProductMode]] = {
 # "\/Date(1700000000000)\/" after JSON unescaping; an offset suffix is display-only in the
 # Microsoft format (the number is already UTC milliseconds).
 _MS_JSON_DATE: Final = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
+_PLACEHOLDER_VERSION: Final = re.compile(r"0+(?:\.0+)*")
 
 
 class ProductState(msgspec.Struct, frozen=True):
@@ -272,11 +273,11 @@ def parse_defender_status(
         running=_flag(status.get("AMServiceEnabled")),
         realtime_protection=_flag(status.get("RealTimeProtectionEnabled")),
         signatures_up_to_date=signatures_up_to_date,
-        signature_version=_text(status.get("AntivirusSignatureVersion")),
+        signature_version=_version(status.get("AntivirusSignatureVersion")),
         signature_time=signature_time,
         signature_age_hours=signature_age_hours,
-        engine_version=_text(status.get("AMEngineVersion")),
-        product_version=_text(status.get("AMProductVersion")),
+        engine_version=_version(status.get("AMEngineVersion")),
+        product_version=_version(status.get("AMProductVersion")),
         mode=_defender_mode(status.get("AMRunningMode"), enabled),
         tamper_protection=_flag(status.get("IsTamperProtected")),
         last_quick_scan=_powershell_time(status.get("QuickScanEndTime"), now),
@@ -463,6 +464,16 @@ def _text(value: object) -> str | None:
         return None
     stripped = value.strip()
     return stripped[:MAX_SHORT_TEXT] if stripped else None
+
+
+def _version(value: object) -> str | None:
+    """A version string, or None for Defender's "0.0.0.0": it prints that when no engine or
+    signatures are loaded (not running, never updated), and a fleet report must not list it
+    as a version any more than a 1601 placeholder as a date."""
+    text = _text(value)
+    if text is None or _PLACEHOLDER_VERSION.fullmatch(text):
+        return None
+    return text
 
 
 def _flag(value: object) -> bool | None:

@@ -1,7 +1,7 @@
 """The Windows AV parser against outputs of real PCs published by others (issue 18 item 6).
 
-Each folder under ``testcases/av_windows_public/`` is one machine: ``securitycenter.json``,
-optionally ``defender.json`` (only what the source showed), ``SOURCE.md`` naming the source and
+Each folder under ``testcases/av_windows_public/`` is one machine: ``securitycenter.json`` and/or
+``defender.json`` (only what the source showed), ``SOURCE.md`` naming the source and
 the changes, and ``expected.json``. The README there gives the productState bit layout and its
 sources. After a deliberate behaviour change:
 ``python -m tests.agent.test_av_windows_public --regenerate``, then read every diff by hand.
@@ -37,9 +37,12 @@ MAX_SIGNATURE_AGE_HOURS = 72.0
 
 def parse_case(case_dir: Path) -> list[AvProduct]:
     """What the probe makes of this machine: Security Center, then Defender's own status
-    folded in where the source showed it."""
-    center = (case_dir / "securitycenter.json").read_text(encoding="utf-8")
-    products = parse_security_center(center, NOW)
+    folded in, each where the source showed it (a source showing only Defender's status is
+    read like a machine whose Security Center listed nothing)."""
+    center_file = case_dir / "securitycenter.json"
+    products = []
+    if center_file.exists():
+        products = parse_security_center(center_file.read_text(encoding="utf-8"), NOW)
     defender_file = case_dir / "defender.json"
     if defender_file.exists():
         defender = parse_defender_status(
@@ -174,6 +177,23 @@ def test_snoozed_defender_alone_is_at_risk() -> None:
     assert defender.signatures_up_to_date is True
     assert defender.mode == "disabled"
     assert av_status([defender], []) == "at_risk"
+
+
+def test_defender_not_running_beside_kaspersky() -> None:
+    """Defender stood down for Kaspersky Standard (Windows 11): ``Not running``, service off,
+    signatures never loaded (age 65535), and Defender's placeholders are not reported as
+    versions: AMEngineVersion prints 0.0.0.0 when no engine is loaded."""
+    (defender,) = parse_case(CASES_DIR / "win11_kaspersky_standard_defender_not_running")
+    assert defender.mode == "disabled"
+    assert defender.enabled is False
+    assert defender.running is False
+    assert defender.realtime_protection is None  # not in the stored copy of the output
+    assert defender.signatures_up_to_date is False
+    assert defender.signature_age_hours is None
+    assert defender.signature_version is None
+    assert defender.product_version == "4.18.24090.11"
+    assert defender.engine_version is None
+    assert not product_protects(defender)
 
 
 def regenerate() -> None:
