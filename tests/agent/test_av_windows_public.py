@@ -63,7 +63,7 @@ def test_there_are_public_recordings_of_several_vendors() -> None:
         for product in parse_case(CASES_DIR / name)
         if product.source == "security_center" and product.name != "Windows Defender"
     }
-    assert len(third_party) >= 4, third_party
+    assert len(third_party) >= 8, third_party
 
 
 @pytest.mark.parametrize("case_name", CASE_NAMES)
@@ -96,6 +96,8 @@ def test_public_recording(case_name: str) -> None:
         ("trendmicro_sophoshome_defender_off", "Trend Micro Antivirus+", "0x041000"),
         ("trendmicro_sophoshome_defender_off", "Sophos Home", "0x051000"),
         ("win10_19045_bitdefender_defender_off", "Bitdefender Antivirus", "0x041000"),
+        ("sentinelone_defender_off", "Sentinel Agent", "0x041000"),
+        ("kaspersky_endpoint_10_on", "Kaspersky Endpoint Security 10 für Windows", "0x041000"),
     ],
 )
 def test_third_party_product_on_and_up_to_date_protects(
@@ -123,6 +125,7 @@ def test_third_party_product_on_and_up_to_date_protects(
         "win10_sophos_defender_off",
         "trendmicro_sophoshome_defender_off",
         "win10_19045_bitdefender_defender_off",
+        "sentinelone_defender_off",
     ],
 )
 def test_defender_standing_down_beside_a_third_party_product(case_name: str) -> None:
@@ -176,6 +179,43 @@ def test_snoozed_defender_alone_is_at_risk() -> None:
     assert defender.realtime_protection is False
     assert defender.signatures_up_to_date is True
     assert defender.mode == "disabled"
+    assert av_status([defender], []) == "at_risk"
+
+
+def test_third_party_on_with_out_of_date_signatures_does_not_protect() -> None:
+    """266256 = 0x041010 (ESET NOD32): on, but signature nibble 0x1. Real-time scanning with
+    stale signatures is not counted as protection, and the product still says it is on."""
+    (eset,) = parse_case(CASES_DIR / "eset_nod32_signatures_out_of_date")
+    assert eset.raw_state == "0x041010"
+    assert eset.enabled is True
+    assert eset.realtime_protection is True
+    assert eset.signatures_up_to_date is False
+    assert eset.mode == "active"
+    assert not product_protects(eset)
+    assert av_status([eset], []) == "at_risk"
+
+
+def test_passive_defender_does_not_cover_for_a_third_party_product_with_stale_signatures() -> None:
+    """Two public recordings side by side (not one machine): a real passive Defender, which
+    says AntivirusEnabled True, must not turn the stale ESET's "at risk" into "protected"."""
+    products = parse_case(CASES_DIR / "eset_nod32_signatures_out_of_date") + parse_case(
+        CASES_DIR / "runner_image_defender_passive_mode"
+    )
+    assert [p for p in products if product_protects(p)] == []
+    assert av_status(products, []) == "at_risk"
+
+
+def test_passive_defender_reporting_antivirus_enabled_is_not_protection() -> None:
+    """A real ``AMRunningMode : Passive Mode`` listing: the engine and its service say they are
+    enabled, yet passive Defender does not remediate, so it is not the machine's protection."""
+    (defender,) = parse_case(CASES_DIR / "runner_image_defender_passive_mode")
+    assert defender.name == DEFENDER_NAME
+    assert defender.mode == "passive"
+    assert defender.enabled is True
+    assert defender.running is True
+    assert defender.signatures_up_to_date is True  # AntivirusSignatureAge 0 days
+    assert defender.engine_version == "1.1.18700.4"
+    assert not product_protects(defender)
     assert av_status([defender], []) == "at_risk"
 
 
