@@ -125,6 +125,11 @@ class CollectorService:
             "tls": TlsOptions(ca_file=settings.broker_ca_file),
         }
 
+        # Every connection together may hold no more unacknowledged messages than the ingest
+        # queue takes, so paho's thread hands over without waiting (MQTT 5 Receive Maximum).
+        connections = len(settings.ownership.partitions) if settings.ownership else 1
+        receive_maximum = max(1, min(65_535, settings.max_pending_messages // connections))
+
         def persistent(
             client_id: str,
             on_message: Callable[[ReceivedMessage], None],
@@ -140,6 +145,7 @@ class CollectorService:
                 clean_start=False,
                 session_expiry_s=7 * 24 * 3600,
                 max_inflight=1000,
+                receive_maximum=receive_maximum,
                 on_message=on_message,
                 on_disconnect=on_disconnect,
             )

@@ -184,6 +184,7 @@ class MqttConnection:
         clean_start: bool = True,
         session_expiry_s: int = 0,
         max_inflight: int = 20,
+        receive_maximum: int | None = None,
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
         on_message: MessageHandler | None = None,
@@ -194,6 +195,12 @@ class MqttConnection:
         self._keepalive_s = keepalive_s
         self._clean_start = clean_start
         self._session_expiry_s = session_expiry_s
+        if receive_maximum is not None and not 1 <= receive_maximum <= 65_535:
+            raise ValueError(f"receive_maximum must be 1..65535, not {receive_maximum}")
+        self.receive_maximum = receive_maximum
+        """Most QoS 1/2 messages the broker may send before we acknowledge (MQTT 5 Receive
+        Maximum; None: the protocol's 65,535). A subscriber that acknowledges only what it
+        has stored sets it to what it can hold, so paho's thread never blocks handing over."""
         self._on_connect_cb = on_connect
         self._on_disconnect_cb = on_disconnect
         self._on_message_cb = on_message
@@ -246,6 +253,8 @@ class MqttConnection:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if self._session_expiry_s:
             properties.SessionExpiryInterval = self._session_expiry_s
+        if self.receive_maximum is not None:
+            properties.ReceiveMaximum = self.receive_maximum
         self._client.connect_async(
             self.broker.host,
             self.broker.port,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,19 +22,18 @@ from campuswatch.wire.messages import (
     StateMessage,
 )
 from tests.collector.conftest import CollectorFactory, RunningCollector
+from tests.support import required
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.waiting import wait_until
 
 SITE = "hcm-q1-thcs-a"
 DEVICE = "pc-lab1-07"
-MOSQUITTO_PUB = shutil.which("mosquitto_pub")
 
 
 def publish(broker: MosquittoBroker, topic: str, payload: bytes, retain: bool = False) -> None:
     """Publish exactly as an outsider would: the mosquitto_pub command."""
-    if MOSQUITTO_PUB is None:
-        pytest.skip("mosquitto_pub is not installed (Debian mosquitto-clients)")
-    command = [MOSQUITTO_PUB, "-p", str(broker.port), "-q", "1", "-t", topic, "-s"]
+    mosquitto_pub = required.program("mosquitto_pub", "mosquitto-clients")
+    command = [mosquitto_pub, "-p", str(broker.port), "-q", "1", "-t", topic, "-s"]
     if retain:
         command.append("-r")
     subprocess.run(command, input=payload, check=True, timeout=10)
@@ -163,6 +161,16 @@ def test_a_redelivered_message_changes_nothing(
     collector.service.tsdb.wait_until_drained(10)
     store = collector.service.api_context.timeseries
     assert len(store.query("campus_health", "cpu_pct", {"device": DEVICE}, start=0)) == 1
+
+
+def test_the_collector_asks_for_no_more_unacknowledged_messages_than_it_can_queue(
+    collector_factory: CollectorFactory,
+) -> None:
+    # Beyond its queue, paho's thread would block handing a message over instead of reading
+    # the socket and sending the acknowledgements of stored batches
+    # (tests/wire/test_mqtt_flow_control.py shows the broker keeping to it).
+    collector = collector_factory(max_pending_messages=300)
+    assert collector.service.ingestor.connection.receive_maximum == 300
 
 
 def test_collector_restart_loses_nothing_published_while_it_was_down(
