@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, TypeVar, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,6 +54,7 @@ from campuswatch.collector.alerts.models import (
     ACTOR_LENGTH,
     DEVICE_ID_LENGTH,
     FINGERPRINT_LENGTH,
+    OPEN_ALERT_CONDITION,
     RULE_ID_LENGTH,
     SITE_ID_LENGTH,
     SYSTEM_ACTOR,
@@ -100,6 +101,8 @@ _RETRY_SQLSTATES: Final = frozenset({"40P01", "40001"})
 # Arbitrary constant: only one collector at a time runs tick() (pg_try_advisory_xact_lock).
 _TICK_LOCK_KEY: Final = 0x63770A1E
 _GROUP_NOTE_DEVICES: Final = 10
+_LOOKUP_CHUNK: Final = 500
+"""Fingerprints per query when finding a batch's current alerts (bound parameters)."""
 
 _T = TypeVar("_T")
 NotificationState = Literal["firing", "acknowledged", "resolved", "silenced"]
@@ -161,6 +164,7 @@ class AlertManager:
     def _process(self, run: _Pass, signals: list[AlertSignal]) -> None:
         session = run.session
         self._lock_keys(session, sorted({f"alert:{signal.fingerprint}" for signal in signals}))
+        current = self._current_alerts(session, {signal.fingerprint for signal in signals})
         touched: dict[int, Alert] = {}
         level_changed: dict[int, Alert] = {}
         reopened: dict[int, Alert] = {}
@@ -170,7 +174,7 @@ class AlertManager:
         # 3-day and 7-day signature rules fire for one message, the 7-day alert opens first
         # and the 3-day one never opens at all.
         for signal in sorted(signals, key=lambda item: -_rank(item.level)):
-            alert = self._current_alert(session, signal.fingerprint)
+            alert = current.get(signal.fingerprint)
             if signal.status == "resolved":
                 if alert is None or alert.state == "resolved":
                     self.rejected["resolved_without_open_alert"] += 1
@@ -204,7 +208,7 @@ class AlertManager:
                 self._reopen(run, alert, signal)
                 reopened[alert.id] = alert
             else:
-                alert = self._open(run, signal)
+                alert = current[signal.fingerprint] = self._open(run, signal)
             touched[alert.id] = alert
             run.groups.add(alert.group_key)
             for milder in self._supersede_milder(run, alert, signal.at):
@@ -229,22 +233,21 @@ class AlertManager:
                 self._notify(run, alert, "updated", note=f"level is now {alert.level}")
         self._release_groups(run, run.groups)
 
-    def _current_alert(self, session: Session, fingerprint: str) -> Alert | None:
-        """The open alert of the fingerprint, else its most recent resolved one."""
-        open_alert = session.scalars(
-            select(Alert)
-            .where(Alert.fingerprint == fingerprint, Alert.state.in_(OPEN_STATES))
-            .with_for_update()
-        ).first()
-        if open_alert is not None:
-            return open_alert
-        return session.scalars(
-            select(Alert)
-            .where(Alert.fingerprint == fingerprint)
-            .order_by(Alert.id.desc())
-            .limit(1)
-            .with_for_update()
-        ).first()
+    @staticmethod
+    def _current_alerts(session: Session, fingerprints: Collection[str]) -> dict[str, Alert]:
+        """Each fingerprint's open alert, else its most recent resolved one (if it has had
+        any): two indexed queries per 500 fingerprints, not two per signal."""
+        current: dict[str, Alert] = {}
+        ordered = sorted(fingerprints)
+        for start in range(0, len(ordered), _LOOKUP_CHUNK):
+            chunk = ordered[start : start + _LOOKUP_CHUNK]
+            for alert in session.scalars(open_alerts_query(chunk).with_for_update()):
+                current[alert.fingerprint] = alert
+            rest = [fingerprint for fingerprint in chunk if fingerprint not in current]
+            if rest:
+                for alert in session.scalars(latest_alerts_query(rest).with_for_update()):
+                    current[alert.fingerprint] = alert
+        return current
 
     @staticmethod
     def _family_members(session: Session, site_id: str, device_id: str | None) -> list[Alert]:
@@ -948,6 +951,25 @@ class AlertManager:
                 identity = (asset.name, asset.mac_list[0] if asset.macs else None)
         run.devices[device_id] = identity
         return identity
+
+
+def open_alerts_query(fingerprints: Collection[str]) -> Select[tuple[Alert]]:
+    """The open alerts of ``fingerprints`` (one each at most, ``ux_alerts_open_fingerprint``)."""
+    return select(Alert).where(
+        Alert.fingerprint.in_(fingerprints),
+        # Spelled as the partial index's own condition, so SQLite may use that index.
+        text(f"alerts.{OPEN_ALERT_CONDITION}"),
+    )
+
+
+def latest_alerts_query(fingerprints: Collection[str]) -> Select[tuple[Alert]]:
+    """The most recent alert of each of ``fingerprints`` (``ix_alerts_fingerprint_id``)."""
+    latest = (
+        select(func.max(Alert.id))
+        .where(Alert.fingerprint.in_(fingerprints))
+        .group_by(Alert.fingerprint)
+    )
+    return select(Alert).where(Alert.id.in_(latest))
 
 
 def group_key_for(site_id: str, rule_id: str) -> str:

@@ -97,6 +97,8 @@ class Alert(Base):
             sqlite_where=text(OPEN_ALERT_CONDITION),
             postgresql_where=text(OPEN_ALERT_CONDITION),
         ),
+        # A batch's latest alert of each fingerprint (``manager.latest_alerts_query``).
+        Index("ix_alerts_fingerprint_id", "fingerprint", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -23,6 +23,8 @@ ALERT_TABLES = {"alerts", "alert_evidence", "alert_audit", "silences"}
 # Columns later revisions add to these tables (0008_alert_texts: alerts.texts,
 # 0011_alert_search: alerts.search_text).
 LATER_COLUMNS = {("alerts", "texts"), ("alerts", "search_text")}
+# Indexes later revisions add (0013_alert_fingerprint_index).
+LATER_INDEXES = {"ix_alerts_fingerprint_id"}
 
 
 def _schema_diff(url: str) -> list[object]:
@@ -43,6 +45,8 @@ def _is_alert_object(
     table = item if type_ == "table" else getattr(item, "table", None)
     table_name = getattr(table, "name", name)
     if type_ == "column" and (table_name, name) in LATER_COLUMNS:
+        return False
+    if type_ == "index" and name in LATER_INDEXES:
         return False
     return table_name in ALERT_TABLES
 
