@@ -953,7 +953,7 @@ class AlertManager:
         return identity
 
 
-def open_alerts_query(fingerprints: Collection[str]) -> Select[tuple[Alert]]:
+def open_alerts_query(fingerprints: Collection[str]) -> Select[Alert]:
     """The open alerts of ``fingerprints`` (one each at most, ``ux_alerts_open_fingerprint``)."""
     return select(Alert).where(
         Alert.fingerprint.in_(fingerprints),
@@ -962,7 +962,7 @@ def open_alerts_query(fingerprints: Collection[str]) -> Select[tuple[Alert]]:
     )
 
 
-def latest_alerts_query(fingerprints: Collection[str]) -> Select[tuple[Alert]]:
+def latest_alerts_query(fingerprints: Collection[str]) -> Select[Alert]:
     """The most recent alert of each of ``fingerprints`` (``ix_alerts_fingerprint_id``)."""
     latest = (
         select(func.max(Alert.id))

@@ -5,6 +5,7 @@ a lookup per signal that scans them made each new alert cost more than the last.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Select, text
 from sqlalchemy.dialects import sqlite
@@ -15,7 +16,7 @@ from campuswatch.collector.db.engine import make_engine, upgrade
 FINGERPRINTS = ["fp-1", "fp-2", "fp-3"]
 
 
-def sqlite_plan(tmp_path: Path, query: Select[tuple[object]]) -> list[str]:
+def sqlite_plan(tmp_path: Path, query: Select[Any]) -> list[str]:
     url = f"sqlite:///{tmp_path / 'register.db'}"
     upgrade(url)  # the migrated schema, as deployed
     engine = make_engine(url)
