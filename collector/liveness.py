@@ -68,6 +68,19 @@ class LivenessTracker:
         table = self.settings.heartbeat_timeout_s
         return timedelta(seconds=table.get(device_type, table.get("default", 600.0)))
 
+    def _timed_out(
+        self, entry: DeviceLiveness, now: datetime, cutoffs: dict[str, datetime]
+    ) -> bool:
+        """Online, and silent for longer than its type's heartbeat timeout. ``cutoffs`` keeps
+        each type's last allowed contact for one pass over every device (100,000 in a
+        district: one timedelta per type, not per device)."""
+        if not entry.online or entry.last_seen is None:
+            return False
+        cutoff = cutoffs.get(entry.device_type)
+        if cutoff is None:
+            cutoff = cutoffs[entry.device_type] = now - self._timeout_for(entry.device_type)
+        return entry.last_seen < cutoff
+
     def observe(
         self,
         device_id: str,
@@ -144,26 +157,21 @@ class LivenessTracker:
     def overdue(self, now: datetime) -> list[str]:
         """Devices ``expire`` would time out now: ask the register first whether another
         collector has heard them since (``adopt``)."""
+        cutoffs: dict[str, datetime] = {}
         with self._lock:
             return [
                 entry.device_id
                 for entry in self._devices.values()
-                if entry.online
-                and entry.last_seen is not None
-                and now - entry.last_seen > self._timeout_for(entry.device_type)
+                if self._timed_out(entry, now, cutoffs)
             ]
 
     def expire(self, now: datetime) -> list[LivenessChange]:
         """Mark devices offline whose heartbeat timed out."""
         changes: list[LivenessChange] = []
+        cutoffs: dict[str, datetime] = {}
         with self._lock:
             for entry in self._devices.values():
-                silent_for = now - entry.last_seen if entry.last_seen is not None else None
-                if (
-                    entry.online
-                    and silent_for is not None
-                    and silent_for > self._timeout_for(entry.device_type)
-                ):
+                if self._timed_out(entry, now, cutoffs):
                     entry.online = False
                     entry.reason = "timeout"
                     entry.changed_at = now
@@ -179,29 +187,45 @@ class LivenessTracker:
             return "unknown" if entry is None else self._status(entry, now)
 
     def _status(self, entry: DeviceLiveness, now: datetime) -> Status:
-        window = timedelta(seconds=self.settings.flap_window_s)
-        recent = sum(1 for t in entry.transitions if now - t <= window)
-        if recent > self.settings.flap_threshold:
-            return "flapping"
+        transitions = entry.transitions
+        # Most devices have changed state a few times at most: no need to look at when.
+        if len(transitions) > self.settings.flap_threshold:
+            since = now - timedelta(seconds=self.settings.flap_window_s)
+            if sum(1 for t in transitions if t >= since) > self.settings.flap_threshold:
+                return "flapping"
         if entry.online is None:
             return "unknown"
         return "online" if entry.online else "offline"
 
     def sites(self, now: datetime) -> dict[str, SiteLiveness]:
-        counts: dict[str, dict[str, int]] = {}
+        return self.summarise_sites(self.by_type(now))
+
+    def by_type(self, now: datetime) -> dict[tuple[str, str, Status], int]:
+        """(site, device type, status) → count, for the metrics endpoint."""
+        counts: dict[tuple[str, str, Status], int] = {}
         with self._lock:
             for entry in self._devices.values():
-                bucket = counts.setdefault(
-                    entry.site_id, {"online": 0, "offline": 0, "flapping": 0, "unknown": 0}
-                )
-                bucket[self._status(entry, now)] += 1
+                key = (entry.site_id, entry.device_type, self._status(entry, now))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def summarise_sites(
+        self, by_type: dict[tuple[str, str, Status], int]
+    ) -> dict[str, SiteLiveness]:
+        """Each site's counts and whether it is unreachable, from ``by_type``'s counts (the
+        metrics endpoint needs both: one pass over the devices, not two)."""
+        counts: dict[str, dict[Status, int]] = {}
+        for (site_id, _device_type, status), count in by_type.items():
+            bucket = counts.setdefault(
+                site_id, {"online": 0, "offline": 0, "flapping": 0, "unknown": 0}
+            )
+            bucket[status] += count
         result = {}
         for site_id, bucket in counts.items():
-            total = sum(bucket.values())
             known_silent = bucket["offline"] + bucket["flapping"]
             result[site_id] = SiteLiveness(
                 site_id,
-                total,
+                sum(bucket.values()),
                 bucket["online"],
                 bucket["offline"],
                 bucket["flapping"],
@@ -212,15 +236,6 @@ class LivenessTracker:
                 ),
             )
         return result
-
-    def by_type(self, now: datetime) -> dict[tuple[str, str, Status], int]:
-        """(site, device type, status) → count, for the metrics endpoint."""
-        counts: dict[tuple[str, str, Status], int] = {}
-        with self._lock:
-            for entry in self._devices.values():
-                key = (entry.site_id, entry.device_type, self._status(entry, now))
-                counts[key] = counts.get(key, 0) + 1
-        return counts
 
     def adopt(
         self,
