@@ -596,11 +596,11 @@ class AlertManager:
     def _release_groups(self, run: _Pass, group_keys: Iterable[str]) -> None:
         keys = sorted(set(group_keys))
         self._lock_keys(run.session, [f"group:{key}" for key in keys])
+        members = queries.open_alerts_in_groups(run.session, keys)
         for key in keys:
-            self._release_group(run, key)
+            self._release_group(run, key, members[key])
 
-    def _release_group(self, run: _Pass, group_key: str) -> None:
-        members = queries.open_alerts_in_group(run.session, group_key)
+    def _release_group(self, run: _Pass, group_key: str, members: Sequence[Alert]) -> None:
         deliverable = [alert for alert in members if _deliverable(alert)]
         waiting = [
             alert

@@ -7,7 +7,7 @@ empty list means none, so a scoping mistake shows nothing rather than everything
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
@@ -248,11 +248,20 @@ def _rank(level: str) -> int:
     return LEVELS.index(level) if level in LEVELS else -1
 
 
-def open_alerts_in_group(session: Session, group_key: str) -> Sequence[Alert]:
-    return list(
-        session.scalars(
+def open_alerts_in_groups(
+    session: Session, group_keys: Collection[str], chunk: int = 500
+) -> dict[str, list[Alert]]:
+    """The open alerts of each group, oldest first: one query per ``chunk`` groups (an
+    ingest batch touches the groups of a hundred schools at once)."""
+    members: dict[str, list[Alert]] = {key: [] for key in group_keys}
+    ordered = sorted(members)
+    for start in range(0, len(ordered), chunk):
+        query = (
             select(Alert)
-            .where(Alert.group_key == group_key, Alert.state.in_(OPEN_STATES))
+            .where(Alert.group_key.in_(ordered[start : start + chunk]))
+            .where(Alert.state.in_(OPEN_STATES))
             .order_by(Alert.id)
         )
-    )
+        for alert in session.scalars(query):
+            members[alert.group_key].append(alert)
+    return members
