@@ -12,7 +12,6 @@ Probes only gather. The runner owns everything hard (Telegraf's split):
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import platform
@@ -20,7 +19,6 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -53,13 +51,16 @@ from campuswatch.wire.topics import build_topic
 log = logging.getLogger(__name__)
 QUEUE_FILE = "outbox.sqlite"
 ACK_TIMEOUT_S = 30.0
+PROBES_AT_ONCE = 2
+"""Probes collected at the same time, at most (each on a thread that ends with its run)."""
 
 
 class _Schedule(msgspec.Struct):
     probe: Probe
     interval_s: float
     next_due: float
-    running: Future[Message] | None = None
+    running: threading.Thread | None = None
+    """The thread collecting this probe right now, if any."""
 
 
 class _Inflight(msgspec.Struct):
@@ -113,7 +114,6 @@ class AgentRunner:
             queue_stats=lambda: (self.queue.depth, self.queue.dropped_total),
         )
         self._schedules = [_Schedule(probe, self._interval_for(probe), 0.0) for probe in probes]
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe")
         self._stop = threading.Event()
         self._wake_sender = threading.Event()
         self._wake_scheduler = threading.Event()
@@ -195,7 +195,10 @@ class AgentRunner:
         self._wake_scheduler.set()
         for thread in self._threads:
             thread.join(timeout=timeout_s)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # A probe still collecting finds the stop flag set and queues nothing; waiting for it
+        # (bounded) keeps it from touching the queue after it is closed.
+        for thread in [s.running for s in self._schedules if s.running is not None]:
+            thread.join(timeout=max(0.0, deadline + timeout_s - time.monotonic()))
         goodbye = StateMessage(
             device_id=self.device_id, site=self.site, status="offline", reason="shutdown"
         )
@@ -275,18 +278,39 @@ class AgentRunner:
     def _schedule_loop(self) -> None:
         while not self._stop.is_set():
             now = time.monotonic()
+            running = sum(1 for s in self._schedules if s.running is not None)
             for schedule in self._schedules:
                 if schedule.running is not None or now < schedule.next_due:
                     continue
-                future = self._executor.submit(self._collect, schedule.probe)
-                schedule.running = future
-                future.add_done_callback(functools.partial(self._collected, schedule))
+                if running >= PROBES_AT_ONCE:
+                    break  # a finishing probe wakes this loop
+                # A thread per run, not a pool: collections come minutes apart, and a pool's
+                # idle workers would hold their stacks (and concurrent.futures) for good.
+                schedule.running = threading.Thread(
+                    target=self._run_probe,
+                    args=(schedule,),
+                    name=f"probe-{schedule.probe.name}",
+                    daemon=True,
+                )
+                running += 1
+                schedule.running.start()
             upcoming = [s.next_due for s in self._schedules if s.running is None]
             # Sleep until the next probe is due: a finished probe, a command and stop() all
             # wake this loop, so polling would only cost CPU on every PC.
-            delay = max(0.05, min(upcoming) - time.monotonic()) if upcoming else None
+            delay = None
+            if upcoming and running < PROBES_AT_ONCE:
+                delay = max(0.05, min(upcoming) - time.monotonic())
             self._wake_scheduler.wait(delay)
             self._wake_scheduler.clear()
+
+    def _run_probe(self, schedule: _Schedule) -> None:
+        try:
+            message = self._collect(schedule.probe)
+            self._collected(schedule, message)
+        finally:
+            # Only now: stop() waits for a running probe so none queues after the close.
+            schedule.running = None
+            self._wake_scheduler.set()
 
     def _collect(self, probe: Probe) -> Message:
         try:
@@ -303,31 +327,23 @@ class AgentRunner:
                 attributes={"probe": probe.name},
             )
 
-    def _collected(self, schedule: _Schedule, future: Future[Message]) -> None:
+    def _collected(self, schedule: _Schedule, message: Message) -> None:
         jitter = self.settings.intervals.jitter_fraction
         schedule.next_due = time.monotonic() + schedule.interval_s * (
             1 + random.uniform(-jitter, jitter)
         )
-        schedule.running = None
         self.stats.last_probe_run[schedule.probe.name] = time.time()
         return_free_memory()  # a probe's burst (package lists, PowerShell output) is over
-        if future.cancelled():
-            return
-        try:
-            message = future.result()
-        except Exception:  # _collect already turns failures into events
-            log.exception("probe %s produced no message", schedule.probe.name)
-            return
+        if self._stop.is_set():
+            return  # stopping: the next start collects again
         if isinstance(message, InventoryMessage):
             if message.digest == self._inventory_digest and not self._force_inventory:
-                self._wake_scheduler.set()
                 return
             self._inventory_digest = message.digest
             self._force_inventory = False
             self._inventory_seq = self.enqueue(message)
         else:
             self.enqueue(message)
-        self._wake_scheduler.set()
 
     def enqueue(self, message: Message) -> int | None:
         """Queue a message for sending; its queue ``seq``, or None if the queue refused it."""

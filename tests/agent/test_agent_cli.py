@@ -118,13 +118,15 @@ def test_run_path_imports_only_what_it_uses() -> None:
 
     dataclasses (with inspect, ~0.9 MB) and statistics (~0.2 MB) were loaded for records
     and one median; the wire package loaded the validating decoder and built a decoder
-    for every message kind, though the agent only ever decodes commands."""
+    for every message kind, though the agent only ever decodes commands. A thread pool
+    (concurrent.futures, queue, heapq: ~0.2 MB) ran probes minutes apart."""
     probe = (
         "import sys\n"
         "import campuswatch.agent.cli, campuswatch.agent.main as main\n"
         "main.default_probes()\n"
         "import campuswatch.wire.codec as codec\n"
-        "loaded = [m for m in ('dataclasses', 'statistics') if m in sys.modules]\n"
+        "unwanted = ('dataclasses', 'statistics', 'concurrent.futures')\n"
+        "loaded = [m for m in unwanted if m in sys.modules]\n"
         "print('LOADED', loaded, 'DECODERS', len(codec._decoders))"
     )
     result = subprocess.run(

@@ -131,6 +131,26 @@ def test_run_probes_command_triggers_a_collection(
         runner.stop()
 
 
+def test_no_probe_thread_outlives_its_collection(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Issue 18: a thread pool kept two idle worker threads (a stack each, on every lab PC)
+    between collections that come minutes apart; a probe's thread now ends with its run."""
+    probe = CountingProbe()
+    runner = make_runner(mosquitto, tmp_path, probe)
+    runner._schedules[0].interval_s = 3600.0
+    runner.start()
+    try:
+        wait_until(lambda: runner.stats.acked_total >= 1, message="first health message sent")
+        wait_until(
+            lambda: not [t for t in threading.enumerate() if t.name.startswith("probe")],
+            message="no probe thread left once the collection is done",
+        )
+        assert len(probe.produced) == 1
+    finally:
+        runner.stop()
+
+
 def test_a_clone_never_sends_the_golden_image_s_queue_as_the_original(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
