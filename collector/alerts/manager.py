@@ -828,10 +828,17 @@ class AlertManager:
     @staticmethod
     def _lock_keys(session: Session, keys: Sequence[str]) -> None:
         """PostgreSQL: serialise collectors per fingerprint / group (sorted: no deadlocks)."""
-        if session.get_bind().dialect.name != "postgresql":
+        if session.get_bind().dialect.name != "postgresql" or not keys:
             return
-        for key in keys:
-            session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+        # One statement for the batch (a round trip per key was a tenth of ingest's time at
+        # a district's load); unnest hands the locks out in the array's order.
+        session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) "
+                "FROM unnest(CAST(:keys AS text[])) AS key"
+            ),
+            {"keys": sorted(keys)},
+        )
 
     @staticmethod
     def _open_alerts(session: Session) -> list[Alert]:
