@@ -8,7 +8,6 @@ argparse and dispatched before Typer is ever imported.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -176,6 +175,8 @@ def _run_locked(settings: AgentSettings) -> int:
 
 def _once(settings: AgentSettings, as_json: bool) -> int:
     _setup_logging("WARNING")
+    import json  # only here: ``agent run`` encodes with msgspec and never loads it
+
     from campuswatch.agent.main import broker_status, collect_once, summarise
     from campuswatch.wire.codec import encode_message
 

@@ -11,7 +11,6 @@ image with the state dir copied — it takes a new id and says so in ``hello``
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -33,10 +32,17 @@ class HardwareFacts(msgspec.Struct, frozen=True):
     macs: tuple[str, ...] = msgspec.field(default_factory=tuple)
 
     def fingerprint(self) -> str:
-        text = json.dumps(
-            [self.product_uuid, self.machine_id, sorted(self.macs)], separators=(",", ":")
-        )
-        return hashlib.sha256(text.encode()).hexdigest()
+        parts = [self.product_uuid, self.machine_id, sorted(self.macs)]
+        texts = [self.product_uuid or "", self.machine_id or "", *self.macs]
+        if all(text.isascii() and text.isprintable() for text in texts):
+            # msgspec writes printable ASCII exactly as json.dumps did (the collector compares
+            # fingerprints across versions), without loading the stdlib json on every PC.
+            encoded = msgspec.json.encode(parts)
+        else:
+            import json  # json escaped DEL and non-ASCII bytes; msgspec writes them raw
+
+            encoded = json.dumps(parts, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()
 
     def is_same_machine(self, other: HardwareFacts) -> bool:
         """Tolerant match: a replaced network card must not look like a new PC."""
@@ -145,7 +151,7 @@ def resolve_identity(
     path = state_dir / IDENTITY_FILE
     stored: dict[str, object] | None = None
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
+        loaded = msgspec.json.decode(path.read_bytes())
         stored = loaded if isinstance(loaded, dict) else None
     except FileNotFoundError:
         stored = None
@@ -219,10 +225,8 @@ def _save(state_dir: Path, identity: Identity, facts: HardwareFacts) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / IDENTITY_FILE
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(
-        json.dumps(
-            {"device_id": identity.device_id, "facts": msgspec.structs.asdict(facts)}, indent=2
-        ),
-        encoding="utf-8",
+    encoded = msgspec.json.encode(
+        {"device_id": identity.device_id, "facts": msgspec.structs.asdict(facts)}
     )
+    temporary.write_bytes(msgspec.json.format(encoded, indent=2))
     os.replace(temporary, path)

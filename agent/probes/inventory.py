@@ -7,7 +7,6 @@ that fails leaves its field None and adds a ``ProbeError``; the message is alway
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import re
 import socket
@@ -31,20 +30,11 @@ from campuswatch.agent.probes.inventory_linux import (
     parse_rpm,
     short_text,
 )
-from campuswatch.agent.probes.inventory_windows import (
-    HARDWARE_SCRIPT,
-    OS_SCRIPT,
-    UNINSTALL_SCRIPT,
-    load_json_objects,
-    parse_windows_cpu,
-    parse_windows_os,
-    parse_windows_system,
-    parse_windows_uninstall,
-)
 from campuswatch.wire.codec import MAX_PAYLOAD_BYTES
 from campuswatch.wire.messages import (
     CpuInfo,
     DiskInfo,
+    HardwareInfo,
     InterfaceInfo,
     InventoryMessage,
     OsInfo,
@@ -208,13 +198,22 @@ def collect_disks() -> list[DiskInfo]:
     return disks
 
 
+def _parse_windows_system(json_text: str) -> HardwareInfo | None:
+    # The Windows parsers are imported where used: a Linux PC never keeps them resident.
+    from campuswatch.agent.probes.inventory_windows import parse_windows_system
+
+    return parse_windows_system(json_text)
+
+
 def inventory_digest(message: InventoryMessage) -> str:
     """sha256 of the body in canonical JSON (sorted keys), envelope and boot time excluded."""
     body = msgspec.to_builtins(message)
     assert isinstance(body, dict)
     canonical = {key: value for key, value in body.items() if key not in DIGEST_EXCLUDED_FIELDS}
-    encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+    # Byte for byte what json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # gave for an inventory (it holds no float beyond 1e16 or below 1e-4, where the two spell
+    # exponents differently), without loading the stdlib json beside msgspec.
+    return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()
 
 
 class InventoryProbe:
@@ -246,7 +245,7 @@ class InventoryProbe:
         os_info = attempt("os", lambda: self._windows_os(context) if windows else self._linux_os())
         cpu = attempt("cpu", lambda: self._cpu(hardware_json))
         hardware = (
-            attempt("hardware", lambda: parse_windows_system(hardware_json or ""))
+            attempt("hardware", lambda: _parse_windows_system(hardware_json or ""))
             if windows
             else attempt("hardware", lambda: parse_dmi(self._root / "sys/class/dmi/id"))
         )
@@ -295,6 +294,8 @@ class InventoryProbe:
         return context.run(argv, timeout_s=COMMAND_TIMEOUT_S).stdout
 
     def _hardware_json(self, context: ProbeContext) -> str:
+        from campuswatch.agent.probes.inventory_windows import HARDWARE_SCRIPT, load_json_objects
+
         output = self._powershell(context, HARDWARE_SCRIPT)
         load_json_objects(output)  # raises ValueError on garbage
         return output
@@ -324,6 +325,8 @@ class InventoryProbe:
         )
 
     def _windows_os(self, context: ProbeContext) -> OsInfo:
+        from campuswatch.agent.probes.inventory_windows import OS_SCRIPT, parse_windows_os
+
         parsed = parse_windows_os(self._powershell(context, OS_SCRIPT))
         if parsed is None:
             raise ValueError("Win32_OperatingSystem returned no Caption")
@@ -331,6 +334,8 @@ class InventoryProbe:
 
     def _cpu(self, hardware_json: str | None) -> CpuInfo:
         if self._platform == "windows":
+            from campuswatch.agent.probes.inventory_windows import parse_windows_cpu
+
             model, max_mhz = parse_windows_cpu(hardware_json or "")
         else:
             model = parse_cpuinfo_model(self._read("proc/cpuinfo"))
@@ -348,6 +353,11 @@ class InventoryProbe:
 
     def _software(self, context: ProbeContext) -> list[SoftwareItem]:
         if self._platform == "windows":
+            from campuswatch.agent.probes.inventory_windows import (
+                UNINSTALL_SCRIPT,
+                parse_windows_uninstall,
+            )
+
             return parse_windows_uninstall(self._powershell(context, UNINSTALL_SCRIPT))
         try:
             return parse_dpkg_query(context.run(DPKG_QUERY, timeout_s=COMMAND_TIMEOUT_S).stdout)

@@ -26,7 +26,6 @@ from campuswatch.agent.commands import CommandError
 from campuswatch.agent.probes import ProbeContext
 from campuswatch.agent.probes.inventory import PlatformName, current_platform, error_from_exception
 from campuswatch.agent.probes.inventory_linux import short_text
-from campuswatch.agent.probes.inventory_windows import load_json_objects
 from campuswatch.wire.messages import DnsCheck, GatewayCheck, NetMessage, ProbeError, TargetCheck
 
 T = TypeVar("T")
@@ -87,6 +86,9 @@ def parse_proc_net_route(text: str) -> DefaultRoute | None:
 
 def parse_windows_routes(json_text: str) -> DefaultRoute | None:
     """Get-NetRoute output (one object or a list), lowest RouteMetric with a real next hop."""
+    # Loaded here: a Linux PC never keeps the Windows parsers (and json) resident.
+    from campuswatch.agent.probes.inventory_windows import load_json_objects
+
     candidates: list[tuple[float, DefaultRoute]] = []
     for route in load_json_objects(json_text):
         next_hop, alias = route.get("NextHop"), route.get("InterfaceAlias")

@@ -119,13 +119,25 @@ def test_run_path_imports_only_what_it_uses() -> None:
     dataclasses (with inspect, ~0.9 MB) and statistics (~0.2 MB) were loaded for records
     and one median; the wire package loaded the validating decoder and built a decoder
     for every message kind, though the agent only ever decodes commands. A thread pool
-    (concurrent.futures, queue, heapq: ~0.2 MB) ran probes minutes apart."""
+    (concurrent.futures, queue, heapq: ~0.2 MB) ran probes minutes apart; the stdlib json
+    (~0.15 MB) was loaded beside msgspec for the identity file and two digests, and the
+    Windows inventory parsers on every Linux PC."""
     probe = (
-        "import sys\n"
+        "import sys, tempfile, pathlib\n"
         "import campuswatch.agent.cli, campuswatch.agent.main as main\n"
+        "from campuswatch.agent.identity import HardwareFacts, resolve_identity\n"
+        "from campuswatch.agent.probes.inventory import inventory_digest\n"
+        "from campuswatch.wire.messages import InventoryMessage\n"
         "main.default_probes()\n"
+        "state = pathlib.Path(tempfile.mkdtemp())\n"
+        "facts = HardwareFacts('uuid-1', 'm' * 32, ('02:00:00:00:00:01',))\n"
+        "resolve_identity(state, facts)\n"
+        "resolve_identity(state, facts)\n"  # the second start reads the file back
+        "inventory_digest(InventoryMessage(device_id='pc-1', site='s', digest='0' * 64))\n"
         "import campuswatch.wire.codec as codec\n"
-        "unwanted = ('dataclasses', 'statistics', 'concurrent.futures')\n"
+        "unwanted = ['dataclasses', 'statistics', 'concurrent.futures', 'json']\n"
+        "if sys.platform != 'win32':\n"
+        "    unwanted.append('campuswatch.agent.probes.inventory_windows')\n"
         "loaded = [m for m in unwanted if m in sys.modules]\n"
         "print('LOADED', loaded, 'DECODERS', len(codec._decoders))"
     )

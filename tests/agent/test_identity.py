@@ -19,6 +19,24 @@ def test_identity_is_derived_and_stable(tmp_path: Path) -> None:
     assert first.device_id.startswith("pc-")
 
 
+def test_fingerprint_is_the_same_as_before_msgspec_encoded_it() -> None:
+    """Issue 18: the fingerprint went from the stdlib json to msgspec (json stays unloaded);
+    the collector compares fingerprints across restarts, so not one byte may change, even
+    for a machine-id with a DEL or non-ASCII byte (which json escaped)."""
+    assert LAB_PC.fingerprint() == (
+        "42b3177da9b8d51ce5f26c8776bbe28b46da844c7c6372f66975366542d3bf64"
+    )
+    odd = HardwareFacts(None, 'x\x7fy"\\ \u00e9', ())
+    assert odd.fingerprint() == "49a7584544a138f0440e59daf02c9699dd428829372d0c75e75352c0b9e826d9"
+
+
+def test_identity_file_stays_indented_json(tmp_path: Path) -> None:
+    identity = resolve_identity(tmp_path, LAB_PC)
+    text = (tmp_path / "identity.json").read_text(encoding="utf-8")
+    assert text.startswith('{\n  "device_id": ')
+    assert json.loads(text)["device_id"] == identity.device_id
+
+
 def test_reimaged_pc_gets_its_old_id_back(tmp_path: Path) -> None:
     before = resolve_identity(tmp_path / "old", LAB_PC)
     after_reinstall = resolve_identity(tmp_path / "fresh", LAB_PC)

@@ -38,6 +38,7 @@ from campuswatch.agent.probes.inventory_windows import (
 )
 from campuswatch.agent.settings import AgentSettings
 from campuswatch.wire import InventoryMessage, decode_message, encode_message
+from campuswatch.wire.messages import CpuInfo, OsInfo, SoftwareItem
 
 CASES = Path(__file__).parent / "testcases" / "inventory"
 SITE, DEVICE = "school-a", "lab-pc-01"
@@ -223,6 +224,26 @@ def test_digest_changes_when_inventory_changes_but_not_with_envelope_or_boot_tim
     assert inventory_digest(rebooted) == message.digest
     changed = msgspec.structs.replace(message, memory_bytes=(message.memory_bytes or 0) + 1)
     assert inventory_digest(changed) != message.digest
+
+
+def test_digest_is_the_same_as_before_msgspec_encoded_it() -> None:
+    """Issue 18: the digest went from the stdlib json (sorted keys) to msgspec's sorted
+    encoding; a changed digest would make every PC resend its inventory after the upgrade."""
+    message = InventoryMessage(
+        device_id="pc-1",
+        site="school-a",
+        digest="0" * 64,
+        hostname="lab-01",
+        os=OsInfo(name="Ubuntu", version="24.04"),
+        cpu=CpuInfo(model="Intel(R) Core(TM) i5", cores=4, threads=8, max_mhz=3400.0),
+        software=[
+            SoftwareItem(name="ti\u1ebfng-vi\u1ec7t", version="1.0"),
+            SoftwareItem(name='quote"back\\slash\ttab', version="2:1.2"),
+        ],
+    )
+    assert inventory_digest(message) == (
+        "ece72e608e197e5e270860a0561f66e7b23c28e575acdbf9166f3d38939e55d9"
+    )
 
 
 def test_linux_inventory_from_recorded_root(tmp_path: Path) -> None:
