@@ -108,12 +108,14 @@ class Sampler:
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
         self.rss: list[int] = []
+        self.threads: list[int] = []
         times = self.process.cpu_times()
         self.cpu_start = times.user + times.system
         self.wall_start = time.monotonic()
 
     def sample(self) -> None:
         self.rss.append(self.process.memory_info().rss)
+        self.threads.append(self.process.num_threads())
 
     def cpu_share_pct(self) -> float:
         times = self.process.cpu_times()
@@ -247,6 +249,12 @@ def main() -> None:
             results[name] = (mean, peak, cpu)
             print(f"{name:28} {mean:12.1f} {peak:11.1f} {cpu:16.3f}")
         agent_rss, agent_peak, agent_cpu = results["campuswatch agent"]
+        agent_threads = samplers["campuswatch agent"].threads
+        # Each thread costs a stack; probe threads exist only while a probe collects.
+        print(
+            f"agent threads: {statistics.median(agent_threads):.0f} most of the time, "
+            f"{max(agent_threads)} at most"
+        )
         floor_rss = results["floor: python+paho+psutil"][0]
         print(f"agent above the floor: {agent_rss - floor_rss:.1f} MB")
         peer = results.get("prometheus-node-exporter")
