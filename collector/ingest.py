@@ -134,6 +134,10 @@ class Ingestor:
         self._clock = clock
         # Bounded: when the database is slow the broker keeps the rest (we stop acking).
         self._pending: queue.Queue[tuple[ReceivedMessage, datetime]] = queue.Queue(max_pending)
+        # Received and not yet handled (stored, acknowledged, evaluated): the queue and the
+        # batch in hand. Guarded by the condition, which wait_idle waits on.
+        self._in_hand = 0
+        self._handled = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self.connection = connection_factory(self._on_message)
@@ -150,10 +154,19 @@ class Ingestor:
 
     @property
     def pending(self) -> int:
-        return self._pending.qsize()
+        """Messages received and not yet handled: queued, or in the batch being stored."""
+        return self._in_hand
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """True once every message received so far is stored (or dead-lettered),
+        acknowledged and evaluated, i.e. its alert transaction committed; False on timeout."""
+        with self._handled:
+            return self._handled.wait_for(lambda: self._in_hand == 0, timeout_s)
 
     def _on_message(self, message: ReceivedMessage) -> None:
         # Runs on paho's thread: only hand over. Blocking here when full applies back-pressure.
+        with self._handled:
+            self._in_hand += 1
         self._pending.put((message, self._clock()))
 
     def _run(self) -> None:
@@ -162,6 +175,9 @@ class Ingestor:
             if batch and self._store(batch):
                 for message, _ in batch:
                     self.connection.ack(message)
+                with self._handled:
+                    self._in_hand -= len(batch)
+                    self._handled.notify_all()
 
     def _store(self, batch: Sequence[Received]) -> bool:
         """Store ``batch``: True once every message is stored or dead-lettered (all may be

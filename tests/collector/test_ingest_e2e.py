@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -171,6 +172,40 @@ def test_the_collector_asks_for_no_more_unacknowledged_messages_than_it_can_queu
     # (tests/wire/test_mqtt_flow_control.py shows the broker keeping to it).
     collector = collector_factory(max_pending_messages=300)
     assert collector.service.ingestor.connection.receive_maximum == 300
+
+
+def test_messages_of_a_batch_being_stored_count_as_waiting_until_handled(
+    mosquitto: MosquittoBroker, collector_factory: CollectorFactory
+) -> None:
+    """``pending`` (and its gauge) counts the batch in hand too: a batch that takes long
+    (a slow or restarting database) must not read as nothing waiting; ``wait_idle`` says
+    when everything received has been stored, acknowledged and evaluated."""
+    collector = collector_factory()
+    ingestor = collector.service.ingestor
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowSink:
+        name = "slow"
+
+        def handle(self, session: Any, batch: Any, context: Any) -> None:
+            entered.set()
+            release.wait(30)
+
+    ingestor.sinks.append(SlowSink())
+    for n in range(3):
+        message = HealthMessage(device_id=f"{DEVICE}-{n}", site=SITE, cpu_pct=40.0)
+        publish(mosquitto, f"cw/v1/{SITE}/{DEVICE}-{n}/health", encode_message(message))
+    try:
+        assert entered.wait(10)
+        wait_until(lambda: ingestor.stats.received_total + ingestor.pending >= 3)
+        assert ingestor.pending >= 1
+        assert not ingestor.wait_idle(0.05)
+        gauge = collector.api.get("/metrics").text
+        assert "campuswatch_ingest_queue_messages 0.0" not in gauge
+    finally:
+        release.set()
+    assert ingestor.wait_idle(10)
+    assert (ingestor.pending, ingestor.stats.stored_total) == (0, 3)
 
 
 def test_collector_restart_loses_nothing_published_while_it_was_down(

@@ -171,9 +171,9 @@ def test_a_shared_subscription_splits_a_device_and_misses_a_count_rule_that_owne
         devices.hot("school-a", "pc-a1", 4)
         devices.hot("school-z", "pc-z1", 1)  # a school the partitions below leave out
         wait_until(lambda: evaluated(first) + evaluated(second) >= 5)
-        # A deliberate window, not a wait for an effect: an alert that should NOT open would
-        # be committed by the last batch's alert transaction within it.
-        time.sleep(0.5)
+        # Every message received is stored and evaluated, its alert transaction committed:
+        # an alert that should NOT open would be in the register now.
+        assert first.service.ingestor.wait_idle(10) and second.service.ingestor.wait_idle(10)
         assert evaluated(first) and evaluated(second), "the broker did not split the messages"
         assert alerts_by_device(register) == {}  # four hot reports, no collector saw four
     # Ownership: each school is run by one collector, so every report of pc-a1 meets the
@@ -199,7 +199,7 @@ def test_a_shared_subscription_splits_a_device_and_misses_a_count_rule_that_owne
         wait_until(lambda: stored(register) >= before + 10)
         wait_until(lambda: alerts_by_device(register) == {"pc-a2": 1, "pc-b1": 1})
         assert evaluated(first) == 6 and evaluated(second) == 4
-        time.sleep(0.5)  # deliberate: room for a second alert that must not come
+        assert first.service.ingestor.wait_idle(10) and second.service.ingestor.wait_idle(10)
         assert alerts_by_device(register) == {"pc-a2": 1, "pc-b1": 1}
 
 
@@ -224,7 +224,9 @@ def test_a_returning_preferred_collector_gets_its_partition_back_and_each_messag
         devices.hot("school-a", "pc-a1", 20)
         wait_until(lambda: stored(register) >= devices.sent)
         wait_until(lambda: evaluated(first) + evaluated(second) >= devices.sent)
-        time.sleep(0.5)  # deliberate: room for a message evaluated twice, which must not be
+        # A redelivery comes when a session resumes, before what was queued for it, so it
+        # has been received by now; idle means it was handled too.
+        assert first.service.ingestor.wait_idle(10) and second.service.ingestor.wait_idle(10)
         assert stored(register) == devices.sent
         # Each message met the rules once, on whichever collector ran north when it came.
         assert evaluated(first) + evaluated(second) == devices.sent
@@ -359,7 +361,9 @@ def test_sigkill_of_the_owner_the_standby_takes_over_and_alerts_fire_once(
         took_over_s = time.monotonic() - killed
         wait_until(lambda: stored(register) >= 12)
         wait_until(lambda: "pc-a2" in alerts_by_device(register))
-        time.sleep(1.0)  # deliberate: room for a duplicate pc-a1 alert, which must not come
+        # Everything c2 received (redeliveries come first on resuming the session) is
+        # handled, alert transactions included: a duplicate pc-a1 alert would be there.
+        wait_until(lambda: metric(ports["c2"], "campuswatch_ingest_queue_messages", "") == 0)
         assert alerts_by_device(register) == {"pc-a1": 1, "pc-a2": 1}
         assert stored(register) == 12
         print(f"standby took the partition {took_over_s:.1f} s after the owner's SIGKILL")
