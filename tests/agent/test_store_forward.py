@@ -90,3 +90,13 @@ def test_a_message_larger_than_the_queue_is_refused_without_emptying_it(tmp_path
         queue.put("t", bytes([n]) * 100)
     assert queue.put("t", b"x" * 2000) == 1  # only the oversized message itself is lost
     assert queue.depth == 5 and queue.dropped_total == 1
+
+
+def test_queue_connection_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    """Issue 18: SQLite's default page cache is 2 MB per connection; the queue is read front
+    to back and mostly empty, so it asks for 256 KiB (a smaller one measured no better)."""
+    queue = StoreAndForwardQueue(tmp_path / "outbox.sqlite", 1_000_000)
+    try:
+        assert queue._db.execute("PRAGMA cache_size").fetchone()[0] == -256
+    finally:
+        queue.close()
