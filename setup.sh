@@ -9,17 +9,29 @@ cd "$(dirname "$0")"
 # Debian packages the product and its tests drive for real. Binary -> package.
 declare -A DEBIAN_PACKAGES=(
     [mosquitto]=mosquitto
+    [mosquitto_passwd]=mosquitto
     [mosquitto_pub]=mosquitto-clients
+    [mosquitto_sub]=mosquitto-clients
     [sigtool]=clamav
+    [clamscan]=clamav
     [victoria-metrics]=victoria-metrics
     [influxd]=influxdb
     [prometheus-node-exporter]=prometheus-node-exporter
     [promtool]=prometheus
     [chromium]=chromium
     [pdftoppm]=poppler-utils
+    [pdftotext]=poppler-utils
     [openssl]=openssl
     [ip]=iproute2
     [systemd-analyze]=systemd
+    # Server binaries for the tests' own clusters (tests/support/postgres.py); pg_ctlcluster
+    # comes with them and is on PATH, initdb is not.
+    [pg_ctlcluster]=postgresql
+    [pg_dump]=postgresql-client
+    # Permission tests drop root's capabilities or user (Essential on Debian, named for
+    # minimal images).
+    [setpriv]=util-linux
+    [runuser]=util-linux
 )
 # Shared libraries (no binary to look for): WeasyPrint's text layout, fonts with Vietnamese.
 LIBRARY_PACKAGES=(libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)

@@ -10,7 +10,6 @@ CAP_DAC_OVERRIDE), since root would simply be allowed.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import required
 from tests.support.ports import free_port
 
 CAMPUSWATCH = [sys.executable, "-m", "campuswatch"]
@@ -28,9 +28,7 @@ def _as_a_plain_user() -> list[str]:
     """A prefix that makes permission bits count, even when the tests run as root."""
     if os.geteuid() != 0:
         return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("setpriv is not installed (Debian util-linux)")
+    setpriv = required.program("setpriv", "util-linux")
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 

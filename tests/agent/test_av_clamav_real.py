@@ -30,11 +30,15 @@ from campuswatch.agent.probes.av_clamav import (
 )
 from campuswatch.agent.settings import AgentSettings, AvSettings
 from campuswatch.wire.messages import AvProduct, ProbeError
+from tests.support import required
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("sigtool") is None or shutil.which("clamscan") is None,
-    reason="needs ClamAV's sigtool and clamscan (Debian package 'clamav')",
-)
+
+@pytest.fixture(autouse=True)
+def clamav_tools() -> None:
+    """Every test here runs ClamAV's own sigtool or clamscan."""
+    for tool in ("sigtool", "clamscan"):
+        required.program(tool, "clamav")
+
 
 BUILD_ZONE = "Asia/Ho_Chi_Minh"  # +0700 all year: proves the zone in the header is honoured
 DAILY_VERSION = 27460

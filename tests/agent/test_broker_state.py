@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from campuswatch.wire.mqtt import MqttConnection, TlsOptions, parse_broker_url
-from tests.support.mosquitto import MOSQUITTO, MosquittoBroker
+from tests.support import required
+from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -40,8 +41,8 @@ def _warnings_about(caplog: pytest.LogCaptureFixture, broker: str) -> list[str]:
 
 
 def _auth_broker(tmp_path: Path) -> MosquittoBroker:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
+    required.program("mosquitto_passwd", "mosquitto")
     passwords = tmp_path / "passwords"
     subprocess.run(
         ["mosquitto_passwd", "-b", "-c", str(passwords), "agent", "right"],
@@ -83,8 +84,7 @@ def test_unreachable_broker_is_logged_once_with_its_reason(
 
 def test_tls_failure_is_logged_once(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     """A broker whose certificate the agent does not trust (self-signed, no CA configured)."""
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
          "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "cert.pem"],
@@ -130,8 +130,7 @@ def test_refused_login_is_logged_once(caplog: pytest.LogCaptureFixture, tmp_path
 
 def test_state_changes_are_each_said_once(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     """Down, up, down again: two "unreachable" lines and one "connected", not one per retry."""
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
     broker = MosquittoBroker(tmp_path, free_port())
     connection = _failing_connection(broker.url)
     caplog.set_level(logging.DEBUG)

@@ -23,6 +23,7 @@ from campuswatch.collector.db.access import create_api_token, verify_password
 from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
 from campuswatch.collector.db.models import ApiToken, AuditEvent, Site, User
 from tests.collector.conftest import RunningCollector
+from tests.support import required
 
 PASSWORD = "correct horse battery"
 
@@ -220,8 +221,9 @@ def test_tools_refuse_a_missing_register_without_creating_one(
     assert list(empty.iterdir()) == []  # nothing created
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 def test_a_register_the_user_may_not_read_is_one_line(data_dir: Path, tmp_path: Path) -> None:
+    required.root("it drops to the nobody user")
+    required.program("setpriv", "util-linux")
     (data_dir / "register.db").chmod(0o600)
     data_dir.chmod(0o755)
     tmp_path.chmod(0o755)

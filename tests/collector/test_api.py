@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from campuswatch.wire import encode_message
 from campuswatch.wire.messages import HardwareInfo, HealthMessage, InventoryMessage, OsInfo
 from tests.collector.conftest import RunningCollector
 from tests.collector.test_ingest_e2e import publish
+from tests.support import required
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.waiting import wait_until
 
@@ -177,9 +177,7 @@ def test_metrics_pass_promtool(
     wait_until(lambda: collector.service.ingestor.stats.stored_total >= 1)
     text = collector.api.get("/metrics").text
     assert 'campuswatch_devices{device_type="default",site="s1",status="online"} 1.0' in text
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian prometheus)")
+    promtool = required.program("promtool", "prometheus")
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )

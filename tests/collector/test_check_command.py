@@ -14,7 +14,8 @@ from campuswatch.collector.broker.passwords import hash_password
 from campuswatch.collector.db.engine import head_revision, make_engine, upgrade
 from campuswatch.commands import app
 from tests.collector.forward.receivers import SyslogReceiver, WebhookReceiver, make_test_pki
-from tests.support.mosquitto import MOSQUITTO, MosquittoBroker
+from tests.support import required
+from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
 from tests.support.victoriametrics import VictoriaMetricsServer
 
@@ -24,8 +25,7 @@ COLLECTOR_PASSWORD = secrets.token_urlsafe(24)
 @pytest.fixture
 def broker_with_login(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """Mosquitto with a password file holding the collector's login."""
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
     passwd = tmp_path / "passwd"
     passwd.write_text(f"collector:{hash_password(COLLECTOR_PASSWORD)}\n", encoding="utf-8")
     broker = MosquittoBroker(tmp_path, free_port(), extra_config=f"password_file {passwd}")

@@ -18,7 +18,8 @@ import httpx
 import pytest
 import typer
 
-from campuswatch.collector.demo import MOSQUITTO_MISSING, choose_broker, find_mosquitto
+from campuswatch.collector.demo import MOSQUITTO_MISSING, choose_broker
+from tests.support import required
 from tests.support.ports import free_port, wait_for_port
 from tests.support.waiting import wait_until
 
@@ -32,8 +33,7 @@ def _wait(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 @pytest.mark.slow
 def test_demo_on_mosquitto_shows_alerts_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    if find_mosquitto() is None:
-        pytest.skip("Mosquitto is not installed (./setup.sh installs it)")
+    required.program("mosquitto", "mosquitto")
     web_port = free_port()
     data_dir = tmp_path / "demo"
     command = [
@@ -131,8 +131,7 @@ def test_demo_without_mosquitto_says_how_to_install_it(
 
 @pytest.mark.slow
 def test_a_killed_demo_leaves_no_broker_behind(tmp_path: Path) -> None:
-    if find_mosquitto() is None:
-        pytest.skip("Mosquitto is not installed (./setup.sh installs it)")
+    required.program("mosquitto", "mosquitto")
     web_port = free_port()
     command = [
         sys.executable, "-m", "campuswatch", "demo", "--fresh", "--devices", "10",

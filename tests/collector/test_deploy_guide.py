@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import re
 import secrets
 import shlex
@@ -27,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import required
 from tests.support.ports import free_port, wait_for_port
 from tests.support.victoriametrics import VictoriaMetricsServer
 from tests.support.waiting import wait_until
@@ -179,17 +179,14 @@ def test_every_step_has_a_block_and_names_only_shipped_files() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.skipif(os.geteuid() != 0, reason="the guide is run as root (Mosquitto drops root)")
 def test_the_guide_runs_from_broker_to_restore(
     machine_root: Path, fresh_postgres_url: str, victoriametrics: VictoriaMetricsServer
 ) -> None:
-    for tool in ("/usr/sbin/mosquitto", "openssl", "pg_dump"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    try:
-        pwd.getpwnam("mosquitto")
-    except KeyError:
-        pytest.skip("no mosquitto user (the Debian package creates it)")
+    required.root("the guide is run as root (Mosquitto drops root)")
+    for tool, package in (("mosquitto", "mosquitto"), ("openssl", "openssl"),
+                          ("pg_dump", "postgresql-client")):  # fmt: skip
+        required.program(tool, package)
+    required.system_user("mosquitto", "mosquitto")
     machine = Machine(machine_root, fresh_postgres_url, victoriametrics.port)
     for folder in ("etc/campuswatch", "var/lib/campuswatch"):
         (machine_root / folder).mkdir(parents=True)

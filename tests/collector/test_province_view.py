@@ -27,7 +27,8 @@ from campuswatch.wire.messages import HealthMessage, StateMessage
 from campuswatch.wire.mqtt import MqttConnection
 from campuswatch.wire.topics import build_topic
 from tests.collector.conftest import RunningCollector, collectors_on
-from tests.support.mosquitto import MOSQUITTO, MosquittoBroker
+from tests.support import required
+from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -114,8 +115,7 @@ def school_messages(school: str) -> list[tuple[str, bytes]]:
 
 @pytest.fixture
 def province(fresh_postgres_url: str, tmp_path: Path) -> Iterator[dict[str, District]]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
     brokers = []
     districts: dict[str, District] = {}
     try:

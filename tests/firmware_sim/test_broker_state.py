@@ -17,8 +17,8 @@ import pytest
 
 from campuswatch.wire.mqtt import TlsOptions, parse_broker_url
 from campuswatch.wire.mqtt_pool import MqttPool
+from tests.support import required
 from tests.support.mosquitto import (
-    MOSQUITTO,
     MosquittoBroker,
     password_broker,
     self_signed_tls_broker,
@@ -129,8 +129,7 @@ def test_each_change_of_state_is_said_once(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """Down, up, down again: the reason twice, "connected" once, the loss once."""
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
     broker = MosquittoBroker(tmp_path, free_port())
     pool = _pool(broker.url)
     caplog.set_level(logging.DEBUG)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import required
 from tests.support.ports import free_port, wait_for_port
 from tests.support.waiting import wait_until
 
@@ -121,9 +121,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 
 @pytest.fixture
 def influxdb1(tmp_path: Path) -> Iterator[InfluxDb1Server]:
-    binary = shutil.which("influxd")
-    if binary is None:
-        pytest.skip("influxd not installed (Debian package influxdb)")
+    binary = required.program("influxd", "influxdb")
     server = InfluxDb1Server(binary, tmp_path / "influxdb")
     server.root.mkdir()
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, ReceivedMessage
+from tests.support import required
 from tests.support.ports import free_port, wait_for_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -66,8 +67,7 @@ class MosquittoBroker:
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
     broker = MosquittoBroker(tmp_path, free_port())
     broker.start()
     yield broker
@@ -126,13 +126,13 @@ def subscribe(
 
 
 def _require_mosquitto() -> None:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
 
 
 def password_broker(workdir: Path, username: str, password: str) -> MosquittoBroker:
     """A started Mosquitto that refuses anonymous clients and knows one login."""
     _require_mosquitto()
+    required.program("mosquitto_passwd", "mosquitto")
     passwords = workdir / "passwords"
     subprocess.run(
         ["mosquitto_passwd", "-b", "-c", str(passwords), username, password],
@@ -150,6 +150,7 @@ def self_signed_tls_broker(workdir: Path) -> MosquittoBroker:
     """A started Mosquitto speaking only TLS, with a self-signed certificate for 127.0.0.1
     (``workdir/cert.pem``) that no client trusts unless given it as its CA."""
     _require_mosquitto()
+    required.program("openssl", "openssl")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",

@@ -2,16 +2,20 @@
 
 ``postgres_url`` is one database per test session; ``fresh_postgres_url`` one per test;
 ``db_url`` is parametrised over a SQLite file and a fresh PostgreSQL database so register
-code is tested on both backends it supports. Without a reachable server the PostgreSQL
-cases are skipped with the reason; the SQLite cases still run.
+code is tested on both backends it supports. Where nothing answers on 127.0.0.1:5432 (a
+fresh Debian machine: its cluster does not trust local TCP logins), the session starts a
+cluster of its own on a free port instead, so the PostgreSQL cases never skip.
 
 ``private_postgres`` is a cluster of the test's own (initdb on a free port) for tests that
-stop and start the server: the shared one on 5432 serves every other test and must never
-be restarted. It needs Debian's server binaries (package ``postgresql``), else it skips.
+stop and start the server: the shared one serves every other test and must never be
+restarted. Both need Debian's server binaries (package ``postgresql``, which ``./setup.sh
+install`` installs); without them the test fails saying so.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import pwd
 import secrets
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import required
 from tests.support.ports import free_port
 
 POSTGRES_HOST = os.environ.get("CW_TEST_POSTGRES_HOST", "127.0.0.1")
@@ -32,48 +37,70 @@ POSTGRES_PORT = int(os.environ.get("CW_TEST_POSTGRES_PORT", "5432"))
 POSTGRES_USER = os.environ.get("CW_TEST_POSTGRES_USER", "postgres")
 
 
+PSYCOPG_PIP = "the collector extra: pip install -e '.[dev]'"
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    user: str
+
+
+@functools.cache
+def _server() -> Server:
+    """The server test databases go on, chosen once per session: the configured one
+    (``CW_TEST_POSTGRES_*``, default 127.0.0.1:5432) when it lets us in, else a cluster of
+    the session's own, removed when the session ends."""
+    psycopg = required.module("psycopg", PSYCOPG_PIP)
+    try:
+        psycopg.connect(
+            host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres",
+            connect_timeout=3,
+        ).close()  # fmt: skip
+        return Server(POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER)
+    except psycopg.Error:
+        pass
+    cluster = _new_cluster()
+    atexit.register(cluster.remove)
+    return Server("127.0.0.1", cluster.port, SERVER_USER)
+
+
 def _admin_connect() -> object:
     import psycopg
 
+    server = _server()
     return psycopg.connect(
-        host=POSTGRES_HOST,
-        port=POSTGRES_PORT,
-        user=POSTGRES_USER,
+        host=server.host,
+        port=server.port,
+        user=server.user,
         dbname="postgres",
         autocommit=True,
         connect_timeout=3,
     )
 
 
-def postgres_unavailable_reason() -> str | None:
-    """None when the server answers, else why not (for ``pytest.skip``)."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'campuswatch[collector]')"
-    try:
-        connection = _admin_connect()
-    except psycopg.Error as exc:
-        return f"PostgreSQL not reachable at {POSTGRES_HOST}:{POSTGRES_PORT}: {exc}"
-    connection.close()  # type: ignore[attr-defined]
-    return None
+def _database_url(name: str) -> str:
+    server = _server()
+    return f"postgresql+psycopg://{server.user}@{server.host}:{server.port}/{name}"
+
+
+def _drop_database(name: str) -> None:
+    with _admin_connect() as admin:  # type: ignore[attr-defined]
+        # FORCE ends connections a failed test left open (PostgreSQL 13+).
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
 def temporary_postgres_database(prefix: str = "cw_test") -> Iterator[str]:
     """Create a database with a random name, yield its SQLAlchemy URL, drop it afterwards."""
-    reason = postgres_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
     name = f"{prefix}_{secrets.token_hex(6)}"
     with _admin_connect() as admin:  # type: ignore[attr-defined]
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+        yield _database_url(name)
     finally:
-        with _admin_connect() as admin:  # type: ignore[attr-defined]
-            # FORCE ends connections a failed test left open (PostgreSQL 13+).
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(name)
 
 
 @pytest.fixture(scope="session")
@@ -176,6 +203,11 @@ class PrivatePostgres:
     def running(self) -> bool:
         return (self.data_dir / "postmaster.pid").exists()
 
+    def remove(self) -> None:
+        if self.running():
+            self.stop("immediate")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
     def connect(self, database: str | None = None) -> object:
         import psycopg
 
@@ -189,29 +221,35 @@ class PrivatePostgres:
         )
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
+def _new_cluster() -> PrivatePostgres:
+    """A started cluster in a new temporary folder; the caller removes it."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip(f"no PostgreSQL server binaries under {POSTGRES_BIN_ROOT} (package postgresql)")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg is not installed (pip install 'campuswatch[collector]')")
+        required.missing(
+            f"no PostgreSQL server binaries under {POSTGRES_BIN_ROOT} (Debian package postgresql)"
+        )
+    required.module("psycopg", PSYCOPG_PIP)
+    if os.geteuid() == 0:
+        # initdb and postgres refuse root; the Debian package creates this user.
+        required.system_user(SERVER_USER, "postgresql")
     # Not pytest's tmp_path: its parents are private to root, and the server runs as postgres.
     workdir = Path(tempfile.mkdtemp(prefix="cw-pg-"))
     if os.geteuid() == 0:
-        try:
-            account = pwd.getpwnam(SERVER_USER)
-        except KeyError:
-            shutil.rmtree(workdir)
-            pytest.skip(f"running as root and there is no {SERVER_USER!r} user to run the server")
+        account = pwd.getpwnam(SERVER_USER)
         os.chown(workdir, account.pw_uid, account.pw_gid)
     cluster = PrivatePostgres(bin_dir, workdir, free_port())
     try:
         cluster.init()
+    except BaseException:
+        cluster.remove()
+        raise
+    return cluster
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    cluster = _new_cluster()
+    try:
         yield cluster
     finally:
-        if cluster.running():
-            cluster.stop("immediate")
-        shutil.rmtree(workdir, ignore_errors=True)
+        cluster.remove()

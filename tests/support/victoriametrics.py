@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import required
 from tests.support.ports import free_port, wait_for_port
 
 
@@ -86,9 +87,9 @@ class VictoriaMetricsServer:
 
 @pytest.fixture
 def victoriametrics(tmp_path: Path) -> Iterator[VictoriaMetricsServer]:
-    binary = shutil.which("victoria-metrics") or shutil.which("victoria-metrics-prod")
-    if binary is None:
-        pytest.skip("victoria-metrics binary not installed (Debian package victoria-metrics)")
+    binary = shutil.which("victoria-metrics-prod") or required.program(
+        "victoria-metrics", "victoria-metrics"
+    )
     server = VictoriaMetricsServer(binary, tmp_path / "vm-data", tmp_path / "vm.log")
     server.start()
     try:

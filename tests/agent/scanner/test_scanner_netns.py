@@ -9,7 +9,6 @@ Epson-OUI device that announces a DHCP host name.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -23,10 +22,9 @@ import pytest
 from campuswatch.wire.codec import decode_message
 from campuswatch.wire.messages import DiscoveryMessage
 from campuswatch.wire.topics import build_topic
+from tests.support import required
 
-pytest.importorskip(
-    "scapy", reason="scapy is the scanner extra: pip install 'campuswatch[scanner]'"
-)
+required.module("scapy", "the scanner extra: pip install -e '.[dev]' (or 'campuswatch[scanner]')")
 pytestmark = pytest.mark.e2e
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
@@ -100,14 +98,15 @@ def _add_host(lab: Lab, name: str, mac: str, address: str, port: str) -> str:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if not Path(IP).exists():
-        pytest.skip("iproute2 (ip) is not installed")
+    required.root("network namespaces need root")
+    required.program("ip", "iproute2")
     prefix = f"cw-scan-{secrets.token_hex(3)}"
     probe = subprocess.run([IP, "netns", "add", f"{prefix}-s"], capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip(f"cannot create network namespaces here: {probe.stderr.strip()}")
+        required.missing(
+            f"cannot create network namespaces here: {probe.stderr.strip()}",
+            "run the suite as root on a machine (or a container with CAP_SYS_ADMIN) that allows it",
+        )
     third = secrets.randbelow(250) + 1
     lab = Lab(
         prefix=prefix,

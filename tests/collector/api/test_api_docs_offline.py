@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from campuswatch.collector.api.app import create_app
 from tests.collector.conftest import RunningCollector
+from tests.support import required
 from tests.support.http_server import served_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -46,9 +46,8 @@ def served_api(collector: RunningCollector) -> Iterator[str]:
 
 @pytest.mark.e2e
 def test_swagger_ui_renders_without_any_other_host(served_api: str) -> None:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
+    playwright_api = required.module("playwright.sync_api", required.PLAYWRIGHT_PIP)
+    required.program("chromium", "chromium")
     with playwright_api.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,7 +43,8 @@ from campuswatch.wire.ids import utc_now
 from campuswatch.wire.messages import AvMessage, HealthMessage
 from tests.collector.test_api import inventory
 from tests.collector.test_ingest_e2e import publish
-from tests.support.mosquitto import MOSQUITTO, MosquittoBroker
+from tests.support import required
+from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
 from tests.support.postgres import temporary_postgres_database
 from tests.support.waiting import wait_until
@@ -86,8 +86,7 @@ class FuzzTarget:
 def fuzz_target(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FuzzTarget]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
     workdir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     broker_dir = workdir / "broker-config"
     broker_dir.mkdir()

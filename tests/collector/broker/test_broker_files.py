@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -31,12 +30,17 @@ from campuswatch.collector.broker.config import (
 from campuswatch.collector.broker.credentials import BrokerCredentials, CredentialsError
 from campuswatch.collector.broker.passwords import hash_password, verify_password
 from campuswatch.collector.broker.pki import CertificateError, subject_alt_names
+from tests.support import required
+
+
+@pytest.fixture
+def openssl() -> str:
+    """write_broker_config makes its CA and certificates with the openssl command."""
+    return required.program("openssl", "openssl")
 
 
 def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
-    tool = shutil.which("mosquitto_passwd")
-    if tool is None:
-        pytest.skip("mosquitto_passwd is not installed")
+    tool = required.program("mosquitto_passwd", "mosquitto")
     subprocess.run([tool, "-c", "-b", str(tmp_path / "pw"), "alice", "s3cret"], check=True)
     stored = (tmp_path / "pw").read_text().strip().split(":", 1)[1]
     assert stored.startswith("$7$")
@@ -165,7 +169,7 @@ def test_plain_listener_must_be_loopback(tmp_path: Path) -> None:
     assert not (tmp_path / "mosquitto.conf").exists()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.usefixtures("openssl")
 def test_rerun_keeps_ca_devices_and_collector_password(tmp_path: Path) -> None:
     devices = tmp_path / "devices.csv"
     devices.write_text("school-a,proj-1\n", encoding="utf-8")
@@ -182,7 +186,7 @@ def test_rerun_keeps_ca_devices_and_collector_password(tmp_path: Path) -> None:
     assert oct(os.stat(tmp_path / "b" / "ca.key").st_mode & 0o777) == "0o600"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.usefixtures("openssl")
 def test_own_ca_is_used_and_a_mismatched_key_refused(tmp_path: Path) -> None:
     own = write_broker_config(BrokerConfigOptions(tmp_path / "own", ("localhost",)))
     other = write_broker_config(BrokerConfigOptions(tmp_path / "other", ("localhost",)))
@@ -338,7 +342,7 @@ EXPECTED_MODES = {
 }
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.usefixtures("openssl")
 @pytest.mark.parametrize("umask", [0o000, 0o077, 0o022])
 def test_broker_config_file_modes_do_not_depend_on_the_umask(tmp_path: Path, umask: int) -> None:
     devices = tmp_path / "devices.csv"

@@ -19,6 +19,7 @@ from campuswatch.collector.broker.credentials import BrokerCredentials
 from campuswatch.collector.broker.passwords import hash_password
 from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, TlsOptions
 from campuswatch.wire.topics import build_topic
+from tests.support import required
 from tests.support.mosquitto import MOSQUITTO, MessageCapture
 from tests.support.ports import free_port, wait_for_port
 from tests.support.waiting import wait_until
@@ -86,11 +87,10 @@ class SecureBroker:
 
 @pytest.fixture
 def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
-    for tool in (MOSQUITTO, MOSQUITTO_PUB, MOSQUITTO_SUB):
-        if not Path(tool).exists():
-            pytest.skip(f"{tool} is not installed (apt-get install mosquitto mosquitto-clients)")
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    required.program("mosquitto", "mosquitto")
+    for tool in ("mosquitto_pub", "mosquitto_sub"):
+        required.program(tool, "mosquitto-clients")
+    required.program("openssl", "openssl")
     directory = tmp_path / "broker"
     tls_port, plain_port = free_port(), free_port()
     result = write_broker_config(
@@ -339,19 +339,15 @@ def world_readable_dir() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the documented start runs Mosquitto as root")
 def test_documented_start_as_root_drops_to_mosquitto_and_works(world_readable_dir: Path) -> None:
     """`broker config` then `mosquitto -c …/mosquitto.conf` as root, as docs/broker.md says:
     Mosquitto drops to its own user and must still write its pid file and read every file."""
-    for tool in (MOSQUITTO, MOSQUITTO_PUB):
-        if not Path(tool).exists():
-            pytest.skip(f"{tool} is not installed (apt-get install mosquitto mosquitto-clients)")
-    try:
-        broker_user = pwd.getpwnam("mosquitto")
-    except KeyError:
-        pytest.skip("no mosquitto user (the Debian package creates it)")
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    required.root("the documented start runs Mosquitto as root")
+    required.program("mosquitto", "mosquitto")
+    required.program("mosquitto_pub", "mosquitto-clients")
+    required.system_user("mosquitto", "mosquitto")
+    broker_user = pwd.getpwnam("mosquitto")
+    required.program("openssl", "openssl")
     directory = world_readable_dir / "broker"
     tls_port, plain_port = free_port(), free_port()
     result = write_broker_config(

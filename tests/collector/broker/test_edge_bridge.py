@@ -29,6 +29,7 @@ from campuswatch.collector.broker.config import (
 from campuswatch.collector.broker.credentials import BrokerCredentials
 from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, ReceivedMessage
 from campuswatch.wire.topics import build_topic
+from tests.support import required
 from tests.support.mosquitto import MOSQUITTO, MessageCapture
 from tests.support.ports import free_port, wait_for_port
 
@@ -158,8 +159,7 @@ def _generate(
 
 @pytest.fixture
 def school(tmp_path: Path) -> Iterator[School]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    required.program("mosquitto", "mosquitto")
     district_config, district_plain = _generate(tmp_path / "district")
     district = Broker(district_config, district_plain, tmp_path / "district.log")
     # The district issues the edge's login, as an administrator would.

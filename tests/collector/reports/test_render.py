@@ -22,13 +22,13 @@ from campuswatch.collector.reports.i18n import CATALOGUE, percent, t
 from campuswatch.collector.reports.kpis import ComplianceReport, build_report
 from campuswatch.collector.reports.render import render_html, render_pdf, render_xlsx
 from tests.collector.reports.conftest import NOW, District
+from tests.support import required
 
 ARTEFACTS = Path(__file__).resolve().parents[3] / "artifacts" / "reports"
 
 
 def _need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} not installed (Debian package poppler-utils)")
+    required.program(tool, "poppler-utils")
 
 
 def _report(district: District) -> ComplianceReport:

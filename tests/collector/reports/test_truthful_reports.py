@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +33,7 @@ from campuswatch.collector.reports.view import kpi_row
 from campuswatch.collector.web.overview import Figures
 from campuswatch.collector.web.rendering import format_percent
 from tests.collector.reports.conftest import NOW, District
+from tests.support import required
 from tests.support.device_state import set_latest
 
 # "Today" of the issue: the collector was installed at 09:00 UTC and runs its first pass.
@@ -189,8 +189,7 @@ def test_the_same_ratio_in_html_pdf_and_xlsx(district: District, tmp_path: Path)
     )
     assert cell.data_type == "n" and cell.number_format == "0.0%"
     assert f"{cell.value * 100:.1f}" == "42.9"
-    if shutil.which("pdftotext") is None:
-        pytest.skip("pdftotext not installed (Debian package poppler-utils)")
+    required.program("pdftotext", "poppler-utils")
     pdf = tmp_path / "r.pdf"
     pdf.write_bytes(render_pdf(report, "en"))
     text = subprocess.run(

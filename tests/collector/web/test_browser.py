@@ -35,12 +35,13 @@ from tests.collector.conftest import RunningCollector
 from tests.collector.test_ingest_e2e import publish
 from tests.collector.web.catalogue import untranslated_left
 from tests.collector.web.conftest import raise_alert
+from tests.support import required
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port, wait_for_port
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-playwright_api = pytest.importorskip("playwright.sync_api")
+playwright_api = required.module("playwright.sync_api", required.PLAYWRIGHT_PIP)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -159,8 +160,7 @@ def api_figures(collector: RunningCollector) -> dict[str, int]:
 def check_report_pdf(pdf: Path, expected: dict[str, int]) -> None:
     """Page 1 rasterised next to the screenshots; the antivirus row shows the API's count."""
     for tool in ("pdftoppm", "pdftotext"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (Debian package poppler-utils)")
+        required.program(tool, "poppler-utils")
     subprocess.run(
         ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf),
          str(SCREENSHOTS / "09-report-pdf")],
@@ -175,8 +175,7 @@ def check_report_pdf(pdf: Path, expected: dict[str, int]) -> None:
 
 
 def test_browser_journey(served: Served, tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
+    required.program("chromium", "chromium")
     with playwright_api.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -14,10 +14,11 @@ from campuswatch.collector.enrolment.service import EnrolmentService
 from tests.collector.web.catalogue import untranslated_left
 from tests.collector.web.conftest import PASSWORD, WebApp
 from tests.collector.web.test_browser import CHROMIUM, CHROMIUM_ARGS, HIDDEN_DATA_JS, shoot
+from tests.support import required
 from tests.support.http_server import served_app
 
 pytestmark = pytest.mark.e2e
-playwright_api = pytest.importorskip("playwright.sync_api")
+playwright_api = required.module("playwright.sync_api", required.PLAYWRIGHT_PIP)
 FACILITIES_PASSWORD = "thu-facilities-password"
 
 
@@ -32,8 +33,7 @@ def log_in(page: object, base: str, username: str, password: str) -> None:
 def test_an_admin_manages_accounts_and_a_wall_token_in_the_browser(
     web: WebApp, tmp_path: Path
 ) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
+    required.program("chromium", "chromium")
     (tmp_path / "broker").mkdir()
     web.context.extras["enrolment"] = EnrolmentService(
         web.sessions, broker_dir=tmp_path / "broker", agent_broker_url="mqtts://broker.vn:8883"

@@ -5,7 +5,6 @@ note. ``-m e2e``; screenshots ``15-alerts-bulk-selected.png``, ``16-alerts-bulk-
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -20,15 +19,15 @@ from tests.collector.web.test_browser import (  # noqa: F401  (served is a fixtu
     served,
     shoot,
 )
+from tests.support import required
 
 pytestmark = pytest.mark.e2e
-playwright_api = pytest.importorskip("playwright.sync_api")
+playwright_api = required.module("playwright.sync_api", required.PLAYWRIGHT_PIP)
 NOTE = "Lab A: school IT is re-enabling Defender"
 
 
 def test_bulk_acknowledge_a_group_with_one_note(served: Served) -> None:  # noqa: F811
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
+    required.program("chromium", "chromium")
     manager = AlertManager(served.collector.service.sessions)
     same_group = raise_alert(manager, "hn-bd-thcs-a", "pc-a-01", "high")
     elsewhere = raise_alert(manager, "hn-bd-thcs-b", "pc-b-01", "medium")

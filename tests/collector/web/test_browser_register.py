@@ -5,7 +5,6 @@ confirm discovered PCs in bulk with room and tag (issue 19 item 1). ``-m e2e``; 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -20,14 +19,14 @@ from tests.collector.web.test_browser import (  # noqa: F401  (served is a fixtu
     served,
     shoot,
 )
+from tests.support import required
 
 pytestmark = pytest.mark.e2e
-playwright_api = pytest.importorskip("playwright.sync_api")
+playwright_api = required.module("playwright.sync_api", required.PLAYWRIGHT_PIP)
 
 
 def test_filter_and_bulk_confirm_in_the_browser(served: Served) -> None:  # noqa: F811
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
+    required.program("chromium", "chromium")
     with served.collector.service.sessions() as session:
         hotspot = Asset(kind="other", source="discovery", name="android-hotspot",
                         site_id="hn-bd-thcs-a", registered=False, manual_fields=[])  # fmt: skip

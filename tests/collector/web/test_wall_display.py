@@ -22,6 +22,7 @@ from campuswatch.collector.reports.i18n import share_text
 from campuswatch.wire.ids import utc_now
 from tests.collector.web.conftest import DISPLAY_TOKEN, WebApp
 from tests.collector.web.test_browser import CHROMIUM, CHROMIUM_ARGS, shoot
+from tests.support import required
 from tests.support.ports import free_port, wait_for_port
 
 SCHOOLS = 150
@@ -146,11 +147,9 @@ FIT_JS = """() => {
 
 
 def _chromium() -> object:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    from pathlib import Path
+    playwright_api = required.module("playwright.sync_api", required.PLAYWRIGHT_PIP)
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
+    required.program("chromium", "chromium")
     return playwright_api
 
 
