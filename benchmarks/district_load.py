@@ -52,7 +52,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
@@ -69,7 +69,9 @@ from ingest import (
     slope_per_10_min,
     wait_for,
 )
+from sqlalchemy import func, select
 
+from campuswatch.collector.alerts.models import Alert
 from campuswatch.firmware_sim.engine import Simulator
 from campuswatch.firmware_sim.fleet import build_fleet
 from campuswatch.firmware_sim.schoolday import SimClock
@@ -217,7 +219,9 @@ def seed_register(url: str, recording_path: Path) -> int:
                     "device_type": hello.device_type,
                     "asset_id": n + 1,
                     "online": True,
-                    "status_changed_at": now,
+                    # Online since yesterday: a state change now would be read by every
+                    # collector's liveness sync, which a steady register does not see.
+                    "status_changed_at": now - timedelta(days=1),
                     "last_seen": now,
                 }
                 for n, hello in enumerate(rows)
@@ -359,6 +363,74 @@ def peer_run(port: int, recording: Path, args: argparse.Namespace) -> tuple[floa
     return cpu_s.value * 1000 / max(taken, 1), taken / args.peer_seconds, taken
 
 
+def in_process(work: Path, recording_path: Path, count: int, skip: int) -> None:
+    """CPU per message of ``Ingestor.process`` with the collector's sinks (register, rules,
+    alerts; SQLite register and time series) on the recording's reports, in batches of 500,
+    after ``skip`` unmeasured ones. Counts every thread of this process (the time-series
+    writer too); no MQTT, no HTTP."""
+    from campuswatch.collector.alerting import Alerting
+    from campuswatch.collector.db.engine import default_url, make_engine, session_factory
+    from campuswatch.collector.ingest import Ingestor
+    from campuswatch.collector.liveness import LivenessTracker
+    from campuswatch.collector.settings import LivenessSettings
+    from campuswatch.collector.sinks import RegisterSink
+    from campuswatch.collector.tsdb.buffer import BufferedWriter
+    from campuswatch.collector.tsdb.urls import writer_from_url
+
+    url = default_url(work)
+    seeded = seed_register(url, recording_path)
+    with recording_path.open("rb") as file:
+        recording: Recording = pickle.load(file)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    alerting = Alerting(sessions, rules_dir=None, forwarding_config=None, collector_id="bench")
+    tsdb = BufferedWriter(writer_from_url(None, work), spool_path=None)
+    unused = BrokerAddress("127.0.0.1", 1, False)  # never started: process() is driven here
+    ingestor = Ingestor(
+        lambda on_message: MqttConnection("bench", unused, on_message=on_message),
+        sessions,
+        tsdb,
+        [RegisterSink(LivenessTracker(LivenessSettings())), alerting],
+        topic_filter="cw/v1/#",
+    )
+    alerting.restore_state()
+    prefix = f"{secrets.randbits(32):08x}-{secrets.randbits(16):04x}-7000-8000-"
+
+    def replay(start: int, n: int) -> float:
+        """CPU seconds to store reports ``start`` … ``start + n`` (each with a fresh id)."""
+        cpu = 0.0
+        for offset in range(start, start + n, 500):
+            stamp = b'","ts":"' + datetime.now(UTC).isoformat().replace("+00:00", "Z").encode()
+            batch = []
+            for index in range(offset, min(offset + 500, start + n)):
+                topic, head, tail, _retain = recording.cycle[index % len(recording.cycle)]
+                payload = b"".join((head, f"{prefix}{index:012x}".encode(), stamp, tail))
+                batch.append((ReceivedMessage(topic, payload, 1, False, index), datetime.now(UTC)))
+            before = time.process_time()
+            ingestor.process(batch)
+            cpu += time.process_time() - before
+        before = time.process_time()
+        alerting.tick(datetime.now(UTC))  # the folded repeats and timers of that stretch
+        return cpu + time.process_time() - before
+
+    started = time.monotonic()
+    skipped_cpu = replay(0, skip)
+    print(
+        f"in-process: {seeded} devices seeded; {skip} reports stored first "
+        f"({skipped_cpu * 1000 / max(skip, 1):.3f} ms CPU each, {time.monotonic() - started:.0f} s)"
+    )
+    cpu = replay(skip, count)
+    with sessions() as session:
+        alerts = session.scalar(select(func.count()).select_from(Alert))
+    print(
+        f"in-process: {count} reports after those: {cpu * 1000 / count:.3f} ms CPU per stored "
+        f"message ({ingestor.stats.stored_total} stored, {alerts} alerts in the register); "
+        f"{1000 / (cpu * 1000 / count):.0f} msg/s for one core at that rate"
+    )
+    tsdb.close()
+    engine.dispose()
+
+
 def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, max(0, math.ceil(len(values) * share) - 1))]
 
@@ -383,6 +455,12 @@ def main() -> None:
         help="register every device in bulk (seed) or by publishing the recorded births",
     )
     parser.add_argument("--postgres", action="store_true", help="register on PostgreSQL")
+    parser.add_argument(
+        "--victoriametrics",
+        action="store_true",
+        help="time series in a VictoriaMetrics started here (a district's store) instead of "
+        "the embedded SQLite one",
+    )
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument(
         "--with-reports",
@@ -395,8 +473,29 @@ def main() -> None:
         help="py-spy record the collector during the load: a flame graph if the name ends .svg, "
         "else collapsed stacks",
     )
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        metavar="MESSAGES",
+        help="instead of the live run: replay MESSAGES recorded reports straight into "
+        "Ingestor.process (no broker, one thread) after --skip others, and print its CPU per "
+        "message: the collector's own work, which the machine's load does not move",
+    )
+    parser.add_argument(
+        "--skip",
+        type=int,
+        default=120_000,
+        help="--in-process: reports stored first, unmeasured (a whole report interval is "
+        "~117,000: every device's first report in this collector opens its state)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cw-district-"))
+    if args.in_process:
+        try:
+            in_process(work, load_recording(args, work), args.in_process, args.skip)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')}, cpus {os.cpu_count()}, load {load()}")
     recording = load_recording(args, work)
     port = free_port()
@@ -419,6 +518,7 @@ def main() -> None:
         "        transport: tcp\n        message_format: cef\n",
         encoding="utf-8",
     )
+    stores: list[subprocess.Popen[bytes]] = []
     try:
         wait_for_port(port)
         peer_ms = math.nan
@@ -428,19 +528,62 @@ def main() -> None:
                 f"bare paho subscriber: {peer_n} messages in {args.peer_seconds:.0f} s "
                 f"({peer_rate:.0f} msg/s), {peer_ms:.3f} ms CPU/msg; load {load()}"
             )
+        if args.victoriametrics:
+            victoria, victoria_port = start_victoriametrics(work)
+            stores.append(victoria)
+            tsdb = f"victoriametrics://127.0.0.1:{victoria_port}"
+        else:
+            tsdb = None
         if args.postgres:
             with postgres_database(args.postgres_url) as db:
-                collector_run(work, port, recording, args, db, peer_ms)
+                collector_run(work, port, recording, args, db, tsdb, peer_ms)
         else:
-            collector_run(work, port, recording, args, None, peer_ms)
+            collector_run(work, port, recording, args, None, tsdb, peer_ms)
     finally:
         for collector in list(Collector.running):
             collector.stop()
         print(f"load at the end {load()}")
         syslog.shutdown()
+        for store in stores:
+            store.terminate()
+            store.wait(30)
         broker_process.terminate()
         broker_process.wait(10)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def start_victoriametrics(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """VictoriaMetrics on a free port, its data in ``work``: the process and its port."""
+    binary = shutil.which("victoria-metrics") or shutil.which("victoriametrics")
+    if binary is None:
+        raise SystemExit("--victoriametrics: install Debian's victoria-metrics (setup.sh does)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, f"-storageDataPath={work / 'victoria'}", f"-httpListenAddr=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, timeout_s=30)
+    return process, port
+
+
+def store_cpu_s(db: str | None, work: Path) -> float:
+    """CPU seconds so far of the stores outside the collector: the PostgreSQL backends
+    serving ``db`` (their process titles name the database) and VictoriaMetrics."""
+    total = 0.0
+    marks = [str(work / "victoria")] + ([db.rsplit("/", 1)[1]] if db else [])
+    candidates = [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if any(mark in part for part in process.info["cmdline"] or [] for mark in marks)
+    ]
+    for process in candidates:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
 
 
 def collector_run(
@@ -449,9 +592,12 @@ def collector_run(
     recording: Path,
     args: argparse.Namespace,
     db: str | None,
+    tsdb: str | None,
     peer_ms: float,
 ) -> None:
     collector = Collector(work, "district", f"mqtt://127.0.0.1:{port}", db, None)
+    if tsdb:
+        collector.command += ["--tsdb", tsdb]
     collector.env |= {
         "CW_COLLECTOR_FORWARDING_CONFIG": str(work / "fwd.yaml"),
         "CW_COLLECTOR_ALERT_GROUP_WAIT_S": "0",
@@ -500,6 +646,7 @@ def collector_run(
 
     before = figures()
     cpu_before = collector.cpu_s()
+    store_cpu_before = store_cpu_s(db, work)
     machine_before = psutil.cpu_times()
     publisher = PublisherProcess(port, recording, "cycle", args.rate)
     profiler = None
@@ -567,6 +714,7 @@ def collector_run(
     drain_s = time.monotonic() - drain_started
     after = figures()
     cpu = collector.cpu_s() - cpu_before
+    store_cpu = store_cpu_s(db, work) - store_cpu_before
     busy = machine_busy(machine_before, psutil.cpu_times())
     final_rss = collector.rss_mb()
     deadline = time.monotonic() + 30
@@ -617,6 +765,14 @@ def collector_run(
         f"{publisher.cpu_s.value * 1000 / max(publisher.sent.value, 1):.3f} ms/msg; machine "
         f"busy {busy:.0%}; load {load()}"
     )
+    if db or tsdb:
+        stores = " and ".join(
+            name for name, used in (("PostgreSQL", db), ("VictoriaMetrics", tsdb)) if used
+        )
+        print(
+            f"CPU per message in the stores ({stores}, other processes): "
+            f"{store_cpu * 1000 / max(stored, 1):.3f} ms/stored msg"
+        )
 
 
 if __name__ == "__main__":
