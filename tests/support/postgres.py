@@ -91,12 +91,30 @@ def _drop_database(name: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@contextmanager
-def temporary_postgres_database(prefix: str = "cw_test") -> Iterator[str]:
-    """Create a database with a random name, yield its SQLAlchemy URL, drop it afterwards."""
-    name = f"{prefix}_{secrets.token_hex(6)}"
+@functools.cache
+def _migrated_postgres_template() -> str:
+    """A database migrated to the newest revision once per session, for CREATE DATABASE
+    ... TEMPLATE: a copy takes a third of the time the migrations take (0.6 s vs 1.3 s)."""
+    from campuswatch.collector.db.engine import upgrade
+
+    name = f"cw_template_{secrets.token_hex(6)}"
     with _admin_connect() as admin:  # type: ignore[attr-defined]
         admin.execute(f'CREATE DATABASE "{name}"')
+    atexit.register(_drop_database, name)
+    upgrade(_database_url(name))  # disposes its engine: a template must have no sessions
+    return name
+
+
+@contextmanager
+def temporary_postgres_database(
+    prefix: str = "cw_test", *, migrated: bool = False
+) -> Iterator[str]:
+    """Create a database with a random name, yield its SQLAlchemy URL, drop it afterwards.
+    ``migrated``: already at the newest schema revision (a copy of a migrated template)."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    template = f' TEMPLATE "{_migrated_postgres_template()}"' if migrated else ""
+    with _admin_connect() as admin:  # type: ignore[attr-defined]
+        admin.execute(f'CREATE DATABASE "{name}"{template}')
     try:
         yield _database_url(name)
     finally:
@@ -116,8 +134,40 @@ def fresh_postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def fresh_migrated_postgres_url() -> Iterator[str]:
+    """A database of the test's own, already at the newest schema revision."""
+    with temporary_postgres_database(migrated=True) as url:
+        yield url
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'register.db'}"
+
+
+@functools.cache
+def _migrated_sqlite_template() -> Path:
+    from campuswatch.collector.db.engine import upgrade
+
+    folder = Path(tempfile.mkdtemp(prefix="cw-register-template-"))
+    atexit.register(shutil.rmtree, folder, True)
+    template = folder / "register.db"
+    upgrade(f"sqlite:///{template}")  # disposes its engine: the file is complete on disk
+    return template
+
+
+def migrated_sqlite_url(path: Path) -> str:
+    """A SQLite register at ``path`` already at the newest schema revision: a copy of one
+    migrated once per session (a copy takes 1 ms, the twelve migrations 0.3–0.5 s)."""
+    template = _migrated_sqlite_template()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    # SQLite removes the WAL when the last connection closes; copied should one remain.
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{template}{suffix}")
+        if side.exists():
+            shutil.copyfile(side, f"{path}{suffix}")
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -127,6 +177,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'register.db'}"
         return
     with temporary_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def migrated_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """``db_url`` already at the newest schema revision, for tests of what runs on it (the
+    migrations themselves are tested from empty databases, with ``db_url``)."""
+    if request.param == "sqlite":
+        yield migrated_sqlite_url(tmp_path / "register.db")
+        return
+    with temporary_postgres_database(migrated=True) as url:
         yield url
 
 

@@ -18,7 +18,7 @@ from campuswatch.collector.alerts.policy import (
     SITE_UNREACHABLE_TAG,
     AlertPolicy,
 )
-from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
+from campuswatch.collector.db.engine import make_engine, session_factory
 from campuswatch.collector.db.models import Site
 from campuswatch.collector.signals import AlertSignal, Evidence, Level
 
@@ -39,9 +39,8 @@ class Clock:
 
 
 @pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    upgrade(db_url)
-    engine = make_engine(db_url)
+def engine(migrated_db_url: str) -> Iterator[Engine]:
+    engine = make_engine(migrated_db_url)
     yield engine
     engine.dispose()
 

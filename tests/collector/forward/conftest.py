@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
+from campuswatch.collector.db.engine import make_engine, session_factory
 from tests.collector.forward.receivers import Pki, WebhookReceiver, make_test_pki
+from tests.support.postgres import migrated_sqlite_url
 
 
 @pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
+def engine(migrated_db_url: str) -> Iterator[Engine]:
     """The register schema (with the outbox) on SQLite and on PostgreSQL."""
-    upgrade(db_url)
-    engine = make_engine(db_url)
+    engine = make_engine(migrated_db_url)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
-def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
-    upgrade(sqlite_url)
-    engine = make_engine(sqlite_url)
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(migrated_sqlite_url(tmp_path / "register.db"))
     yield engine
     engine.dispose()
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
+from campuswatch.collector.db.engine import make_engine, session_factory
 from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import Message, kind_of
 from campuswatch.wire.topics import Topic
@@ -17,9 +17,8 @@ T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def session(db_url: str) -> Iterator[Session]:
-    upgrade(db_url)
-    engine = make_engine(db_url)
+def session(migrated_db_url: str) -> Iterator[Session]:
+    engine = make_engine(migrated_db_url)
     with session_factory(engine)() as db_session:
         yield db_session
     engine.dispose()

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.alerts.models import Alert, AlertAudit
-from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
+from campuswatch.collector.db.engine import make_engine, session_factory
 from campuswatch.collector.db.models import Asset, AssetHistory, Device, Site
 from campuswatch.collector.reports.periods import Period, report_period
 from campuswatch.collector.reports.snapshots import take_daily_snapshot
@@ -344,9 +344,8 @@ def fill_store(store: SqliteStore) -> None:
 
 
 @pytest.fixture
-def district(db_url: str, tmp_path: Path) -> Iterator[District]:
-    upgrade(db_url)
-    engine = make_engine(db_url)
+def district(migrated_db_url: str, tmp_path: Path) -> Iterator[District]:
+    engine = make_engine(migrated_db_url)
     store = SqliteStore(tmp_path / "timeseries.db")
     with session_factory(engine)() as session:
         fill_district(session)

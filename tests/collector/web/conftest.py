@@ -18,7 +18,7 @@ from campuswatch.collector.alerts.manager import AlertManager
 from campuswatch.collector.api.app import create_app
 from campuswatch.collector.api.context import ApiContext
 from campuswatch.collector.db.access import create_api_token, create_user
-from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
+from campuswatch.collector.db.engine import make_engine, session_factory
 from campuswatch.collector.db.models import Asset, Device, Site
 from campuswatch.collector.liveness import LivenessTracker
 from campuswatch.collector.settings import CollectorSettings
@@ -27,6 +27,7 @@ from campuswatch.collector.web import mount
 from campuswatch.collector.web.pages_alerts import ALERT_MANAGER_KEY
 from campuswatch.wire.ids import utc_now
 from tests.support.device_state import set_latest
+from tests.support.postgres import migrated_sqlite_url
 
 PASSWORD = "correct horse battery staple"
 DISPLAY_TOKEN = "display-" + "x" * 24
@@ -155,9 +156,7 @@ def raise_alert(manager: AlertManager, site_id: str, device_id: str, level: str)
 
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[WebApp]:
-    url = f"sqlite:///{tmp_path / 'register.sqlite'}"
-    upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(migrated_sqlite_url(tmp_path / "register.sqlite"))
     sessions = session_factory(engine)
     settings = CollectorSettings(data_dir=tmp_path, display_token=SecretStr(DISPLAY_TOKEN))
     liveness = LivenessTracker(settings.liveness)
