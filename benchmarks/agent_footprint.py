@@ -9,9 +9,10 @@ The agent runs with ``-X importtime``; the heaviest imports are printed after th
 Targets (issue 18): agent RSS <= 25 MB and <= 0.05 % of one core.
 
 By default the agent and the floor run in a throwaway venv that holds only what
-``pip install campuswatch`` puts on a lab PC (msgspec, paho-mqtt, psutil and this source tree,
-linked from the current environment): a development venv also has typing_extensions, which
-msgspec then imports (with inspect, ~0.5 MB) although no lab PC has it.
+``pip install campuswatch`` puts on a lab PC (msgspec, paho-mqtt and psutil linked from the
+current environment; this source tree copied and byte-compiled, as pip does): a development
+venv also has typing_extensions, which msgspec then imports (with inspect, ~0.5 MB) although
+no lab PC has it.
 ``--environment current`` measures in the running interpreter's environment instead.
 
     .venv/bin/python benchmarks/agent_footprint.py --seconds 180
@@ -100,8 +101,14 @@ def agent_only_python(work: Path) -> str:
     campuswatch = importlib.util.find_spec("campuswatch")
     assert campuswatch is not None and campuswatch.submodule_search_locations
     source_tree = next(iter(campuswatch.submodule_search_locations))
-    (site_packages / "campuswatch").symlink_to(source_tree)
-    return str(venv / "bin" / "python")
+    # Copied and byte-compiled, as pip installs it: a linked tree without __pycache__ (this
+    # environment sets PYTHONDONTWRITEBYTECODE) is compiled at every start, which a lab PC
+    # never does (0 to 0.5 MB of the compiler's garbage in the runs measured).
+    installed = site_packages / "campuswatch"
+    shutil.copytree(source_tree, installed, ignore=shutil.ignore_patterns("__pycache__"))
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "compileall", "-q", str(installed)], check=True)
+    return python
 
 
 class Sampler:
@@ -239,7 +246,8 @@ def main() -> None:
             f"\nagent footprint over {args.duration:.0f} s at default intervals "
             f"(cpus: {os.cpu_count()}, load average {load_before:.2f} -> {os.getloadavg()[0]:.2f})"
         )
-        print(f"environment: {args.environment} ({python})")
+        compiled = " campuswatch copied, byte-compiled" if args.environment == "agent-only" else ""
+        print(f"environment: {args.environment} ({python}){compiled}")
         print(f"{'process':28} {'RSS mean MB':>12} {'RSS max MB':>11} {'CPU % of a core':>16}")
         results = {}
         for name, sampler in samplers.items():
