@@ -249,6 +249,20 @@ def test_broker_commands_on_a_folder_that_is_not_there(place: Path, command: str
     assert "brokr" in result.stderr and not (place / "brokr").exists()
 
 
+def test_broker_add_device_on_a_folder_broker_config_did_not_write(place: Path) -> None:
+    # A login written where no broker looks (a typo'd but existing folder) would be printed
+    # as if it worked, and the device then refused by the broker.
+    folder = place / "not-the-broker"
+    folder.mkdir()
+    result = _run(
+        "broker", "add-device", "--dir", str(folder), "--site", "school-a",
+        "--device-id", "pc-1", cwd=place,
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
+    assert "mosquitto.conf" in result.stderr and "pc-1" not in result.stdout
+    assert list(folder.iterdir()) == []
+
+
 def test_agent_with_a_state_dir_it_may_not_reach(place: Path) -> None:
     config = place / "agent.toml"
     config.write_text(

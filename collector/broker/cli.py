@@ -15,6 +15,21 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+def _broker_folder(directory: Path) -> Path:
+    """Refuse a folder that `broker config` did not write (and holds no credential store):
+    a login written there would be printed as if it worked, and never read by the broker."""
+    from campuswatch.collector.broker.config import CONFIG_FILE
+    from campuswatch.collector.broker.credentials import STORE_FILE
+
+    if not (directory / CONFIG_FILE).is_file() and not (directory / STORE_FILE).is_file():
+        raise typer.BadParameter(
+            f"{directory} holds no {CONFIG_FILE} from `campuswatch broker config` (nor a "
+            f"{STORE_FILE}): give the folder that command wrote"
+        )
+    return directory
+
+
 DirOption = Annotated[
     Path,
     typer.Option(
@@ -23,6 +38,7 @@ DirOption = Annotated[
         help="The folder `broker config` wrote.",
         exists=True,  # a mistyped folder must not get a login the broker never reads
         file_okay=False,
+        callback=_broker_folder,
     ),
 ]
 PidOption = Annotated[

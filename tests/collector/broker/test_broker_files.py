@@ -370,17 +370,25 @@ def test_config_refuses_a_value_that_would_start_a_line_of_its_own(tmp_path: Pat
         check_mosquitto_conf("allow_anonymous false\nlistener 8883\nallow_anonymous true\n")
 
 
+@pytest.fixture
+def broker_dir(tmp_path: Path) -> Path:
+    """A folder `broker config` wrote: the credential commands refuse any other."""
+    write_broker_config(BrokerConfigOptions(tmp_path / "broker", ("localhost",)))
+    return tmp_path / "broker"
+
+
 @pytest.mark.parametrize("device_id", ["evil\n", "pc-1\n", "pc 1"])
-def test_cli_add_device_refuses_an_id_that_is_not_whole(tmp_path: Path, device_id: str) -> None:
+def test_cli_add_device_refuses_an_id_that_is_not_whole(broker_dir: Path, device_id: str) -> None:
     result = CliRunner().invoke(
         broker_cli.app,
-        ["add-device", "--dir", str(tmp_path), "--site", "school-a", "--device-id", device_id],
+        ["add-device", "--dir", str(broker_dir), "--site", "school-a", "--device-id", device_id],
     )
     assert result.exit_code == 2 and "not a valid identifier" in result.output
-    assert not (tmp_path / "passwd").exists() or (tmp_path / "passwd").read_text() == ""
+    assert device_id.strip() not in (broker_dir / "passwd").read_text()
 
 
-def test_cli_keeps_a_revoked_device_out_until_reinstated(tmp_path: Path) -> None:
+def test_cli_keeps_a_revoked_device_out_until_reinstated(broker_dir: Path) -> None:
+    tmp_path = broker_dir
     runner = CliRunner()
     add = ["add-device", "--dir", str(tmp_path), "--site", "school-a", "--device-id", "proj-1"]
     assert runner.invoke(broker_cli.app, add).exit_code == 0
