@@ -102,6 +102,8 @@ _RETRY_SQLSTATES: Final = frozenset({"40P01", "40001"})
 _TICK_LOCK_KEY: Final = 0x63770A1E
 _GROUP_NOTE_DEVICES: Final = 10
 _LOOKUP_CHUNK: Final = 500
+_EVIDENCE_CHUNK: Final = 200
+"""Alerts per evidence query (their ids and their new items' message ids are parameters)."""
 """Fingerprints per query when finding a batch's current alerts (bound parameters)."""
 
 _T = TypeVar("_T")
@@ -130,6 +132,15 @@ class _Pass:
     groups: set[str] = field(default_factory=set)
     sites: dict[str, dict[str, str]] = field(default_factory=dict)
     devices: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    evidence: dict[int, _PendingEvidence] = field(default_factory=dict)
+    """Alert id → evidence to store with the pass (``AlertManager._store_evidence``)."""
+
+
+@dataclass
+class _PendingEvidence:
+    items: list[Evidence]
+    known_alert: bool
+    """The alert existed before this pass: it may hold these items already, or too many."""
 
 
 class AlertManager:
@@ -379,45 +390,81 @@ class AlertManager:
         alert.runbook_vi = signal.runbook_vi
         alert.texts = signal.texts
 
+    @staticmethod
     def _add_evidence(
-        self, run: _Pass, alert: Alert, evidence: Iterable[Evidence], *, known_alert: bool
+        run: _Pass, alert: Alert, evidence: Iterable[Evidence], *, known_alert: bool
     ) -> None:
+        """Keep ``evidence`` for the alert; stored with the rest of the pass's at its end."""
         items = list(evidence)
         if not items:
             return
-        seen: set[str] = set()
-        if known_alert:
-            # A redelivered message must not push real evidence out of the bounded list.
-            seen = set(
-                run.session.scalars(
-                    select(AlertEvidence.message_id).where(
-                        AlertEvidence.alert_id == alert.id,
-                        AlertEvidence.message_id.in_([item.message_id for item in items]),
+        pending = run.evidence.get(alert.id)
+        if pending is None:
+            run.evidence[alert.id] = _PendingEvidence(items, known_alert)
+        else:
+            pending.items += items
+            pending.known_alert = pending.known_alert or known_alert
+
+    def _store_evidence(self, run: _Pass) -> None:
+        """Store the pass's evidence: each alert keeps its newest ``evidence_per_alert``
+        items, and a redelivered message adds nothing. A few statements per pass, whatever
+        the number of alerts (a tick folds the repeats of every firing alert at once; one
+        flush and two queries per alert made that tick the collector's costliest step)."""
+        pending, run.evidence = run.evidence, {}
+        if not pending:
+            return
+        session = run.session
+        known = sorted(alert_id for alert_id, entry in pending.items() if entry.known_alert)
+        stored: set[tuple[int, str]] = set()
+        for start in range(0, len(known), _EVIDENCE_CHUNK):
+            chunk = known[start : start + _EVIDENCE_CHUNK]
+            message_ids = {item.message_id[:64] for i in chunk for item in pending[i].items}
+            rows = session.execute(
+                select(AlertEvidence.alert_id, AlertEvidence.message_id).where(
+                    AlertEvidence.alert_id.in_(chunk),
+                    AlertEvidence.message_id.in_(sorted(message_ids)),
+                )
+            )
+            stored.update((alert_id, message_id) for alert_id, message_id in rows)
+        keep = self.policy.evidence_per_alert
+        may_overflow: list[int] = []
+        for alert_id, entry in pending.items():
+            for item in entry.items:
+                key = (alert_id, item.message_id[:64])
+                if key in stored:
+                    continue  # a redelivered message must not push real evidence out
+                stored.add(key)
+                session.add(
+                    AlertEvidence(
+                        alert_id=alert_id,
+                        message_id=key[1],
+                        kind=item.kind[:32],
+                        ts=item.ts,
+                        excerpt=_json_safe(item.excerpt),
                     )
                 )
-            )
-        for item in items:
-            if item.message_id in seen:
-                continue
-            seen.add(item.message_id)
-            run.session.add(
-                AlertEvidence(
-                    alert_id=alert.id,
-                    message_id=item.message_id[:64],
-                    kind=item.kind[:32],
-                    ts=item.ts,
-                    excerpt=_json_safe(item.excerpt),
+            if entry.known_alert or len(entry.items) > keep:
+                may_overflow.append(alert_id)
+        if not may_overflow:
+            return
+        session.flush()
+        for start in range(0, len(may_overflow), _EVIDENCE_CHUNK):
+            ranked = (
+                select(
+                    AlertEvidence.id,
+                    func.row_number()
+                    .over(
+                        partition_by=AlertEvidence.alert_id,
+                        order_by=(AlertEvidence.ts.desc(), AlertEvidence.id.desc()),
+                    )
+                    .label("newest"),
                 )
+                .where(AlertEvidence.alert_id.in_(may_overflow[start : start + _EVIDENCE_CHUNK]))
+                .subquery()
             )
-        keep = self.policy.evidence_per_alert
-        if not known_alert and len(items) <= keep:
-            return  # a new alert's own evidence cannot overflow it (flushed with the batch)
-        run.session.flush()
-        surplus = select(AlertEvidence.id).where(AlertEvidence.alert_id == alert.id)
-        surplus = surplus.order_by(AlertEvidence.ts.desc(), AlertEvidence.id.desc()).offset(keep)
-        surplus_ids = list(run.session.scalars(surplus))
-        if surplus_ids:
-            run.session.execute(delete(AlertEvidence).where(AlertEvidence.id.in_(surplus_ids)))
+            surplus = list(session.scalars(select(ranked.c.id).where(ranked.c.newest > keep)))
+            if surplus:
+                session.execute(delete(AlertEvidence).where(AlertEvidence.id.in_(surplus)))
 
     def _clean_signal(self, signal: object) -> AlertSignal | None:
         """The signal with over-long text cut to fit, or None (counted) if it is unusable."""
@@ -802,6 +849,7 @@ class AlertManager:
     def _transaction(self, now: datetime, work: Callable[[_Pass], None]) -> list[AlertNotification]:
         def collect(run: _Pass) -> list[AlertNotification]:
             work(run)
+            self._store_evidence(run)
             if run.notifications and self.on_notifications is not None:
                 self.on_notifications(run.session, run.notifications)
             return run.notifications
