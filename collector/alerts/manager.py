@@ -102,9 +102,9 @@ _RETRY_SQLSTATES: Final = frozenset({"40P01", "40001"})
 _TICK_LOCK_KEY: Final = 0x63770A1E
 _GROUP_NOTE_DEVICES: Final = 10
 _LOOKUP_CHUNK: Final = 500
+"""Fingerprints per query when finding a batch's current alerts (bound parameters)."""
 _EVIDENCE_CHUNK: Final = 200
 """Alerts per evidence query (their ids and their new items' message ids are parameters)."""
-"""Fingerprints per query when finding a batch's current alerts (bound parameters)."""
 
 _T = TypeVar("_T")
 NotificationState = Literal["firing", "acknowledged", "resolved", "silenced"]
