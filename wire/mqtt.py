@@ -200,7 +200,8 @@ class MqttConnection:
         self.receive_maximum = receive_maximum
         """Most QoS 1/2 messages the broker may send before we acknowledge (MQTT 5 Receive
         Maximum; None: the protocol's 65,535). A subscriber that acknowledges only what it
-        has stored sets it to what it can hold, so paho's thread never blocks handing over."""
+        has stored sets it to what it can hold, so paho's thread need not block handing over
+        (Mosquitto 2.0.11 keeps to it for the first window only: eclipse-mosquitto#2301)."""
         self._on_connect_cb = on_connect
         self._on_disconnect_cb = on_disconnect
         self._on_message_cb = on_message
