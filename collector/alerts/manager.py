@@ -541,19 +541,21 @@ class AlertManager:
                 and run.now - alert.last_notified_at >= self.policy.repeat_interval
             ):
                 self._notify(run, alert, "repeated")
-        waiting_groups = session.scalars(
-            select(Alert.group_key)
-            .where(
-                Alert.state == "firing",
-                Alert.last_notified_at.is_(None),
-                Alert.pending_since.is_not(None),
-                Alert.silenced.is_(False),
-                Alert.inhibited.is_(False),
-            )
-            .distinct()
-        )
-        run.groups.update(waiting_groups)
-        self._release_groups(run, run.groups)
+        # The open alerts are loaded already: the groups with a member waiting, and each
+        # group's members, come from them (querying each group again cost most of a tick
+        # with thousands of open alerts).
+        by_group: dict[str, list[Alert]] = {}
+        for alert in open_alerts:
+            by_group.setdefault(alert.group_key, []).append(alert)
+            if (
+                alert.state == "firing"
+                and alert.last_notified_at is None
+                and alert.pending_since is not None
+                and not alert.silenced
+                and not alert.inhibited
+            ):
+                run.groups.add(alert.group_key)
+        self._release_groups(run, run.groups, members=by_group)
 
     def _news_due(self, alert: Alert, now: datetime) -> bool:
         """Repeats since the last notification, and that one is update_interval old."""
@@ -640,12 +642,21 @@ class AlertManager:
 
     # --- groups -----------------------------------------------------------------------------
 
-    def _release_groups(self, run: _Pass, group_keys: Iterable[str]) -> None:
+    def _release_groups(
+        self,
+        run: _Pass,
+        group_keys: Iterable[str],
+        *,
+        members: dict[str, list[Alert]] | None = None,
+    ) -> None:
+        """Release each group's waiting alerts that are due. ``members``: every open alert
+        of the groups by group, oldest first, when the caller has them loaded already."""
         keys = sorted(set(group_keys))
         self._lock_keys(run.session, [f"group:{key}" for key in keys])
-        members = queries.open_alerts_in_groups(run.session, keys)
+        if members is None:
+            members = queries.open_alerts_in_groups(run.session, keys)
         for key in keys:
-            self._release_group(run, key, members[key])
+            self._release_group(run, key, members.get(key, []))
 
     def _release_group(self, run: _Pass, group_key: str, members: Sequence[Alert]) -> None:
         deliverable = [alert for alert in members if _deliverable(alert)]
