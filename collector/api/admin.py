@@ -120,13 +120,32 @@ def _audit(session: Session, principal: Principal, token: ApiToken, change: str)
     )
 
 
+class TokenNameInUse(Exception):
+    """A valid token the admin sees has this name already."""
+
+
 def grant_token(
     session: Session, principal: Principal, *, name: str, role: str, site_scope: str | None
 ) -> tuple[ApiToken, str]:
     """A token no higher and no wider than the principal (GrantRefused otherwise), audited;
-    the plain token is returned once. The caller commits."""
+    the plain token is returned once. The caller commits.
+
+    A name one of the admin's valid tokens has for the same scope is refused
+    (TokenNameInUse): a second one is a form sent again (a reloaded page that showed the
+    first secret), which would leave a valid token whose secret nobody saw. Tokens outside
+    the admin's scope do not count, so a refusal reveals nothing there."""
     if name.startswith(UI_SESSION_PREFIX):  # the callers refuse it first; never by mistake
         raise GrantRefused(f"a token name must not start with {UI_SESSION_PREFIX!r}")
+    same_scope = (
+        ApiToken.site_scope.is_(None) if site_scope is None else ApiToken.site_scope == site_scope
+    )
+    namesakes = session.scalars(
+        select(ApiToken).where(ApiToken.name == name, same_scope, ApiToken.revoked_at.is_(None))
+    )
+    if any(token_visible(principal, token) for token in namesakes):
+        raise TokenNameInUse(
+            f"a token named {name!r} exists for this scope: revoke it or choose another name"
+        )
     token, plain = create_api_token(
         session, name=name, role=role, site_scope=site_scope, granted_by=principal.grantor
     )
@@ -157,7 +176,7 @@ def list_tokens(session: DbSession, principal: AdminOnly) -> list[ApiToken]:
     return list(session.scalars(query))
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201, responses=problems(400))
+@router.post("/tokens", response_model=TokenCreated, status_code=201, responses=problems(400, 409))
 def new_token(body: TokenIn, session: DbSession, principal: AdminOnly) -> dict[str, Any]:
     """A new token; a scoped admin grants only inside its scope (never "every site")."""
     unscoped_grant = principal.site_scope is None and body.site_scope is not None
@@ -170,6 +189,8 @@ def new_token(body: TokenIn, session: DbSession, principal: AdminOnly) -> dict[s
     except GrantRefused as exc:
         # One answer for a foreign, a wider and an unknown scope: nothing outside is revealed.
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    except TokenNameInUse as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     session.commit()
     return {**TokenOut.model_validate(token).model_dump(), "token": plain}
 

@@ -34,6 +34,7 @@ from campuswatch.collector.accounts import (
 )
 from campuswatch.collector.api.admin import (
     DISPLAY_PREFIX,
+    TokenNameInUse,
     grant_token,
     is_display_token,
     list_tokens,
@@ -82,6 +83,10 @@ ERRORS: Final = {
     "language": N_("Choose a language from the list."),
     "site": N_("Choose a site from the list."),
     "exists": N_("This user name is already taken."),
+    "taken": N_(
+        "A valid token with this name exists: revoke it first, or choose another name. "
+        "(Reloading the page that showed a new token sends its form again.)"
+    ),
     "password": N_("A password needs at least %(count)s characters and no control characters."),
     "grant": N_("You cannot grant a role above your own or a scope outside yours."),
     "unknown": N_("There is no such account in your scope."),
@@ -97,7 +102,14 @@ ERRORS: Final = {
     "token": N_("There is no such token in your scope."),
     "invalid": N_("The change was refused: check the form."),
 }
-ERROR_STATUS: Final = {"grant": 403, "unknown": 404, "token": 404, "self": 409, "exists": 409}
+ERROR_STATUS: Final = {
+    "grant": 403,
+    "unknown": 404,
+    "token": 404,
+    "self": 409,
+    "exists": 409,
+    "taken": 409,
+}
 DONE: Final = {
     "user.add": N_("Account %(name)s added."),
     "user.disable": N_("Account %(name)s disabled; its open sessions ended."),
@@ -428,6 +440,8 @@ def create_token(
             )
         except GrantRefused:
             raise Refused("grant", form_name) from None
+        except TokenNameInUse:
+            raise Refused("taken", form_name) from None
     except Refused as exc:
         return _refused(request, session, context, user, exc, form)
     session.commit()

@@ -80,3 +80,21 @@ def test_an_api_token_cannot_pass_for_a_persons_login_in_the_audit_log(world: Sc
     assert created.status_code == 422, created.text
     listed = world.client("admin", None).get("/api/v1/tokens").json()
     assert not any(token["name"] == "ui-session:district-admin" for token in listed)
+
+
+def test_a_token_name_in_use_is_refused_where_its_admin_sees_it(world: ScopeWorld) -> None:
+    """A second token of the same name and scope is a resubmitted form (a reloaded page),
+    not a new need: refused while the first is valid. A token outside the admin's scope does
+    not block it (and is not revealed by a refusal)."""
+    form = {"name": "nightly export", "role": "viewer"}
+    district = world.client("admin", "hn-bd")
+    assert district.post("/api/v1/tokens", json={**form, "site_scope": "bd-b"}).status_code == 201
+    school = world.client("admin", "bd-a")  # does not see bd-b's token
+    assert school.post("/api/v1/tokens", json={**form, "site_scope": "bd-a"}).status_code == 201
+    again = school.post("/api/v1/tokens", json={**form, "site_scope": "bd-a"})
+    assert again.status_code == 409, again.text
+    listed = world.client("admin", None).get("/api/v1/tokens").json()
+    assert sorted(t["site_scope"] for t in listed if t["name"] == "nightly export") == [
+        "bd-a",
+        "bd-b",
+    ]

@@ -212,6 +212,23 @@ def test_an_api_token_is_shown_once_works_and_is_revoked(admin_web: WebApp) -> N
     ]
 
 
+def test_reloading_the_page_that_showed_a_new_token_makes_no_second_token(
+    admin_web: WebApp,
+) -> None:
+    """The secret is shown in the answer to the form; a reload sends the form again, which
+    must not mint a second token nobody has seen."""
+    admin = admin_web.login("admin")
+    token = csrf_of(admin.get("/ui/admin").text)
+    form = {"csrf_token": token, "kind": "api", "name": "nightly export", "role": "soc"}
+    assert admin.post("/ui/admin/tokens", data=form, headers=ORIGIN).status_code == 201
+    reloaded = admin.post("/ui/admin/tokens", data=form, headers=ORIGIN)
+    assert reloaded.status_code == 409, reloaded.text
+    assert 'data-reason="taken"' in reloaded.text
+    with admin_web.sessions() as session:
+        names = session.scalars(select(ApiToken.name).where(ApiToken.name == "nightly export"))
+        assert len(list(names)) == 1
+
+
 def test_a_display_token_opens_the_wall_of_its_scope_until_revoked(admin_web: WebApp) -> None:
     admin = admin_web.login("admin")
     created = post(admin, "/ui/admin/tokens", kind="display", name="office screen",
