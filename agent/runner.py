@@ -197,7 +197,8 @@ class AgentRunner:
             thread.join(timeout=timeout_s)
         # A probe still collecting finds the stop flag set and queues nothing; waiting for it
         # (bounded) keeps it from touching the queue after it is closed.
-        for thread in [s.running for s in self._schedules if s.running is not None]:
+        # Read once per schedule: a probe finishing now sets its ``running`` back to None.
+        for thread in [t for s in self._schedules if (t := s.running) is not None]:
             thread.join(timeout=max(0.0, deadline + timeout_s - time.monotonic()))
         goodbye = StateMessage(
             device_id=self.device_id, site=self.site, status="offline", reason="shutdown"
