@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from ingest import driven_ingestor
 from sqlalchemy import select
 
 from campuswatch.collector.alerting import Alerting
@@ -37,19 +38,13 @@ from campuswatch.collector.alerts.policy import AlertPolicy
 from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
 from campuswatch.collector.db.models import Site
 from campuswatch.collector.demo import DEMO_SCENARIO, DISTRICT, seed_register
-from campuswatch.collector.ingest import Ingestor
-from campuswatch.collector.liveness import LivenessTracker
-from campuswatch.collector.settings import LivenessSettings
-from campuswatch.collector.sinks import RegisterSink
-from campuswatch.collector.tsdb.buffer import BufferedWriter
-from campuswatch.collector.tsdb.urls import writer_from_url
 from campuswatch.firmware_sim.engine import Simulator
 from campuswatch.firmware_sim.fleet import build_fleet
 from campuswatch.firmware_sim.scenario import load_scenario
 from campuswatch.firmware_sim.schoolday import SimClock
 from campuswatch.firmware_sim.transport import MemoryTransport
 from campuswatch.wire.ids import utc_now
-from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, ReceivedMessage
+from campuswatch.wire.mqtt import ReceivedMessage
 
 FAMILY_TAG = "campuswatch.family."
 TICK_S = 10.0
@@ -117,17 +112,7 @@ def run_day(work: Path, *, schools: int, devices: int, seed: int, hours: float) 
         policy=AlertPolicy(),
         clock=sim_now,
     )
-    tsdb = BufferedWriter(writer_from_url(None, work), spool_path=None)
-    # Never started: Ingestor.process is driven directly with the simulated receive time.
-    unused = BrokerAddress("127.0.0.1", 1, False)
-    ingestor = Ingestor(
-        lambda on_message: MqttConnection("noise", unused, on_message=on_message),
-        sessions,
-        tsdb,
-        [RegisterSink(LivenessTracker(LivenessSettings())), alerting],
-        topic_filter="cw/v1/#",
-        clock=sim_now,
-    )
+    ingestor = driven_ingestor(sessions, work, alerting, clock=sim_now)
     alerting.restore_state()
     transport = MemoryTransport()
     simulator = Simulator(

@@ -62,6 +62,7 @@ from alert_latency import OctetCountingHandler, arrivals, arrived
 from ingest import (
     STORED,
     Collector,
+    driven_ingestor,
     load,
     machine_busy,
     postgres_database,
@@ -370,12 +371,6 @@ def in_process(work: Path, recording_path: Path, count: int, skip: int) -> None:
     writer too); no MQTT, no HTTP."""
     from campuswatch.collector.alerting import Alerting
     from campuswatch.collector.db.engine import default_url, make_engine, session_factory
-    from campuswatch.collector.ingest import Ingestor
-    from campuswatch.collector.liveness import LivenessTracker
-    from campuswatch.collector.settings import LivenessSettings
-    from campuswatch.collector.sinks import RegisterSink
-    from campuswatch.collector.tsdb.buffer import BufferedWriter
-    from campuswatch.collector.tsdb.urls import writer_from_url
 
     url = default_url(work)
     seeded = seed_register(url, recording_path)
@@ -384,15 +379,7 @@ def in_process(work: Path, recording_path: Path, count: int, skip: int) -> None:
     engine = make_engine(url)
     sessions = session_factory(engine)
     alerting = Alerting(sessions, rules_dir=None, forwarding_config=None, collector_id="bench")
-    tsdb = BufferedWriter(writer_from_url(None, work), spool_path=None)
-    unused = BrokerAddress("127.0.0.1", 1, False)  # never started: process() is driven here
-    ingestor = Ingestor(
-        lambda on_message: MqttConnection("bench", unused, on_message=on_message),
-        sessions,
-        tsdb,
-        [RegisterSink(LivenessTracker(LivenessSettings())), alerting],
-        topic_filter="cw/v1/#",
-    )
+    ingestor = driven_ingestor(sessions, work, alerting)
     alerting.restore_state()
     prefix = f"{secrets.randbits(32):08x}-{secrets.randbits(16):04x}-7000-8000-"
 
@@ -427,7 +414,7 @@ def in_process(work: Path, recording_path: Path, count: int, skip: int) -> None:
         f"message ({ingestor.stats.stored_total} stored, {alerts} alerts in the register); "
         f"{1000 / (cpu * 1000 / count):.0f} msg/s for one core at that rate"
     )
-    tsdb.close()
+    ingestor.tsdb.close()
     engine.dispose()
 
 

@@ -41,14 +41,24 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import psutil
+from sqlalchemy.orm import Session, sessionmaker
 
+from campuswatch.collector.alerting import Alerting
+from campuswatch.collector.ingest import Ingestor
+from campuswatch.collector.liveness import LivenessTracker
+from campuswatch.collector.settings import LivenessSettings
+from campuswatch.collector.sinks import RegisterSink
+from campuswatch.collector.tsdb.buffer import BufferedWriter
 from campuswatch.collector.tsdb.points import points_from_message
+from campuswatch.collector.tsdb.urls import writer_from_url
 from campuswatch.localports import free_port, wait_for_port
 from campuswatch.wire import HealthMessage, decode_message, encode_message
+from campuswatch.wire.ids import utc_now
 from campuswatch.wire.mqtt import BrokerAddress, MqttConnection, ReceivedMessage
 
 POLL_S = 0.05
@@ -363,6 +373,27 @@ def report_failures(work: Path, tag: str) -> None:
         if failures:
             first = failures[0][:200]
             print(f"  {log_file.stem}: {len(failures)} log lines saying 'failed', first: {first}")
+
+
+def driven_ingestor(
+    sessions: sessionmaker[Session],
+    work: Path,
+    alerting: Alerting,
+    clock: Callable[[], datetime] = utc_now,
+) -> Ingestor:
+    """The collector's ingest with its sinks (register, then rules and alerts) and the
+    embedded time-series store in ``work``, never connected: the caller drives
+    ``Ingestor.process`` with batches of its own (no broker, no threads of ingest's own)."""
+    tsdb = BufferedWriter(writer_from_url(None, work), spool_path=None)
+    unused = BrokerAddress("127.0.0.1", 1, False)
+    return Ingestor(
+        lambda on_message: MqttConnection("driven", unused, on_message=on_message),
+        sessions,
+        tsdb,
+        [RegisterSink(LivenessTracker(LivenessSettings())), alerting],
+        topic_filter="cw/v1/#",
+        clock=clock,
+    )
 
 
 @contextmanager
