@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from campuswatch.collector.alerts import queries
 from campuswatch.collector.alerts.matching import (
     MatcherError,
+    inhibition_involves,
     inhibitors,
     parse_matchers,
     silence_matches,
@@ -176,11 +177,27 @@ class AlertManager:
         session = run.session
         self._lock_keys(session, sorted({f"alert:{signal.fingerprint}" for signal in signals}))
         current = self._current_alerts(session, {signal.fingerprint for signal in signals})
-        touched: dict[int, Alert] = {}
         level_changed: dict[int, Alert] = {}
         reopened: dict[int, Alert] = {}
         resolved: list[Alert] = []
         superseded: list[tuple[Alert, str]] = []
+        # What a silence or an inhibition can have changed for. A district repeats thousands
+        # of open alerts all day (a classroom's CO2 alert carries its current average), and
+        # re-reading every open alert of their schools for each batch was most of the alert
+        # cost of ingest. Sites where an alert an inhibition rule matches opened, closed or
+        # changed: every open alert there is looked at again. Alerts no inhibition rule
+        # matches that opened or changed what matchers see (level, labels, tags): only their
+        # own silence can have changed.
+        rules = self.policy.inhibitions
+        inhibition_sites: set[str] = set()
+        silence_checks: dict[int, Alert] = {}
+
+        def changed(alert: Alert, *, was_inhibition_matched: bool) -> None:
+            if was_inhibition_matched or inhibition_involves(rules, alert):
+                inhibition_sites.add(alert.site_id)
+            else:
+                silence_checks[alert.id] = alert
+
         # Most severe first (stable, so one fingerprint's signals keep their order): when the
         # 3-day and 7-day signature rules fire for one message, the 7-day alert opens first
         # and the 3-day one never opens at all.
@@ -192,12 +209,21 @@ class AlertManager:
                     continue
                 self._auto_resolve(run, alert, signal)
                 resolved.append(alert)
-                touched.pop(alert.id, None)
+                if inhibition_involves(rules, alert):
+                    inhibition_sites.add(alert.site_id)
                 continue
             if alert is not None and alert.state != "resolved":
+                was_inhibition_matched = inhibition_involves(rules, alert)
+                matched_on = _matched_on(alert)
                 if self._update_firing(run, alert, signal):
                     level_changed[alert.id] = alert
-            elif self._more_severe_open(session, signal) is not None:
+                if _matched_on(alert) != matched_on:
+                    changed(alert, was_inhibition_matched=was_inhibition_matched)
+                # A repeat changes nothing a group waits for: the tick releases what time
+                # makes due.
+                self._resolve_milder(run, alert, signal.at, superseded, inhibition_sites)
+                continue
+            if self._more_severe_open(session, signal) is not None:
                 # The family's more severe alert already says this, and more.
                 self.rejected["superseded"] += 1
                 continue
@@ -220,15 +246,15 @@ class AlertManager:
                 reopened[alert.id] = alert
             else:
                 alert = current[signal.fingerprint] = self._open(run, signal)
-            touched[alert.id] = alert
+            changed(alert, was_inhibition_matched=False)
             run.groups.add(alert.group_key)
-            for milder in self._supersede_milder(run, alert, signal.at):
-                superseded.append((milder, f"superseded by #{alert.id}"))
-                touched.pop(milder.id, None)
+            self._resolve_milder(run, alert, signal.at, superseded, inhibition_sites)
         session.flush()
 
-        sites = {alert.site_id for alert in (*touched.values(), *resolved)}
-        self._apply_suppression(run, self._alerts_for_suppression(session, sites))
+        suppression = self._alerts_for_suppression(session, inhibition_sites)
+        looked_at = {alert.id for alert in suppression}
+        suppression += [alert for key, alert in silence_checks.items() if key not in looked_at]
+        self._apply_suppression(run, suppression)
         for alert in resolved:
             if alert.last_notified_at is not None:
                 self._notify(run, alert, "resolved")
@@ -276,6 +302,19 @@ class AlertManager:
             if families & families_of(alert.tags) and _rank(alert.level) > _rank(signal.level):
                 return alert
         return None
+
+    def _resolve_milder(
+        self,
+        run: _Pass,
+        alert: Alert,
+        at: datetime,
+        superseded: list[tuple[Alert, str]],
+        inhibition_sites: set[str],
+    ) -> None:
+        for milder in self._supersede_milder(run, alert, at):
+            superseded.append((milder, f"superseded by #{alert.id}"))
+            if inhibition_involves(self.policy.inhibitions, milder):
+                inhibition_sites.add(milder.site_id)
 
     def _supersede_milder(self, run: _Pass, alert: Alert, at: datetime) -> list[Alert]:
         """Resolve the open alerts of ``alert``'s family on its subject that are milder."""
@@ -580,12 +619,12 @@ class AlertManager:
 
     def _alerts_for_suppression(self, session: Session, sites: Collection[str]) -> list[Alert]:
         """Open alerts whose inhibition may have changed: same sites when rules allow it."""
+        if not sites:
+            return []
         query = select(Alert).where(Alert.state.in_(OPEN_STATES)).order_by(Alert.id)
         rules = self.policy.inhibitions
         if all("site_id" in rule.equal for rule in rules):
             # Every rule pairs alerts of one site, so other sites cannot be affected.
-            if not sites:
-                return []
             query = query.where(Alert.site_id.in_(sorted(sites)))
         return list(session.scalars(query))
 
@@ -1040,6 +1079,11 @@ def latest_alerts_query(fingerprints: Collection[str]) -> Select[Alert]:
 
 def group_key_for(site_id: str, rule_id: str) -> str:
     return f"{site_id}/{rule_id}"
+
+
+def _matched_on(alert: Alert) -> tuple[str, dict[str, Any], list[str]]:
+    """What silences and inhibition rules look at that a repeat can change."""
+    return alert.level, dict(alert.labels or {}), list(alert.tags or ())
 
 
 def _deliverable(alert: Alert) -> bool:

@@ -126,6 +126,18 @@ def _equality_match(match: Mapping[str, str], labels: Mapping[str, str], tags: l
     return True
 
 
+def inhibition_involves(rules: Sequence[InhibitionRule], alert: Alert) -> bool:
+    """Whether some rule's source or target matchers match ``alert``: only then can its
+    opening, closing or change alter which alerts are inhibited."""
+    labels = alert_labels(alert)
+    tags = list(alert.tags or [])
+    return any(
+        _equality_match(rule.source_match, labels, tags)
+        or _equality_match(rule.target_match, labels, tags)
+        for rule in rules
+    )
+
+
 def inhibitors(rules: Sequence[InhibitionRule], open_alerts: Sequence[Alert]) -> dict[int, int]:
     """Alert id → id of the open alert that inhibits it, for every inhibited alert.
 

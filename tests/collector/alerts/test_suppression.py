@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.alerts.manager import AlertInputError, AlertManager, AlertStateError
 from campuswatch.collector.alerts.models import Alert
-from campuswatch.collector.alerts.policy import AlertPolicy
+from campuswatch.collector.alerts.policy import AlertPolicy, InhibitionRule
 from tests.collector.alerts.conftest import SCHOOL, T0, Clock, device_offline, signal, uplink_down
 
 WAIT = timedelta(seconds=30)
@@ -267,3 +268,71 @@ def test_manual_resolve_of_the_source_releases_its_targets(
     assert [n.event for n in manager.resolve(uplink.alert_id, "soc.nguyen")] == ["resolved"]
     sent = manager.tick(clock.now + WAIT)
     assert [(n.event, n.device_id) for n in sent] == [("opened", "pc-01")]
+
+
+# --- what a batch re-reads --------------------------------------------------------------------
+
+
+def alerts_loaded_by(factory: sessionmaker[Session], work: Callable[[], object]) -> int:
+    """How many alert rows ``work`` loads from the database."""
+    loaded: list[int] = []
+
+    def count(target: Alert, _context: object) -> None:
+        loaded.append(target.id)
+
+    event.listen(Alert, "load", count)
+    try:
+        work()
+    finally:
+        event.remove(Alert, "load", count)
+    return len(loaded)
+
+
+def test_a_batch_of_repeats_reads_no_other_alert_of_the_school(
+    manager: AlertManager, factory: sessionmaker[Session]
+) -> None:
+    # A district's classrooms keep a few thousand alerts open and repeat them all day, each
+    # with its current reading as a label. No inhibition rule matches them, so a repeat can
+    # change only its own silence: re-reading every open alert of the school (and of the
+    # alert's group) for each batch was most of the ingest's alert cost.
+    manager.process([signal(device, labels={"value": "1510"}) for device in DEVICES[:50]], T0)
+    manager.tick(T0 + WAIT)
+    later = T0 + 2 * WAIT
+    repeat = signal("pc-001", labels={"value": "1620"}, at=later)
+
+    loaded = alerts_loaded_by(factory, lambda: manager.process([repeat], later))
+
+    assert loaded == 1  # the repeated alert itself
+    repeated = next(alert for alert in open_alerts(factory) if alert.device_id == "pc-001")
+    assert (repeated.labels, repeated.occurrences) == ({"value": "1620"}, 2)
+
+
+def test_a_repeat_whose_labels_now_match_a_silence_is_silenced_at_once(
+    manager: AlertManager, factory: sessionmaker[Session]
+) -> None:
+    manager.create_silence(
+        [{"label": "room", "op": "=", "value": "lab-1"}], T0 + timedelta(hours=1), "it.le"
+    )
+    manager.process([signal("pc-01", labels={"room": "lab-2"})], T0)
+    assert [alert.silenced for alert in open_alerts(factory)] == [False]
+
+    manager.process([signal("pc-01", labels={"room": "lab-1"}, at=T0 + WAIT)], T0 + WAIT)
+
+    assert [alert.silenced for alert in open_alerts(factory)] == [True]
+
+
+def test_a_repeat_that_raises_its_level_to_an_inhibiting_one_inhibits_at_once(
+    factory: sessionmaker[Session], clock: Clock
+) -> None:
+    critical_mutes_low = InhibitionRule(
+        source_match={"level": "critical"}, target_match={"level": "low"}, equal=("site_id",)
+    )
+    policy = AlertPolicy(inhibitions=(critical_mutes_low,))
+    manager = AlertManager(factory, settings=policy, clock=clock)
+    manager.process([signal("pc-01", rule="disk-low", level="low"), signal("pc-02")], T0)
+    assert not any(alert.inhibited for alert in open_alerts(factory))
+
+    manager.process([signal("pc-02", level="critical", at=T0 + WAIT)], T0 + WAIT)
+
+    inhibited = {alert.device_id: alert.inhibited for alert in open_alerts(factory)}
+    assert inhibited == {"pc-01": True, "pc-02": False}
