@@ -37,6 +37,7 @@ alert p99 < 500 ms, RSS flat.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import math
 import multiprocessing
 import os
@@ -364,11 +365,14 @@ def peer_run(port: int, recording: Path, args: argparse.Namespace) -> tuple[floa
     return cpu_s.value * 1000 / max(taken, 1), taken / args.peer_seconds, taken
 
 
-def in_process(work: Path, recording_path: Path, count: int, skip: int) -> None:
+def in_process(
+    work: Path, recording_path: Path, count: int, skip: int, profile: Path | None = None
+) -> None:
     """CPU per message of ``Ingestor.process`` with the collector's sinks (register, rules,
     alerts; SQLite register and time series) on the recording's reports, in batches of 500,
     after ``skip`` unmeasured ones. Counts every thread of this process (the time-series
-    writer too); no MQTT, no HTTP."""
+    writer too); no MQTT, no HTTP. ``profile``: cProfile the measured reports into this file
+    (``python -m pstats FILE``); the CPU figure then includes cProfile's own overhead."""
     from campuswatch.collector.alerting import Alerting
     from campuswatch.collector.db.engine import default_url, make_engine, session_factory
 
@@ -406,7 +410,14 @@ def in_process(work: Path, recording_path: Path, count: int, skip: int) -> None:
         f"in-process: {seeded} devices seeded; {skip} reports stored first "
         f"({skipped_cpu * 1000 / max(skip, 1):.3f} ms CPU each, {time.monotonic() - started:.0f} s)"
     )
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
     cpu = replay(skip, count)
+    if profiler and profile:
+        profiler.disable()
+        profiler.dump_stats(profile)
+        print(f"in-process: profile of the measured reports in {profile} (with cProfile's cost)")
     with sessions() as session:
         alerts = session.scalar(select(func.count()).select_from(Alert))
     print(
@@ -458,7 +469,7 @@ def main() -> None:
         "--profile",
         type=Path,
         help="py-spy record the collector during the load: a flame graph if the name ends .svg, "
-        "else collapsed stacks",
+        "else collapsed stacks; with --in-process, a cProfile of the measured reports",
     )
     parser.add_argument(
         "--in-process",
@@ -479,7 +490,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cw-district-"))
     if args.in_process:
         try:
-            in_process(work, load_recording(args, work), args.in_process, args.skip)
+            recording_path = load_recording(args, work)
+            in_process(work, recording_path, args.in_process, args.skip, args.profile)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
