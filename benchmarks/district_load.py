@@ -13,7 +13,12 @@ the load generator leaves the collector a core:
 3. Peer: a bare paho subscriber (its own process, no collector connected) takes the same
    load for ``--peer-seconds`` and reports its CPU time per message.
 4. Collector: one ``campuswatch collector run`` (SQLite defaults, or ``--postgres``) with
-   a syslog destination (CEF, ``group_wait`` 0) in this process. Before it starts, the
+   a syslog destination (CEF, ``group_wait`` 0) in this process. ``--collectors N`` (with
+   ``--postgres``) runs N instead, on the one broker and database, sharing the district by
+   ownership (docs/scale.md#ownership): every site published to (the schools and the alert
+   PCs' ``s-lab-…``), dealt round-robin into N partitions, each preferred by one collector
+   (``collector-1`` … ``collector-N``); the load starts once each runs its partition, and
+   the figures are summed over the N (RSS also printed for each). Before it starts, the
    register is given every simulated device (site tree, asset, device row, online) with a
    few bulk statements (``--warm-up seed``), as a district's register is in steady state;
    ``--warm-up births`` publishes the recorded births instead and waits for them to be
@@ -32,6 +37,7 @@ alert p99 < 500 ms, RSS flat.
     .venv/bin/python benchmarks/district_load.py                       # 600 s, 100,000 devices
     .venv/bin/python benchmarks/district_load.py --duration 60 --recording /tmp/district.pickle
     .venv/bin/python benchmarks/district_load.py --duration 60 --profile /tmp/collector.svg
+    .venv/bin/python benchmarks/district_load.py --postgres --collectors 2 --duration 60
 """
 
 from __future__ import annotations
@@ -66,10 +72,13 @@ from ingest import (
     driven_ingestor,
     load,
     machine_busy,
+    ownership_toml,
     postgres_database,
+    round_robin,
     scrape_all,
     slope_per_10_min,
     wait_for,
+    wait_for_owners,
 )
 from sqlalchemy import func, select
 
@@ -231,6 +240,13 @@ def seed_register(url: str, recording_path: Path) -> int:
         )
     engine.dispose()
     return len(devices)
+
+
+def recorded_sites(recording_path: Path) -> set[str]:
+    """Every site the recording publishes to (the ``cw/v1/SITE/…`` level)."""
+    with recording_path.open("rb") as file:
+        recording: Recording = pickle.load(file)
+    return {topic.split("/", 3)[2] for topic, *_ in recording.births + recording.cycle}
 
 
 def publish(
@@ -454,6 +470,14 @@ def main() -> None:
     )
     parser.add_argument("--postgres", action="store_true", help="register on PostgreSQL")
     parser.add_argument(
+        "--collectors",
+        type=int,
+        default=1,
+        metavar="N",
+        help="live run: N collectors sharing the district's sites by ownership (partitions "
+        "preferred by collector-1 … collector-N; needs --postgres); figures summed over them",
+    )
+    parser.add_argument(
         "--victoriametrics",
         action="store_true",
         help="time series in a VictoriaMetrics started here (a district's store) instead of "
@@ -487,6 +511,17 @@ def main() -> None:
         "~117,000: every device's first report in this collector opens its state)",
     )
     args = parser.parse_args()
+    if args.collectors < 1:
+        raise SystemExit("--collectors must be 1 or more")
+    if args.collectors > 1 and args.in_process:
+        raise SystemExit("--collectors is for the live run: --in-process has no collector")
+    if args.collectors > 1 and not args.postgres:
+        raise SystemExit(
+            f"--collectors {args.collectors} needs --postgres: collectors share the district "
+            "by PostgreSQL advisory locks (docs/scale.md#ownership), which SQLite has not"
+        )
+    if args.collectors > 1 and args.profile:
+        raise SystemExit("--profile records one collector: use it with --collectors 1")
     work = Path(tempfile.mkdtemp(prefix="cw-district-"))
     if args.in_process:
         try:
@@ -585,6 +620,57 @@ def store_cpu_s(db: str | None, work: Path) -> float:
     return total
 
 
+def district_collectors(
+    work: Path,
+    port: int,
+    recording: Path,
+    args: argparse.Namespace,
+    db: str | None,
+    tsdb: str | None,
+    alert_sites: list[str],
+) -> list[Collector]:
+    """The collectors of the live run, not started. More than one: an ``[ownership]``
+    config shared by all, every site published to dealt round-robin into one partition per
+    collector, the k-th preferred by ``collector-k``."""
+    count = args.collectors
+    names = ["district"] if count == 1 else [f"district-{k}" for k in range(1, count + 1)]
+    collectors = []
+    for name in names:
+        collector = Collector(work, name, f"mqtt://127.0.0.1:{port}", db, None)
+        if tsdb:
+            collector.command += ["--tsdb", tsdb]
+        collector.env |= {
+            "CW_COLLECTOR_FORWARDING_CONFIG": str(work / "fwd.yaml"),
+            "CW_COLLECTOR_ALERT_GROUP_WAIT_S": "0",
+        }
+        if not args.with_reports:
+            collector.env["CW_COLLECTOR_REPORT_SCHEDULE_INTERVAL_S"] = "0"
+        collectors.append(collector)
+    if count > 1:
+        schools = recorded_sites(recording)
+        sites = sorted(schools | set(alert_sites))
+        partitions = {f"p{k}": part for k, part in enumerate(round_robin(sites, count), 1)}
+        prefer = {f"p{k}": f"collector-{k}" for k in range(1, count + 1)}
+        config = work / "ownership.toml"
+        config.write_text(ownership_toml("district", partitions, prefer), encoding="utf-8")
+        for k, collector in enumerate(collectors, 1):
+            collector.command += ["--config", str(config)]
+            collector.env["CW_COLLECTOR_COLLECTOR_ID"] = f"collector-{k}"
+        sizes = ", ".join(f"{name} {len(part)}" for name, part in partitions.items())
+        print(
+            f"ownership: {count} collectors; {len(sites)} sites ({len(schools)} schools, "
+            f"{len(alert_sites)} alert PCs' sites) in {count} partitions ({sizes} sites)"
+        )
+    return collectors
+
+
+def mb(values: list[float]) -> str:
+    """A sum of RSS figures, and each when there are several."""
+    if len(values) == 1:
+        return f"{values[0]:.0f} MB"
+    return f"{sum(values):.0f} MB ({' + '.join(f'{v:.0f}' for v in values)})"
+
+
 def collector_run(
     work: Path,
     port: int,
@@ -594,15 +680,11 @@ def collector_run(
     tsdb: str | None,
     peer_ms: float,
 ) -> None:
-    collector = Collector(work, "district", f"mqtt://127.0.0.1:{port}", db, None)
-    if tsdb:
-        collector.command += ["--tsdb", tsdb]
-    collector.env |= {
-        "CW_COLLECTOR_FORWARDING_CONFIG": str(work / "fwd.yaml"),
-        "CW_COLLECTOR_ALERT_GROUP_WAIT_S": "0",
-    }
-    if not args.with_reports:
-        collector.env["CW_COLLECTOR_REPORT_SCHEDULE_INTERVAL_S"] = "0"
+    alert_devices = [f"lab-{n:04d}" for n in range(int(args.duration / args.alert_every) + 1)]
+    collectors = district_collectors(
+        work, port, recording, args, db, tsdb, [f"s-{device}" for device in alert_devices]
+    )
+    count = len(collectors)
     if args.warm_up == "seed":
         from campuswatch.collector.db.engine import default_url
 
@@ -610,17 +692,41 @@ def collector_run(
         (work / "district").mkdir(parents=True, exist_ok=True)
         seeded = seed_register(db or default_url(work / "district"), recording)
         print(f"warm-up: {seeded} devices registered in bulk in {time.monotonic() - started:.0f} s")
-    collector.start()
+    for collector in collectors:  # together: each may wait for the others' partitions
+        collector.start(wait=False)
+    for collector in collectors:
+        collector.wait_ready()
 
-    def figures() -> dict[str, float]:
-        values = scrape_all(collector.port, STORED, DUPLICATES, REJECTED)
-        return values if values is not None else {}
+    def each() -> list[dict[str, float]]:
+        """Per collector: its stored, duplicates and rejected counters ({} if no answer)."""
+        return [scrape_all(c.port, STORED, DUPLICATES, REJECTED) or {} for c in collectors]
 
-    wait_for(lambda: scrape_all(collector.port, STORED) is not None, 60, "the collector")
+    def figures(per: list[dict[str, float]] | None = None) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for values in each() if per is None else per:
+            for family, value in values.items():
+                total[family] = total.get(family, 0.0) + value
+        return total
+
+    def rss() -> list[float]:
+        return [c.rss_mb() for c in collectors]
+
+    wait_for(
+        lambda: all(scrape_all(c.port, STORED) is not None for c in collectors),
+        60,
+        "the collector" if count == 1 else "the collectors",
+    )
+    if count > 1:
+        started = time.monotonic()
+        # Every partition's session exists before anything is published to its sites.
+        wait_for_owners(collectors, count)
+        print(
+            f"ownership: each collector runs its partition {time.monotonic() - started:.0f} s "
+            f"after answering; load {load()}"
+        )
     alerts = MqttConnection("district-alerts", BrokerAddress("127.0.0.1", port, False))
     alerts.start()
     alerts.wait_connected(10)
-    alert_devices = [f"lab-{n:04d}" for n in range(int(args.duration / args.alert_every) + 1)]
     for device in alert_devices:  # known PCs: first contact is not what is measured
         payload = encode_message(HealthMessage(device_id=device, site=f"s-{device}"))
         alerts.publish(f"cw/v1/s-{device}/{device}/health", payload, qos=1)
@@ -640,20 +746,22 @@ def collector_run(
     )
     print(
         f"warm-up: {birth_count} birth messages and {extra} alert PCs' first reports stored "
-        f"in {time.monotonic() - started:.0f} s; collector RSS {collector.rss_mb():.0f} MB"
+        f"in {time.monotonic() - started:.0f} s; collector{'s' if count > 1 else ''} RSS "
+        f"{mb(rss())}"
     )
 
-    before = figures()
-    cpu_before = collector.cpu_s()
+    before_each = each()
+    before = figures(before_each)
+    cpu_before = [c.cpu_s() for c in collectors]
     store_cpu_before = store_cpu_s(db, work)
     machine_before = psutil.cpu_times()
     publisher = PublisherProcess(port, recording, "cycle", args.rate)
     profiler = None
     if args.profile:
-        assert collector.process is not None
+        assert collectors[0].process is not None
         command = [
             str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-            str(collector.process.pid), "--duration", str(int(args.duration)),
+            str(collectors[0].process.pid), "--duration", str(int(args.duration)),
             "--rate", "50", "--output", str(args.profile), "--nonblocking",
             "--format", "flamegraph" if args.profile.suffix == ".svg" else "raw",
         ]  # fmt: skip
@@ -664,8 +772,10 @@ def collector_run(
         )
     load_started = time.monotonic()
     print(f"load: {args.rate:.0f} msg/s for {args.duration:.0f} s; load {load()}")
-    print("     t s   RSS MB     sent    stored  backlog")
+    each_header = "  RSS MB each" if count > 1 else ""
+    print(f"     t s   RSS MB     sent    stored  backlog{each_header}")
     samples: list[tuple[float, float]] = []
+    samples_each: list[list[tuple[float, float]]] = [[] for _ in collectors]
     backlogs: list[tuple[float, int]] = []
     published: dict[str, float] = {}
     next_alert = load_started + args.alert_every / 2
@@ -686,13 +796,16 @@ def collector_run(
             seen = figures()
             stored = int(seen.get(STORED, 0) - before.get(STORED, 0))
             backlog = publisher.sent.value + alert_index - stored
-            rss = collector.rss_mb()
-            samples.append((elapsed, rss))
+            sizes = rss()
+            samples.append((elapsed, sum(sizes)))
+            for own, size in zip(samples_each, sizes, strict=True):
+                own.append((elapsed, size))
             backlogs.append((elapsed, backlog))
             if len(samples) % 3 == 1:
+                sizes_each = "  " + " ".join(f"{v:.0f}" for v in sizes) if count > 1 else ""
                 print(
-                    f"  {elapsed:6.0f} {rss:8.1f} {publisher.sent.value:8d} {stored:9d} "
-                    f"{backlog:8d}",
+                    f"  {elapsed:6.0f} {sum(sizes):8.1f} {publisher.sent.value:8d} {stored:9d} "
+                    f"{backlog:8d}{sizes_each}",
                     flush=True,
                 )
             next_sample += SAMPLE_S
@@ -711,11 +824,14 @@ def collector_run(
     except SystemExit as exc:
         print(f"{exc}: counted as not stored below")
     drain_s = time.monotonic() - drain_started
-    after = figures()
-    cpu = collector.cpu_s() - cpu_before
+    after_each = each()
+    after = figures(after_each)
+    cpu_each = [c.cpu_s() - b for c, b in zip(collectors, cpu_before, strict=True)]
+    cpu = sum(cpu_each)
     store_cpu = store_cpu_s(db, work) - store_cpu_before
     busy = machine_busy(machine_before, psutil.cpu_times())
-    final_rss = collector.rss_mb()
+    final_each = rss()
+    final_rss = sum(final_each)
     deadline = time.monotonic() + 30
     with arrived:
         while len(arrivals) < len(published) and time.monotonic() < deadline:
@@ -723,7 +839,8 @@ def collector_run(
     if profiler is not None:
         profiler.wait(120)
     alerts.stop()
-    collector.stop()
+    for collector in collectors:
+        collector.stop()
 
     stored = int(after.get(STORED, 0) - before.get(STORED, 0))
     duplicates = int(after.get(DUPLICATES, 0) - before.get(DUPLICATES, 0))
@@ -752,14 +869,31 @@ def collector_run(
         )
     else:
         print(f"alerts: none of {len(published)} reached the syslog receiver")
+    label = "collector RSS" if count == 1 else f"collectors RSS (sum of {count})"
     print(
-        f"collector RSS: start {samples[0][1]:.1f} MB, middle {middle[1]:.1f} MB, end "
+        f"{label}: start {samples[0][1]:.1f} MB, middle {middle[1]:.1f} MB, end "
         f"{samples[-1][1]:.1f} MB, after drain {final_rss:.1f} MB; slope "
         f"{slope_per_10_min(samples):+.1f} MB/10 min"
     )
+    if count > 1:
+        for k, (own, end_rss, cpu_s) in enumerate(
+            zip(samples_each, final_each, cpu_each, strict=True)
+        ):
+            mine = {
+                f: after_each[k].get(f, 0) - before_each[k].get(f, 0)
+                for f in (STORED, DUPLICATES, REJECTED)
+            }
+            print(
+                f"  collector-{k + 1}: stored {mine[STORED]:.0f}, duplicates "
+                f"{mine[DUPLICATES]:.0f}, rejected {mine[REJECTED]:.0f}; CPU {cpu_s:.1f} s "
+                f"({cpu_s * 1000 / max(mine[STORED], 1):.3f} ms/stored msg); RSS start "
+                f"{own[0][1]:.1f} MB, end {own[-1][1]:.1f} MB, after drain {end_rss:.1f} MB; "
+                f"slope {slope_per_10_min(own):+.1f} MB/10 min"
+            )
     collector_ms = cpu * 1000 / max(stored, 1)
+    who = "collector" if count == 1 else f"collectors ({count} processes)"
     print(
-        f"CPU per message: collector {collector_ms:.3f} ms/stored msg, bare paho subscriber "
+        f"CPU per message: {who} {collector_ms:.3f} ms/stored msg, bare paho subscriber "
         f"{peer_ms:.3f} ms/msg ({collector_ms / peer_ms:.1f}x); publisher "
         f"{publisher.cpu_s.value * 1000 / max(publisher.sent.value, 1):.3f} ms/msg; machine "
         f"busy {busy:.0%}; load {load()}"

@@ -232,6 +232,53 @@ class StoredSoFar:
         return StoredSoFar(stored, min(times), max(times))
 
 
+OWNED = "campuswatch_ownership_partitions"
+
+
+def round_robin(sites: list[str], count: int) -> list[list[str]]:
+    """``sites`` dealt into ``count`` partitions: the k-th takes every count-th, from k."""
+    return [sites[k::count] for k in range(count)]
+
+
+def ownership_toml(
+    group: str, partitions: dict[str, list[str]], prefer: dict[str, str] | None = None
+) -> str:
+    """A collector config with an ``[ownership]`` table (docs/scale.md#ownership):
+    ``partitions`` maps each partition's name to its sites, ``prefer`` to the collector_id
+    that runs it when alive (none: whoever locks it first). Free partitions are tried every
+    second and a preferred collector counts as back after 5 s, so a run waits little."""
+    lines = [
+        "[ownership]",
+        f'group = "{group}"',
+        "poll_interval_s = 1.0",
+        "handback_grace_s = 5.0",
+    ]
+    for name, sites in partitions.items():
+        quoted = ", ".join(f'"{site}"' for site in sites)
+        lines += ["[[ownership.partitions]]", f'name = "{name}"', f"sites = [{quoted}]"]
+        if prefer and name in prefer:
+            lines.append(f'prefer = "{prefer[name]}"')
+    return "\n".join(lines) + "\n"
+
+
+def owned_partitions(port: int) -> float:
+    """Partitions the collector on ``port`` runs now; -1 if its /metrics does not answer."""
+    values = scrape_all(port, OWNED)
+    return -1.0 if values is None else values.get(OWNED, 0.0)
+
+
+def wait_for_owners(collectors: list[Collector], partitions: int, timeout_s: float = 120) -> None:
+    """Until all ``partitions`` have an owner and every collector runs one at least: each
+    partition's persistent session then exists, so the broker keeps what is published to
+    its sites from now on (a site in no running partition is heard by nobody)."""
+
+    def owned() -> bool:
+        counts = [owned_partitions(c.port) for c in collectors]
+        return sum(max(n, 0) for n in counts) >= partitions and all(n >= 1 for n in counts)
+
+    wait_for(owned, timeout_s, "partitions owned", SCRAPE_S)
+
+
 class Collector:
     running: ClassVar[set[Collector]] = set()  # stopped in main's finally, whatever failed
 

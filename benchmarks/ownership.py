@@ -48,18 +48,19 @@ from ingest import (
     StoredSoFar,
     load,
     machine_busy,
+    ownership_toml,
     postgres_database,
     publish_backlog,
-    scrape_all,
+    round_robin,
     stored_total,
     wait_for,
+    wait_for_owners,
 )
 
 from campuswatch.collector.ownership import client_id_of
 from campuswatch.localports import free_port, wait_for_port
 from campuswatch.wire.mqtt import BrokerAddress, MqttConnection
 
-OWNED = "campuswatch_ownership_partitions"
 SETUPS: dict[str, tuple[int, bool, str | None, str]] = {
     # name: (collectors, [ownership], share group, label)
     "one": (1, False, None, "1 collector, no ownership"),
@@ -74,27 +75,11 @@ def sites_of(devices: int) -> list[str]:
     return [f"bench-s{n:03d}" for n in range((devices - 1) // 50 + 1)]
 
 
-def ownership_toml(devices: int, group: str, prefer: bool) -> str:
-    sites = sites_of(devices)
-    halves = {"north": sites[0::2], "south": sites[1::2]}
-    lines = [
-        "[ownership]",
-        f'group = "{group}"',
-        "poll_interval_s = 1.0",
-        "handback_grace_s = 5.0",
-    ]
-    ids = (f"{group}-c0", f"{group}-c1")
-    for (name, part), collector_id in zip(halves.items(), ids, strict=True):
-        quoted = ", ".join(f'"{site}"' for site in part)
-        lines += ["[[ownership.partitions]]", f'name = "{name}"', f"sites = [{quoted}]"]
-        if prefer:
-            lines.append(f'prefer = "{collector_id}"')
-    return "\n".join(lines) + "\n"
-
-
-def owned_partitions(port: int) -> float:
-    values = scrape_all(port, OWNED)
-    return -1.0 if values is None else values.get(OWNED, 0.0)
+def halves_toml(devices: int, group: str, prefer: bool) -> str:
+    """The schools in two partitions, north and south, preferring collectors c0 and c1."""
+    halves = dict(zip(("north", "south"), round_robin(sites_of(devices), 2), strict=True))
+    ids = dict(zip(halves, (f"{group}-c0", f"{group}-c1"), strict=True))
+    return ownership_toml(group, halves, ids if prefer else None)
 
 
 def forget_sessions(broker: BrokerAddress, client_ids: list[str]) -> None:
@@ -119,7 +104,7 @@ def drain(
     """(CPU ms per stored message, msg/s, machine busy share, messages measured)."""
     config = work / f"{tag}.toml"
     # One collector takes both partitions at once (no preferred collector to wait for).
-    config.write_text(ownership_toml(args.devices, tag, prefer=count > 1) if ownership else "")
+    config.write_text(halves_toml(args.devices, tag, prefer=count > 1) if ownership else "")
     collectors = []
     for n in range(count):
         # Ids of this set-up only: a persistent session left by an earlier one would queue
@@ -133,15 +118,7 @@ def drain(
     wait_for(lambda: all(stored_total(c.port) >= 0 for c in collectors), 60, "collectors")
     if ownership:
         # Every partition has an owner, so its session exists before anything is published.
-        wait_for(
-            lambda: (
-                sum(max(owned_partitions(c.port), 0) for c in collectors) >= 2
-                and all(owned_partitions(c.port) >= 1 for c in collectors)
-            ),
-            120,
-            "partitions owned",
-            SCRAPE_S,
-        )
+        wait_for_owners(collectors, 2)
     publish_backlog(broker, args.devices, args.devices)
     wait_for(
         lambda: sum(max(stored_total(c.port), 0) for c in collectors) >= args.devices,
