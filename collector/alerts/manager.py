@@ -133,8 +133,10 @@ class _Pass:
     groups: set[str] = field(default_factory=set)
     sites: dict[str, dict[str, str]] = field(default_factory=dict)
     devices: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
-    evidence: dict[int, _PendingEvidence] = field(default_factory=dict)
-    """Alert id → evidence to store with the pass (``AlertManager._store_evidence``)."""
+    evidence: dict[Alert, _PendingEvidence] = field(default_factory=dict)
+    """Alert → evidence to store with the pass (``AlertManager._store_evidence``)."""
+    unflushed_audits: list[tuple[AlertAudit, Alert]] = field(default_factory=list)
+    """Audit rows of alerts opened in this pass and not yet flushed (no id yet)."""
 
 
 @dataclass
@@ -177,6 +179,7 @@ class AlertManager:
         session = run.session
         self._lock_keys(session, sorted({f"alert:{signal.fingerprint}" for signal in signals}))
         current = self._current_alerts(session, {signal.fingerprint for signal in signals})
+        # Keyed by id(): an alert opened in this batch has no database id before its flush.
         level_changed: dict[int, Alert] = {}
         reopened: dict[int, Alert] = {}
         resolved: list[Alert] = []
@@ -196,7 +199,7 @@ class AlertManager:
             if was_inhibition_matched or inhibition_involves(rules, alert):
                 inhibition_sites.add(alert.site_id)
             else:
-                silence_checks[alert.id] = alert
+                silence_checks[id(alert)] = alert
 
         # Most severe first (stable, so one fingerprint's signals keep their order): when the
         # 3-day and 7-day signature rules fire for one message, the 7-day alert opens first
@@ -216,7 +219,7 @@ class AlertManager:
                 was_inhibition_matched = inhibition_involves(rules, alert)
                 matched_on = _matched_on(alert)
                 if self._update_firing(run, alert, signal):
-                    level_changed[alert.id] = alert
+                    level_changed[id(alert)] = alert
                 if _matched_on(alert) != matched_on:
                     changed(alert, was_inhibition_matched=was_inhibition_matched)
                 # A repeat changes nothing a group waits for: the tick releases what time
@@ -249,11 +252,12 @@ class AlertManager:
             changed(alert, was_inhibition_matched=False)
             run.groups.add(alert.group_key)
             self._resolve_milder(run, alert, signal.at, superseded, inhibition_sites)
+        self._flush_new_alerts(run)
         session.flush()
 
         suppression = self._alerts_for_suppression(session, inhibition_sites)
         looked_at = {alert.id for alert in suppression}
-        suppression += [alert for key, alert in silence_checks.items() if key not in looked_at]
+        suppression += [alert for alert in silence_checks.values() if alert.id not in looked_at]
         self._apply_suppression(run, suppression)
         for alert in resolved:
             if alert.last_notified_at is not None:
@@ -367,8 +371,9 @@ class AlertManager:
             pending_since=run.now,
             group_key=group_key_for(signal.site_id, signal.rule_id),
         )
+        # Not flushed here: a batch's new alerts are inserted together (a flush per alert was
+        # most of the cost of a district's first reports); their audit rows wait for the ids.
         run.session.add(alert)
-        run.session.flush()
         self._audit(run, alert, "opened", None, None, "firing", note=signal.summary or None)
         self._add_evidence(run, alert, signal.evidence, known_alert=False)
         return alert
@@ -437,9 +442,9 @@ class AlertManager:
         items = list(evidence)
         if not items:
             return
-        pending = run.evidence.get(alert.id)
+        pending = run.evidence.get(alert)
         if pending is None:
-            run.evidence[alert.id] = _PendingEvidence(items, known_alert)
+            run.evidence[alert] = _PendingEvidence(items, known_alert)
         else:
             pending.items += items
             pending.known_alert = pending.known_alert or known_alert
@@ -449,10 +454,12 @@ class AlertManager:
         items, and a redelivered message adds nothing. A few statements per pass, whatever
         the number of alerts (a tick folds the repeats of every firing alert at once; one
         flush and two queries per alert made that tick the collector's costliest step)."""
-        pending, run.evidence = run.evidence, {}
-        if not pending:
+        by_alert, run.evidence = run.evidence, {}
+        if not by_alert:
             return
         session = run.session
+        self._flush_new_alerts(run)
+        pending = {alert.id: entry for alert, entry in by_alert.items()}
         known = sorted(alert_id for alert_id, entry in pending.items() if entry.known_alert)
         stored: set[tuple[int, str]] = set()
         for start in range(0, len(known), _EVIDENCE_CHUNK):
@@ -900,6 +907,7 @@ class AlertManager:
         def collect(run: _Pass) -> list[AlertNotification]:
             work(run)
             self._store_evidence(run)
+            self._flush_new_alerts(run)
             if run.notifications and self.on_notifications is not None:
                 self.on_notifications(run.session, run.notifications)
             return run.notifications
@@ -955,17 +963,30 @@ class AlertManager:
         *,
         note: str | None = None,
     ) -> None:
-        run.session.add(
-            AlertAudit(
-                alert_id=alert.id,
-                at=run.now,
-                action=action,
-                actor=actor or SYSTEM_ACTOR,
-                note=note[:MAX_TEXT_CHARS] if note else None,
-                from_state=from_state,
-                to_state=to_state,
-            )
+        row = AlertAudit(
+            alert_id=alert.id,
+            at=run.now,
+            action=action,
+            actor=actor or SYSTEM_ACTOR,
+            note=note[:MAX_TEXT_CHARS] if note else None,
+            from_state=from_state,
+            to_state=to_state,
         )
+        if alert.id is None:
+            run.unflushed_audits.append((row, alert))
+        else:
+            run.session.add(row)
+
+    @staticmethod
+    def _flush_new_alerts(run: _Pass) -> None:
+        """Insert the pass's new alerts (one flush) and then their audit rows."""
+        if not run.unflushed_audits:
+            return
+        run.session.flush()
+        for row, alert in run.unflushed_audits:
+            row.alert_id = alert.id
+            run.session.add(row)
+        run.unflushed_audits.clear()
 
     def _notify(
         self,

@@ -6,11 +6,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.alerts.manager import AlertManager
-from campuswatch.collector.alerts.models import Alert, AlertEvidence
+from campuswatch.collector.alerts.models import Alert, AlertAudit, AlertEvidence
 from campuswatch.collector.alerts.policy import AlertPolicy
 from campuswatch.collector.signals import AlertSignal, Evidence
 from tests.collector.alerts.conftest import SCHOOL, T0, Clock, signal
@@ -203,3 +203,50 @@ def test_duplicate_fingerprint_count_in_database_is_one(
     with factory() as session:
         count = session.scalar(select(func.count()).select_from(Alert))
     assert count == 1
+
+
+def test_a_batch_opening_many_alerts_inserts_them_together_with_their_audit_and_evidence(
+    manager: AlertManager, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    # A district's first reports (after a restart, or when the morning's CO2 climbs) open
+    # thousands of alerts at once; a flush for each was most of that cost.
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement.lstrip().upper())
+
+    devices = [f"pc-{number:02}" for number in range(40)]
+    batch = [
+        signal(device, evidence=(Evidence(f"msg-{device}", "av", T0, {"n": 1}),))
+        for device in devices
+    ]
+    batch.append(signal("pc-00", level="high", at=T0 + timedelta(seconds=1)))  # same batch
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        manager.process(batch, T0)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    inserts = [i for i, text in enumerate(statements) if text.startswith("INSERT INTO ALERTS ")]
+    # One flush: the inserts follow each other. PostgreSQL takes them as one statement;
+    # SQLAlchemy sends SQLite one per row (it cannot match RETURNING rows to objects there).
+    assert inserts == list(range(inserts[0], inserts[0] + len(inserts)))
+    if engine.dialect.name == "postgresql":
+        assert len(inserts) == 1
+    with factory() as session:
+        opened = list(session.scalars(select(Alert).order_by(Alert.device_id)))
+        assert [alert.device_id for alert in opened] == devices
+        # Most severe first: the high signal opened pc-00's alert, the medium one folded in.
+        assert (opened[0].level, opened[0].occurrences) == ("medium", 2)
+        audits = {
+            (alert_id, action): note
+            for alert_id, action, note in session.execute(
+                select(AlertAudit.alert_id, AlertAudit.action, AlertAudit.note)
+            )
+        }
+        rows = session.execute(select(AlertEvidence.message_id, AlertEvidence.alert_id))
+        evidence = {message_id: alert_id for message_id, alert_id in rows}
+    for alert in opened:
+        assert (alert.id, "opened") in audits
+        assert evidence[f"msg-{alert.device_id}"] == alert.id
+    assert audits[(opened[0].id, "updated")] == "level high -> medium"
