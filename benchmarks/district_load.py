@@ -391,7 +391,10 @@ def in_process(
     (``python -m pstats FILE``); the CPU figure then includes cProfile's own overhead."""
     from campuswatch.collector.alerting import Alerting
     from campuswatch.collector.db.engine import default_url, make_engine, session_factory
+    from campuswatch.collector.service import set_gc_young_threshold
+    from campuswatch.collector.settings import CollectorSettings
 
+    set_gc_young_threshold(CollectorSettings().gc_young_threshold)  # as a collector does
     url = default_url(work)
     seeded = seed_register(url, recording_path)
     with recording_path.open("rb") as file:

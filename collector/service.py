@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -63,6 +64,14 @@ def log_forwarding_destinations(forwarding: ForwardingSettings | None) -> None:
 REPORT_START_DELAY_S = 300.0
 """The first report pass waits out the collector's start (backlog, sim connecting)."""
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin (CW_ADMIN_TOKEN)"
+
+
+def set_gc_young_threshold(allocations: int) -> None:
+    """Process-wide (one collector runs per process): how many allocations between two
+    looks for reference cycles among new objects (``CollectorSettings.gc_young_threshold``;
+    docs/scale.md has the measurements)."""
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(allocations, middle, old)
 
 
 class CollectorService:
@@ -226,6 +235,7 @@ class CollectorService:
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        set_gc_young_threshold(self.settings.gc_young_threshold)
         if self.reports is not None:
             self.reports.start()
         # With [ownership] the engine is warmed per partition as this collector takes it.

@@ -186,6 +186,11 @@ class CollectorSettings(BaseSettings):
     alert_update_interval_s: float = Field(default=300.0, ge=1, le=86_400)
     """At most one "updated" per open alert this often, carrying the count and last time of
     its repeated triggers (like Alertmanager's group_interval)."""
+    gc_young_threshold: int = Field(default=10_000, ge=700, le=1_000_000)
+    """Allocations between two looks for reference cycles among new objects (Python's
+    default is 700). An ingest batch allocates far more, so at 700 its short-lived objects
+    reached the older generations and whole-heap collections over a district's state ran
+    every few seconds. Lower it to trade CPU for less memory held by garbage cycles."""
     housekeeping_interval_s: float = Field(default=10.0, gt=0, le=300)
     """How often liveness timeouts, time-driven rules (absence, ratio, ``for``) and alert
     timers (group_wait, repeats, escalations) are evaluated."""
