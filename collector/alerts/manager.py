@@ -35,8 +35,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Final, Literal, TypeVar, cast
+from datetime import datetime, timedelta
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar, cast
 
 from sqlalchemy import Select, delete, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -111,6 +111,65 @@ _T = TypeVar("_T")
 NotificationState = Literal["firing", "acknowledged", "resolved", "silenced"]
 
 
+class _AlertTiming(Protocol):
+    """What the tick decides on: an ``Alert`` or a row of ``_TIMING_COLUMNS``."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def level(self) -> str: ...
+    @property
+    def silenced(self) -> bool: ...
+    @property
+    def inhibited(self) -> bool: ...
+    @property
+    def opened_at(self) -> datetime: ...
+    @property
+    def last_seen(self) -> datetime: ...
+    @property
+    def last_notified_at(self) -> datetime | None: ...
+    @property
+    def pending_since(self) -> datetime | None: ...
+    @property
+    def group_reported_at(self) -> datetime | None: ...
+    @property
+    def group_key(self) -> str: ...
+    @property
+    def escalation_step(self) -> int: ...
+
+
+# How often the tick looks at every open alert's silence and inhibition when nothing asked.
+_RECONCILE_EVERY: Final = timedelta(minutes=5)
+
+_TIMING_COLUMNS: Final = (
+    Alert.id,
+    Alert.state,
+    Alert.level,
+    Alert.silenced,
+    Alert.inhibited,
+    Alert.opened_at,
+    Alert.last_seen,
+    Alert.last_notified_at,
+    Alert.pending_since,
+    Alert.group_reported_at,
+    Alert.group_key,
+    Alert.escalation_step,
+)
+
+_Timing = TypeVar("_Timing", bound=_AlertTiming)
+
+
+@dataclass
+class _GroupRelease(Generic[_Timing]):
+    head: _Timing
+    event: Literal["opened", "updated"]
+    deliverable: list[_Timing]
+    listed: list[_Timing]
+    """The waiting members the note names: all of them (opened), or those that joined."""
+
+
 class AlertError(Exception):
     """Base for errors the API turns into 4xx answers."""
 
@@ -136,6 +195,10 @@ class _Pass:
     evidence: dict[Alert, _PendingEvidence] = field(default_factory=dict)
     """Alert → evidence to store with the pass (``AlertManager._store_evidence``)."""
     unflushed_audits: list[tuple[AlertAudit, Alert]] = field(default_factory=list)
+    ticked: bool = False
+    """A tick: it ran (another collector's tick held the lock otherwise)."""
+    reconciled: bool = False
+    """A tick: it looked at every open alert's silence and inhibition."""
     """Audit rows of alerts opened in this pass and not yet flushed (no id yet)."""
 
 
@@ -165,6 +228,12 @@ class AlertManager:
         self._collector_id = collector_id
         # Signals refused by reason; exported as campuswatch_alerts_rejected_total{reason}.
         self.rejected: Counter[str] = Counter()
+        # When this manager's last tick ran (None: never): silences that started since then
+        # are the tick's to apply. And when it last looked at every open alert's silence and
+        # inhibition (a safety net for changes two collectors made at once without seeing
+        # each other's, e.g. a source and its target opened by two $share collectors).
+        self._ticked_at: datetime | None = None
+        self._reconciled_at: datetime | None = None
 
     # --- signals --------------------------------------------------------------------------
 
@@ -548,68 +617,121 @@ class AlertManager:
 
     def tick(self, now: datetime) -> list[AlertNotification]:
         """Repeats, escalations, silences starting and ending, inhibition released, groups."""
-        return self._transaction(now, self._tick)
+        runs: list[_Pass] = []
 
-    def _tick(self, run: _Pass) -> None:
+        def work(run: _Pass) -> None:
+            runs.append(run)
+            run.ticked = self._tick(run)
+
+        notifications = self._transaction(now, work)
+        # After the commit: a tick rolled back must be done again in full.
+        if runs and runs[-1].ticked:
+            self._ticked_at = now
+            if runs[-1].reconciled:
+                self._reconciled_at = now
+        return notifications
+
+    def _tick(self, run: _Pass) -> bool:
+        """One tick's work; False if another collector's tick holds the lock."""
         session = run.session
         if session.get_bind().dialect.name == "postgresql":
             # Two collectors ticking at once would both send each repeat; one is enough.
             got_lock = session.scalar(select(func.pg_try_advisory_xact_lock(_TICK_LOCK_KEY)))
             if not got_lock:
-                return
-        for silence in session.scalars(
-            select(Silence).where(Silence.expired_at.is_(None), Silence.ends_at <= run.now)
-        ):
+                return False
+        ended = list(
+            session.scalars(
+                select(Silence).where(Silence.expired_at.is_(None), Silence.ends_at <= run.now)
+            )
+        )
+        for silence in ended:
             silence.expired_at = silence.ends_at
             silence.expired_by = SYSTEM_ACTOR
-        open_alerts = list(
-            session.scalars(select(Alert).where(Alert.state.in_(OPEN_STATES)).order_by(Alert.id))
+        reconciled = self._reconciled_at
+        if (
+            ended
+            or reconciled is None
+            or run.now - reconciled >= _RECONCILE_EVERY
+            or self._silences_started(session, run.now)
+        ):
+            # Only time starts and ends silences on its own (everything else that changes a
+            # silence or an inhibition applies it in its own transaction): then every open
+            # alert is looked at; and every few minutes anyway.
+            session.flush()
+            self._apply_suppression(run, self._open_alerts(session))
+            run.reconciled = True
+        # Open alerts are read as plain rows first, and loaded only where something is due: a
+        # district keeps tens of thousands open (every unknown host its schools' scans find),
+        # and loading each of them every tick made the tick most of a collector's work.
+        rows = session.execute(select(*_TIMING_COLUMNS).where(Alert.state.in_(OPEN_STATES)))
+        due: list[int] = []
+        by_group: dict[str, list[_AlertTiming]] = {}
+        for row in sorted(rows, key=lambda item: item.id):
+            timing = cast(_AlertTiming, row)
+            if self._notification_due(timing, run.now):
+                due.append(timing.id)
+            by_group.setdefault(timing.group_key, []).append(timing)
+        for alert in queries.alerts_by_id(session, due):
+            self._tick_notify(run, alert)
+        run.groups.update(
+            key for key, members in by_group.items() if self._group_release(run.now, members)
         )
-        self._apply_suppression(run, open_alerts)
-        for alert in open_alerts:
-            if alert.last_notified_at is None or not _deliverable(alert):
-                continue
-            due = self._due_escalation(alert, run.now) if alert.state == "firing" else None
-            if due is not None:
-                index, step = due
-                alert.escalation_step = index + 1
-                note = f"not acknowledged after {step.after}: escalate to {step.notify}"
-                self._audit(run, alert, "escalated", None, "firing", "firing", note=note)
-                extra = {"escalation_step": str(index + 1), "escalate_to": step.notify}
-                self._notify(run, alert, "escalated", note=note, extra_labels=extra)
-            elif self._news_due(alert, run.now):
-                # Count and last_seen moved since the SOC last heard: one update per
-                # update_interval at most (the notification carries both).
-                note = f"seen {alert.occurrences} times, last at {alert.last_seen.isoformat()}"
-                self._notify(run, alert, "updated", note=note)
-            elif (
-                alert.state == "firing"
-                and run.now - alert.last_notified_at >= self.policy.repeat_interval
-            ):
-                self._notify(run, alert, "repeated")
-        # The open alerts are loaded already: the groups with a member waiting, and each
-        # group's members, come from them (querying each group again cost most of a tick
-        # with thousands of open alerts).
-        by_group: dict[str, list[Alert]] = {}
-        for alert in open_alerts:
-            by_group.setdefault(alert.group_key, []).append(alert)
-            if (
-                alert.state == "firing"
-                and alert.last_notified_at is None
-                and alert.pending_since is not None
-                and not alert.silenced
-                and not alert.inhibited
-            ):
-                run.groups.add(alert.group_key)
-        self._release_groups(run, run.groups, members=by_group)
+        self._release_groups(run, run.groups)
+        return True
 
-    def _news_due(self, alert: Alert, now: datetime) -> bool:
+    def _silences_started(self, session: Session, now: datetime) -> bool:
+        """Whether a silence started since this manager's last tick (and is still on)."""
+        query = select(Silence.id).where(
+            Silence.expired_at.is_(None),
+            Silence.starts_at <= now,
+            Silence.ends_at > now,
+        )
+        if self._ticked_at is not None:
+            query = query.where(Silence.starts_at > self._ticked_at)
+        return session.scalar(query.limit(1)) is not None
+
+    def _notification_due(self, alert: _AlertTiming, now: datetime) -> bool:
+        """Whether ``_tick_notify`` has something to send for the alert."""
+        told = alert.last_notified_at
+        if told is None or not _deliverable(alert):
+            return False
+        if alert.state == "firing" and self._due_escalation(alert, now) is not None:
+            return True
+        if self._news_due(alert, now):
+            return True
+        return alert.state == "firing" and now - told >= self.policy.repeat_interval
+
+    def _tick_notify(self, run: _Pass, alert: Alert) -> None:
+        if alert.last_notified_at is None or not _deliverable(alert):
+            return
+        due = self._due_escalation(alert, run.now) if alert.state == "firing" else None
+        if due is not None:
+            index, step = due
+            alert.escalation_step = index + 1
+            note = f"not acknowledged after {step.after}: escalate to {step.notify}"
+            self._audit(run, alert, "escalated", None, "firing", "firing", note=note)
+            extra = {"escalation_step": str(index + 1), "escalate_to": step.notify}
+            self._notify(run, alert, "escalated", note=note, extra_labels=extra)
+        elif self._news_due(alert, run.now):
+            # Count and last_seen moved since the SOC last heard: one update per
+            # update_interval at most (the notification carries both).
+            note = f"seen {alert.occurrences} times, last at {alert.last_seen.isoformat()}"
+            self._notify(run, alert, "updated", note=note)
+        elif (
+            alert.state == "firing"
+            and run.now - alert.last_notified_at >= self.policy.repeat_interval
+        ):
+            self._notify(run, alert, "repeated")
+
+    def _news_due(self, alert: _AlertTiming, now: datetime) -> bool:
         """Repeats since the last notification, and that one is update_interval old."""
         told = alert.last_notified_at
         assert told is not None
         return alert.last_seen > told and now - told >= self.policy.update_interval
 
-    def _due_escalation(self, alert: Alert, now: datetime) -> tuple[int, EscalationStep] | None:
+    def _due_escalation(
+        self, alert: _AlertTiming, now: datetime
+    ) -> tuple[int, EscalationStep] | None:
         """The furthest step now due that the alert has not taken yet, if any."""
         due: tuple[int, EscalationStep] | None = None
         steps = self.policy.escalations
@@ -688,23 +810,19 @@ class AlertManager:
 
     # --- groups -----------------------------------------------------------------------------
 
-    def _release_groups(
-        self,
-        run: _Pass,
-        group_keys: Iterable[str],
-        *,
-        members: dict[str, list[Alert]] | None = None,
-    ) -> None:
-        """Release each group's waiting alerts that are due. ``members``: every open alert
-        of the groups by group, oldest first, when the caller has them loaded already."""
+    def _release_groups(self, run: _Pass, group_keys: Iterable[str]) -> None:
+        """Release each group's waiting alerts that are due."""
         keys = sorted(set(group_keys))
         self._lock_keys(run.session, [f"group:{key}" for key in keys])
-        if members is None:
-            members = queries.open_alerts_in_groups(run.session, keys)
+        members = queries.open_alerts_in_groups(run.session, keys)
         for key in keys:
             self._release_group(run, key, members.get(key, []))
 
-    def _release_group(self, run: _Pass, group_key: str, members: Sequence[Alert]) -> None:
+    def _group_release(
+        self, now: datetime, members: Sequence[_Timing]
+    ) -> _GroupRelease[_Timing] | None:
+        """What a group (its open alerts, oldest first) has to tell the SOC now, if anything.
+        Reads timings only, so the tick can ask it of rows before loading any alert."""
         deliverable = [alert for alert in members if _deliverable(alert)]
         waiting = [
             alert
@@ -714,31 +832,39 @@ class AlertManager:
             and alert.pending_since is not None
         ]
         if not waiting:
-            return
+            return None
         heads = [alert for alert in deliverable if alert.last_notified_at is not None]
         if not heads:
-            if run.now - min(_since(alert) for alert in waiting) < self.policy.group_wait:
-                return
+            if now - min(_since(alert) for alert in waiting) < self.policy.group_wait:
+                return None
             head = max(waiting, key=lambda alert: (_rank(alert.level), -alert.id))
-            others = len(deliverable) - 1
-            note = _members_note("more alert(s) of this rule at this site", waiting, head)
-            self._notify(
-                run, head, "opened", note=note if others else None,
-                extra_labels=_group_labels(group_key, len(deliverable), others),
-            )  # fmt: skip
-            head.group_reported_at = run.now
-            return
+            return _GroupRelease(head, "opened", deliverable, waiting)
         head = heads[0]
         reported_at = head.group_reported_at or head.last_notified_at
         assert reported_at is not None
         joined = [alert for alert in waiting if _since(alert) > reported_at]
-        if not joined or run.now - reported_at < self.policy.group_interval:
+        if not joined or now - reported_at < self.policy.group_interval:
+            return None
+        return _GroupRelease(head, "updated", deliverable, joined)
+
+    def _release_group(self, run: _Pass, group_key: str, members: Sequence[Alert]) -> None:
+        release = self._group_release(run.now, members)
+        if release is None:
             return
-        note = _members_note("alert(s) joined this group", joined, None)
-        self._notify(
-            run, head, "updated", note=note,
-            extra_labels=_group_labels(group_key, len(deliverable), len(joined)),
-        )  # fmt: skip
+        head, size = release.head, len(release.deliverable)
+        if release.event == "opened":
+            others = size - 1
+            note = _members_note("more alert(s) of this rule at this site", release.listed, head)
+            self._notify(
+                run, head, "opened", note=note if others else None,
+                extra_labels=_group_labels(group_key, size, others),
+            )  # fmt: skip
+        else:
+            note = _members_note("alert(s) joined this group", release.listed, None)
+            self._notify(
+                run, head, "updated", note=note,
+                extra_labels=_group_labels(group_key, size, len(release.listed)),
+            )  # fmt: skip
         head.group_reported_at = run.now
 
     # --- human actions ----------------------------------------------------------------------
@@ -1107,11 +1233,11 @@ def _matched_on(alert: Alert) -> tuple[str, dict[str, Any], list[str]]:
     return alert.level, dict(alert.labels or {}), list(alert.tags or ())
 
 
-def _deliverable(alert: Alert) -> bool:
+def _deliverable(alert: _AlertTiming) -> bool:
     return not alert.silenced and not alert.inhibited
 
 
-def _since(alert: Alert) -> datetime:
+def _since(alert: _AlertTiming) -> datetime:
     assert alert.pending_since is not None
     return alert.pending_since
 

@@ -248,6 +248,16 @@ def _rank(level: str) -> int:
     return LEVELS.index(level) if level in LEVELS else -1
 
 
+def alerts_by_id(session: Session, ids: Collection[int], chunk: int = 500) -> list[Alert]:
+    """The alerts of ``ids``, oldest first: one query per ``chunk``."""
+    ordered = sorted(ids)
+    found: list[Alert] = []
+    for start in range(0, len(ordered), chunk):
+        query = select(Alert).where(Alert.id.in_(ordered[start : start + chunk]))
+        found += session.scalars(query.order_by(Alert.id))
+    return found
+
+
 def open_alerts_in_groups(
     session: Session, group_keys: Collection[str], chunk: int = 500
 ) -> dict[str, list[Alert]]:

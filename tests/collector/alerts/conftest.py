@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-import campuswatch.collector.alerts.models  # noqa: F401  (registers the alert tables)
 from campuswatch.collector.alerts.manager import AlertManager
+from campuswatch.collector.alerts.models import Alert  # also registers the alert tables
 from campuswatch.collector.alerts.policy import (
     DEVICE_OFFLINE_TAG,
     SITE_UNREACHABLE_TAG,
@@ -112,3 +112,18 @@ def uplink_down(**kwargs: object) -> AlertSignal:
         tags=(SITE_UNREACHABLE_TAG,),
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def alerts_loaded_by(factory: sessionmaker[Session], work: Callable[[], object]) -> int:
+    """How many alert rows ``work`` loads from the database."""
+    loaded: list[int] = []
+
+    def count(target: Alert, _context: object) -> None:
+        loaded.append(target.id)
+
+    event.listen(Alert, "load", count)
+    try:
+        work()
+    finally:
+        event.remove(Alert, "load", count)
+    return len(loaded)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.alerts.manager import AlertInputError, AlertManager, AlertStateError
 from campuswatch.collector.alerts.models import Alert
 from campuswatch.collector.alerts.policy import AlertPolicy, InhibitionRule
-from tests.collector.alerts.conftest import SCHOOL, T0, Clock, device_offline, signal, uplink_down
+from tests.collector.alerts.conftest import (
+    SCHOOL,
+    T0,
+    Clock,
+    alerts_loaded_by,
+    device_offline,
+    signal,
+    uplink_down,
+)
 
 WAIT = timedelta(seconds=30)
 DEVICES = [f"pc-{number:03}" for number in range(200)]
@@ -271,21 +278,6 @@ def test_manual_resolve_of_the_source_releases_its_targets(
 
 
 # --- what a batch re-reads --------------------------------------------------------------------
-
-
-def alerts_loaded_by(factory: sessionmaker[Session], work: Callable[[], object]) -> int:
-    """How many alert rows ``work`` loads from the database."""
-    loaded: list[int] = []
-
-    def count(target: Alert, _context: object) -> None:
-        loaded.append(target.id)
-
-    event.listen(Alert, "load", count)
-    try:
-        work()
-    finally:
-        event.remove(Alert, "load", count)
-    return len(loaded)
 
 
 def test_a_batch_of_repeats_reads_no_other_alert_of_the_school(

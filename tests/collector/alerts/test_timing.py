@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.alerts.manager import AlertManager
 from campuswatch.collector.alerts.policy import AlertPolicy, EscalationStep
-from tests.collector.alerts.conftest import T0, Clock, signal
+from tests.collector.alerts.conftest import T0, Clock, alerts_loaded_by, signal
 
 WAIT = timedelta(seconds=30)
 
@@ -167,3 +167,17 @@ def test_repeats_reach_the_soc_as_one_update_per_update_interval(
     assert (again.event, again.state, again.occurrences, again.last_seen) == (
         "updated", "acknowledged", 6, seen,
     )  # fmt: skip
+
+
+def test_a_tick_with_nothing_due_loads_no_alert(
+    manager: AlertManager, factory: sessionmaker[Session]
+) -> None:
+    # A district keeps tens of thousands of alerts open (every unknown host its schools'
+    # scans find); loading each of them every 10 s made the tick most of the collector's work
+    # once they piled up. The tick reads their timings and loads only what has news due.
+    manager.process([signal(f"pc-{number:03}") for number in range(50)], T0)
+    assert len(manager.tick(T0 + timedelta(seconds=30))) == 1  # the group's first report
+
+    loaded = alerts_loaded_by(factory, lambda: manager.tick(T0 + timedelta(seconds=60)))
+
+    assert loaded == 0
