@@ -170,12 +170,14 @@ def load_recording(args: argparse.Namespace, work: Path) -> Path:
 
 
 def seed_register(url: str, recording_path: Path) -> int:
-    """Sites, assets and devices for every sender in the recording, as first contact would
-    have left them (online, seen now); returns how many devices."""
+    """Sites, assets (with the MAC each device's hello gave) and devices for every sender in
+    the recording, as first contact would have left them (online, seen now); returns how
+    many devices. Without the MACs every host the schools' scans find, the district's own
+    PCs included, read as an unknown device: tens of thousands of alerts no district has."""
     from sqlalchemy import insert
 
     from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
-    from campuswatch.collector.db.models import Asset, Device, Site
+    from campuswatch.collector.db.models import Asset, AssetMac, Device, Site
     from campuswatch.wire import HelloMessage, decode_message
 
     with recording_path.open("rb") as file:
@@ -221,6 +223,11 @@ def seed_register(url: str, recording_path: Path) -> int:
                 for n, hello in enumerate(rows)
             ],
         )
+        macs = {hello.mac: n + 1 for n, hello in enumerate(rows) if hello.mac is not None}
+        if macs:
+            session.execute(
+                insert(AssetMac), [{"mac": mac, "asset_id": asset} for mac, asset in macs.items()]
+            )
         session.execute(
             insert(Device),
             [
