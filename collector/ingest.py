@@ -334,14 +334,16 @@ class Ingestor:
                 for item in fresh
                 for point in points_from_message(item.message, item.received_at)
             ]
-            # Points first: if the transaction below fails, a redelivery rewrites the same
-            # points (same series and timestamp), which the stores treat as one sample.
-            if points and not self.tsdb.write_durable(points, self.durable_timeout_s):
-                log.warning("time-series buffer dropped points or timed out; see metrics")
+            # Points durable before the commit: if the transaction fails, a redelivery
+            # rewrites the same points (same series and timestamp), which the stores treat
+            # as one sample. The writer's thread writes them while the sinks run.
+            durable = self.tsdb.start_durable(points) if points else None
             context = BatchContext()
             for sink in self.sinks:
                 for item, error in _run_sink(session, sink, fresh, context):
                     sink_failures.append((sink.name, item, error))
+            if durable and not self.tsdb.wait_durable(durable, self.durable_timeout_s):
+                log.warning("time-series buffer dropped points or timed out; see metrics")
             for sink_name, item, error in sink_failures:
                 message, received_at = received[id(item)]
                 add_dead_letter(

@@ -58,6 +58,14 @@ class BufferStats:
     """Cumulative ``(upper bound s, count)`` pairs, as a Prometheus histogram wants them."""
 
 
+@dataclass(frozen=True, slots=True)
+class DurableWrite:
+    """A ``start_durable`` under way: the sequence to wait for, and the drop count then."""
+
+    target: int
+    dropped_before: int
+
+
 class BufferedWriter:
     def __init__(
         self,
@@ -139,20 +147,39 @@ class BufferedWriter:
         """Block until every point submitted before this call is written, spooled, rejected
         or dropped (see the module docstring). False if ``timeout_s`` ran out first."""
         with self._cond:
-            target = self._next_seq
-            self._flush_target = max(self._flush_target, target)
-            self._cond.notify_all()
+            target = self._flush_from_here()
             return self._cond.wait_for(lambda: self._oldest_unsettled() >= target, timeout_s)
+
+    def _flush_from_here(self) -> int:
+        """Ask the writer for everything submitted so far; the sequence to wait for."""
+        target = self._next_seq
+        self._flush_target = max(self._flush_target, target)
+        self._cond.notify_all()
+        return target
 
     def write_durable(self, points: Sequence[Point], timeout_s: float | None = None) -> bool:
         """Submit and flush: True once the points are written or spooled, i.e. safe to ack,
         False if the flush timed out or any point submitted meanwhile was dropped."""
+        return self.wait_durable(self.start_durable(points), timeout_s)
+
+    def start_durable(self, points: Sequence[Point]) -> DurableWrite:
+        """``write_durable`` in two halves: submit and ask for the flush now, wait with
+        ``wait_durable`` later. The caller does its other work while the writer's thread
+        writes (the ingest runs its sinks; the store's own calls release the GIL)."""
         with self._cond:
             dropped_before = self._dropped
         self.submit(points)
-        completed = self.flush(timeout_s)
         with self._cond:
-            return completed and self._dropped == dropped_before
+            return DurableWrite(self._flush_from_here(), dropped_before)
+
+    def wait_durable(self, write: DurableWrite, timeout_s: float | None = None) -> bool:
+        """True once ``write``'s points are written or spooled (safe to ack); False if
+        ``timeout_s`` ran out or any point submitted since it started was dropped."""
+        with self._cond:
+            completed = self._cond.wait_for(
+                lambda: self._oldest_unsettled() >= write.target, timeout_s
+            )
+            return completed and self._dropped == write.dropped_before
 
     def wait_until_drained(self, timeout_s: float | None = None) -> bool:
         """Block until memory and spool are both empty (the store has everything)."""
