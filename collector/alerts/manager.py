@@ -195,11 +195,13 @@ class _Pass:
     evidence: dict[Alert, _PendingEvidence] = field(default_factory=dict)
     """Alert → evidence to store with the pass (``AlertManager._store_evidence``)."""
     unflushed_audits: list[tuple[AlertAudit, Alert]] = field(default_factory=list)
+    """Audit rows of alerts opened in this pass and not yet flushed (no id yet)."""
+    unflushed_alerts: set[int] = field(default_factory=set)
+    """``id()`` of the alerts in ``unflushed_audits``."""
     ticked: bool = False
     """A tick: it ran (another collector's tick held the lock otherwise)."""
     reconciled: bool = False
     """A tick: it looked at every open alert's silence and inhibition."""
-    """Audit rows of alerts opened in this pass and not yet flushed (no id yet)."""
 
 
 @dataclass
@@ -1098,8 +1100,10 @@ class AlertManager:
             from_state=from_state,
             to_state=to_state,
         )
-        if alert.id is None:
+        if alert.id is None or id(alert) in run.unflushed_alerts:
+            # Also once an autoflush gave it an id: its audit rows keep their order.
             run.unflushed_audits.append((row, alert))
+            run.unflushed_alerts.add(id(alert))
         else:
             run.session.add(row)
 
@@ -1113,6 +1117,7 @@ class AlertManager:
             row.alert_id = alert.id
             run.session.add(row)
         run.unflushed_audits.clear()
+        run.unflushed_alerts.clear()
 
     def _notify(
         self,
