@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 
 from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from campuswatch.collector.db.bulk import ValuesUpdate
 from campuswatch.collector.db.models import (
@@ -564,59 +565,116 @@ def _is_unknown_host(asset: Asset) -> bool:
     )
 
 
-def _apply_discovered_host(
-    session: Session, decoded: DecodedMessage, host: DiscoveredHost, mac: str
-) -> AssetChange | None:
-    message = decoded.message
+_SWEEP_LOOKUP_CHUNK: Final = 500
+"""MACs looked up per statement: well inside SQLite's bound-parameter limit."""
+
+
+def _assets_by_mac(session: Session, macs: Sequence[str]) -> dict[str, Asset]:
+    """The asset holding each of ``macs`` that one does, a statement per 500 MACs."""
+    found: dict[str, Asset] = {}
+    for start in range(0, len(macs), _SWEEP_LOOKUP_CHUNK):
+        chunk = macs[start : start + _SWEEP_LOOKUP_CHUNK]
+        query = select(AssetMac.mac, Asset).join(AssetMac.asset).where(AssetMac.mac.in_(chunk))
+        found.update((mac, asset) for mac, asset in session.execute(query))
+    return found
+
+
+def _apply_sweep(
+    session: Session, decoded: DecodedMessage, message: DiscoveryMessage
+) -> list[AssetChange]:
+    """Every host a network sweep saw: known ones are sighted, unknown ones created.
+
+    A district's scanners report about as many hosts every few minutes as it has devices,
+    so the hosts are read, created and sighted together (a statement per 500 hosts), not
+    with a lookup and a flush each.
+    """
+    hosts: dict[str, DiscoveredHost] = {}
+    for host in message.hosts:
+        mac = normalize_mac(host.mac) if host.mac else None
+        # A host without a MAC (routed, or ARP not answered) cannot be identified.
+        if mac is not None and mac not in hosts:
+            hosts[mac] = host
+    known = _assets_by_mac(session, list(hosts))
     actor = f"message:{message.id}"
-    entry = session.get(AssetMac, mac)
-    if entry is not None:
-        asset = entry.asset
+    sightings: dict[int, Asset] = {}
+    created: dict[str, Asset] = {}
+    changes: dict[str, AssetChange] = {}
+    for mac, host in hosts.items():
+        asset = known.get(mac)
+        if asset is None:
+            created[mac] = _discovered_asset(session, decoded, host, mac)
+            continue
         if asset.last_seen is None or decoded.received_at > asset.last_seen:
-            asset.last_seen = decoded.received_at
-        changed: list[str] = []
-        # Network scans know little and guess some of it (OUI vendor, hostname): they only
-        # fill blanks and never overwrite what an agent or a person said.
-        if asset.vendor is None:
-            _set_field(
-                session,
-                asset,
-                "vendor",
-                host.vendor,
-                actor=actor,
-                source="discovery",
-                changed=changed,
-            )
-        if asset.name is None:
-            _set_field(
-                session,
-                asset,
-                "name",
-                host.hostname,
-                actor=actor,
-                source="discovery",
-                changed=changed,
-            )
-        # Every sighting carries the register's verdict, so an "unknown device" alert
-        # resolves at the next sweep after a person registers or ignores the host.
-        return AssetChange(
+            sightings[asset.id] = asset
+        changes[mac] = _sighting(session, asset, host, mac, actor)
+    if created:
+        session.flush()  # the new assets' ids, in one flush
+    for mac, asset in created.items():
+        host = hosts[mac]
+        _record(session, asset, "created", None, f"{mac} at {host.ip}", actor, "discovery")
+        changes[mac] = AssetChange(
             asset_id=asset.id,
-            action="updated" if changed else "seen",
-            changed_fields=tuple(changed),
-            registered=asset.registered,
-            source=asset.source,
-            unknown_device=_is_unknown_host(asset),
-            ignored=asset.ignored,
+            action="created",
+            changed_fields=("kind", "name", "vendor", "macs"),
+            registered=False,
+            source="discovery",
+            unknown_device=True,
             mac=mac,
             ip=host.ip,
         )
+    if sightings:
+        # A sighting is not an edit: one UPDATE for the sweep that leaves ``version`` alone,
+        # so a person editing a host the sweep saw is not refused as a conflict.
+        _TOUCH_ASSET.execute(
+            session.connection(),
+            [{"asset_id": key, "seen": decoded.received_at} for key in sorted(sightings)],
+        )
+        for asset in sightings.values():
+            set_committed_value(asset, "last_seen", decoded.received_at)
+    return [changes[mac] for mac in hosts]
+
+
+def _sighting(
+    session: Session, asset: Asset, host: DiscoveredHost, mac: str, actor: str
+) -> AssetChange:
+    """A known host seen again: its blanks filled, and the register's verdict on it."""
+    changed: list[str] = []
+    # Network scans know little and guess some of it (OUI vendor, hostname): they only
+    # fill blanks and never overwrite what an agent or a person said.
+    if asset.vendor is None:
+        _set_field(
+            session, asset, "vendor", host.vendor, actor=actor, source="discovery", changed=changed
+        )
+    if asset.name is None:
+        _set_field(
+            session, asset, "name", host.hostname, actor=actor, source="discovery", changed=changed
+        )
+    # Every sighting carries the register's verdict, so an "unknown device" alert
+    # resolves at the next sweep after a person registers or ignores the host.
+    return AssetChange(
+        asset_id=asset.id,
+        action="updated" if changed else "seen",
+        changed_fields=tuple(changed),
+        registered=asset.registered,
+        source=asset.source,
+        unknown_device=_is_unknown_host(asset),
+        ignored=asset.ignored,
+        mac=mac,
+        ip=host.ip,
+    )
+
+
+def _discovered_asset(
+    session: Session, decoded: DecodedMessage, host: DiscoveredHost, mac: str
+) -> Asset:
+    """A host no asset holds: a new unregistered asset, flushed by the caller."""
     kind = host.guessed_type if host.guessed_type in ASSET_KINDS else "other"
     asset = Asset(
         kind=kind or "other",
         name=host.hostname,
         vendor=host.vendor,
         source="discovery",
-        site_id=message.site,
+        site_id=decoded.message.site,
         registered=False,
         manual_fields=[],
         first_seen=decoded.received_at,
@@ -624,18 +682,7 @@ def _apply_discovered_host(
     )
     asset.macs.append(AssetMac(mac=mac))
     session.add(asset)
-    session.flush()
-    _record(session, asset, "created", None, f"{mac} at {host.ip}", actor, "discovery")
-    return AssetChange(
-        asset_id=asset.id,
-        action="created",
-        changed_fields=("kind", "name", "vendor", "macs"),
-        registered=False,
-        source="discovery",
-        unknown_device=True,
-        mac=mac,
-        ip=host.ip,
-    )
+    return asset
 
 
 def apply_message(session: Session, decoded: DecodedMessage) -> list[AssetChange]:
@@ -654,16 +701,7 @@ def apply_message(session: Session, decoded: DecodedMessage) -> list[AssetChange
     if sender_change is not None:
         changes.append(sender_change)
     if isinstance(message, DiscoveryMessage):
-        seen: set[str] = set()
-        for host in message.hosts:
-            mac = normalize_mac(host.mac) if host.mac else None
-            # A host without a MAC (routed, or ARP not answered) cannot be identified.
-            if mac is None or mac in seen:
-                continue
-            seen.add(mac)
-            change = _apply_discovered_host(session, decoded, host, mac)
-            if change is not None:
-                changes.append(change)
+        changes.extend(_apply_sweep(session, decoded, message))
     session.flush()
     return changes
 

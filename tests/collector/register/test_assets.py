@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from campuswatch.collector.db.models import Asset, AssetHistory, AssetMac, Device, Site
@@ -312,3 +312,64 @@ def test_normalize_mac() -> None:
     assert normalize_mac("aabb.ccdd.eeff") == "aa:bb:cc:dd:ee:ff"
     assert normalize_mac("zz:bb:cc:dd:ee:ff") is None
     assert normalize_mac("aa:bb:cc") is None
+
+
+def _statements_of_sweep(session: Session, hosts: int, minutes: int) -> list[str]:
+    """What one sweep of ``hosts`` hosts asks the database, read with a cold session."""
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement.lstrip().upper())
+
+    sweep = discovery(
+        *(
+            DiscoveredHost(
+                ip=f"10.1.{n // 250}.{n % 250}", mac=f"de:ad:be:ef:{n // 256:02x}:{n % 256:02x}"
+            )
+            for n in range(hosts)
+        ),
+        minutes=minutes,
+    )
+    session.commit()
+    session.expunge_all()  # a new ingest batch starts with an empty identity map
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        changes = apply_message(session, decoded(sweep))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len([change for change in changes if change.mac is not None]) == hosts
+    return statements
+
+
+@pytest.mark.parametrize("first_sweep", [True, False], ids=["first sweep", "later sweep"])
+def test_a_sweep_reads_its_hosts_together_not_one_by_one(
+    session: Session, first_sweep: bool
+) -> None:
+    # A district's scanners report ~100,000 hosts every few minutes; two lookups for each
+    # host was most of the ingest's work while the sweeps arrived.
+    if not first_sweep:
+        _statements_of_sweep(session, 60, minutes=0)
+    few = _statements_of_sweep(session, 20, minutes=10)
+    many = _statements_of_sweep(session, 60, minutes=20)
+    selects = [len([text for text in run if text.startswith("SELECT")]) for run in (few, many)]
+    assert selects[0] == selects[1], selects
+
+
+def test_a_sweep_sighting_is_not_an_edit(session: Session) -> None:
+    # A facilities manager opens a host's page and edits it; the sweeps that see the host
+    # meanwhile move its last_seen, but must not make the edit fail as a conflict.
+    host = DiscoveredHost(ip="10.1.0.70", mac="de:ad:be:ef:00:70", vendor="Hikvision")
+    (created,) = [c for c in apply_message(session, decoded(discovery(host))) if c.mac == host.mac]
+    session.commit()
+    version = session.get_one(Asset, created.asset_id).version
+    changes = apply_message(session, decoded(discovery(host, minutes=10)))
+    (seen,) = [change for change in changes if change.mac == host.mac]
+    session.commit()
+    session.expire_all()
+    asset = session.get_one(Asset, created.asset_id)
+    assert (seen.action, asset.version) == ("seen", version)
+    assert asset.last_seen == T0 + timedelta(minutes=10, seconds=1)
+    edit_asset(session, asset.id, {"name": "Gate camera"}, "user:facilities", version)
+    session.commit()
+    assert session.get_one(Asset, created.asset_id).name == "Gate camera"
