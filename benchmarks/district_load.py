@@ -170,21 +170,24 @@ def load_recording(args: argparse.Namespace, work: Path) -> Path:
 
 
 def seed_register(url: str, recording_path: Path) -> int:
-    """Sites, assets (with the MAC each device's hello gave) and devices for every sender in
-    the recording, as first contact would have left them (online, seen now); returns how
-    many devices. Without the MACs every host the schools' scans find, the district's own
-    PCs included, read as an unknown device: tens of thousands of alerts no district has."""
+    """Sites, assets (with the MACs each device's hello and inventory gave) and devices for
+    every sender in the recording, as first contact would have left them (online, seen
+    now); returns how many devices. Without the MACs every host the schools' scans find,
+    the district's own PCs included, reads as an unknown device: tens of thousands of
+    alerts no district has."""
     from sqlalchemy import insert
 
     from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
     from campuswatch.collector.db.models import Asset, AssetMac, Device, Site
-    from campuswatch.wire import HelloMessage, decode_message
+    from campuswatch.collector.register.assets import normalize_mac
+    from campuswatch.wire import HelloMessage, InventoryMessage, decode_message
 
     with recording_path.open("rb") as file:
         recording: Recording = pickle.load(file)
     devices: dict[str, HelloMessage] = {}
+    interface_macs: dict[str, list[str]] = {}
     for topic, head, tail, _retain in recording.births:
-        if topic.endswith("/hello"):
+        if topic.endswith(("/hello", "/inventory")):
             payload = (
                 head
                 + b"00000000-0000-7000-8000-000000000000"
@@ -192,8 +195,15 @@ def seed_register(url: str, recording_path: Path) -> int:
                 + tail
             )
             message = decode_message(topic, payload).message
-            assert isinstance(message, HelloMessage)
-            devices[message.device_id] = message
+            if isinstance(message, HelloMessage):
+                devices[message.device_id] = message
+            elif isinstance(message, InventoryMessage):
+                # A PC's hello has no MAC: its agent's inventory lists the interfaces.
+                interface_macs[message.device_id] = [
+                    mac
+                    for mac in (normalize_mac(i.mac) for i in message.interfaces if i.mac)
+                    if mac is not None
+                ]
     schools = sorted({hello.site for hello in devices.values()})
     now = datetime.now(UTC)
     engine = make_engine(url)
@@ -223,7 +233,12 @@ def seed_register(url: str, recording_path: Path) -> int:
                 for n, hello in enumerate(rows)
             ],
         )
-        macs = {hello.mac: n + 1 for n, hello in enumerate(rows) if hello.mac is not None}
+        macs: dict[str, int] = {}
+        for n, hello in enumerate(rows):
+            for mac in [hello.mac, *interface_macs.get(hello.device_id, ())]:
+                normalized = normalize_mac(mac) if mac is not None else None
+                if normalized is not None:
+                    macs.setdefault(normalized, n + 1)
         if macs:
             session.execute(
                 insert(AssetMac), [{"mac": mac, "asset_id": asset} for mac, asset in macs.items()]
