@@ -202,6 +202,9 @@ class _Pass:
     """A tick: it ran (another collector's tick held the lock otherwise)."""
     reconciled: bool = False
     """A tick: it looked at every open alert's silence and inhibition."""
+    subjects: dict[tuple[str, str | None], list[Alert]] = field(default_factory=dict)
+    """(site, device or None) → its alerts open when read, and those opened since; for the
+    families (``_family_members``), read together for the pass's family signals."""
 
 
 @dataclass
@@ -250,6 +253,10 @@ class AlertManager:
         session = run.session
         self._lock_keys(session, sorted({f"alert:{signal.fingerprint}" for signal in signals}))
         current = self._current_alerts(session, {signal.fingerprint for signal in signals})
+        self._read_subjects(
+            run,
+            {(signal.site_id, signal.device_id) for signal in signals if families_of(signal.tags)},
+        )
         # Keyed by id(): an alert opened in this batch has no database id before its flush.
         level_changed: dict[int, Alert] = {}
         reopened: dict[int, Alert] = {}
@@ -297,7 +304,7 @@ class AlertManager:
                 # makes due.
                 self._resolve_milder(run, alert, signal.at, superseded, inhibition_sites)
                 continue
-            if self._more_severe_open(session, signal) is not None:
+            if self._more_severe_open(run, signal) is not None:
                 # The family's more severe alert already says this, and more.
                 self.rejected["superseded"] += 1
                 continue
@@ -322,6 +329,9 @@ class AlertManager:
                 alert = current[signal.fingerprint] = self._open(run, signal)
             changed(alert, was_inhibition_matched=False)
             run.groups.add(alert.group_key)
+            members = run.subjects.get((alert.site_id, alert.device_id))
+            if members is not None and alert not in members:
+                members.append(alert)
             self._resolve_milder(run, alert, signal.at, superseded, inhibition_sites)
         self._flush_new_alerts(run)
         session.flush()
@@ -362,18 +372,40 @@ class AlertManager:
         return current
 
     @staticmethod
-    def _family_members(session: Session, site_id: str, device_id: str | None) -> list[Alert]:
-        """Open alerts of the subject (one device, or the site itself for site alerts)."""
-        subject = Alert.device_id.is_(None) if device_id is None else Alert.device_id == device_id
-        query = select(Alert).where(Alert.site_id == site_id, subject, Alert.state.in_(OPEN_STATES))
-        return list(session.scalars(query.order_by(Alert.id)))
+    def _read_subjects(run: _Pass, subjects: Collection[tuple[str, str | None]]) -> None:
+        """Read the open alerts of (site, device or None) subjects, a query per 500 of them:
+        a district's stale-signature PCs repeat their family alert with every AV report."""
+        wanted = set(subjects) - run.subjects.keys()
+        devices = sorted({device for _site, device in wanted if device is not None})
+        sites = sorted({site for site, device in wanted if device is None})
+        for column, values in ((Alert.device_id, devices), (Alert.site_id, sites)):
+            for start in range(0, len(values), _LOOKUP_CHUNK):
+                query = select(Alert).where(
+                    column.in_(values[start : start + _LOOKUP_CHUNK]),
+                    Alert.state.in_(OPEN_STATES),
+                )
+                if column is Alert.site_id:
+                    query = query.where(Alert.device_id.is_(None))
+                for alert in run.session.scalars(query.order_by(Alert.id)):
+                    key = (alert.site_id, alert.device_id)
+                    if key in wanted:
+                        run.subjects.setdefault(key, []).append(alert)
+        for key in wanted:
+            run.subjects.setdefault(key, [])
 
-    def _more_severe_open(self, session: Session, signal: AlertSignal) -> Alert | None:
+    @classmethod
+    def _family_members(cls, run: _Pass, site_id: str, device_id: str | None) -> list[Alert]:
+        """Open alerts of the subject (one device, or the site itself for site alerts)."""
+        cls._read_subjects(run, [(site_id, device_id)])
+        members = run.subjects[(site_id, device_id)]
+        return [alert for alert in members if alert.state in OPEN_STATES]
+
+    def _more_severe_open(self, run: _Pass, signal: AlertSignal) -> Alert | None:
         """An open alert of the signal's family on its subject, more severe than it."""
         families = families_of(signal.tags)
         if not families:
             return None
-        for alert in self._family_members(session, signal.site_id, signal.device_id):
+        for alert in self._family_members(run, signal.site_id, signal.device_id):
             if families & families_of(alert.tags) and _rank(alert.level) > _rank(signal.level):
                 return alert
         return None
@@ -398,11 +430,13 @@ class AlertManager:
             return []
         milder = [
             other
-            for other in self._family_members(run.session, alert.site_id, alert.device_id)
-            if other.id != alert.id
+            for other in self._family_members(run, alert.site_id, alert.device_id)
+            if other is not alert
             and families & families_of(other.tags)
             and _rank(other.level) < _rank(alert.level)
         ]
+        if milder and alert.id is None:
+            run.session.flush()  # the note names the alert opened in this pass: its id
         for other in milder:
             from_state = other.state
             other.state = "resolved"

@@ -7,10 +7,10 @@ milder one going away as a resolve that names the alert superseding it.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from campuswatch.collector.alerts.manager import AlertManager
@@ -141,3 +141,33 @@ def test_family_is_per_device_and_other_rules_are_untouched(
         ("sig-3d", "pc-01", "medium"),
         ("sig-7d", "pc-02", "high"),
     ]
+
+
+def test_a_batch_of_family_repeats_reads_the_families_together(
+    manager: AlertManager, engine: Engine
+) -> None:
+    # A district's stale-signature PCs repeat their alert with every AV report; a query
+    # for each repeat's family (to resolve milder members) was a fixed share of ingest.
+    family = ("campuswatch.family.av-signatures",)
+
+    def reads_of_alerts(devices: int, at: datetime) -> int:
+        batch = [
+            signal(f"pc-{n:02}", rule=SEVERE, level="high", tags=family, at=at)
+            for n in range(devices)
+        ]
+        statements: list[str] = []
+
+        def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(" ".join(statement.split()).upper())
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            manager.process(batch, at)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        return len([text for text in statements if text.startswith("SELECT ALERTS.")])
+
+    reads_of_alerts(40, T0)  # every PC's alert opens
+    few = reads_of_alerts(10, T0 + timedelta(minutes=1))
+    many = reads_of_alerts(40, T0 + timedelta(minutes=2))
+    assert few == many, (few, many)
