@@ -170,33 +170,48 @@ def load_recording(args: argparse.Namespace, work: Path) -> Path:
 
 
 def seed_register(url: str, recording_path: Path) -> int:
-    """Sites, assets (with the MACs each device's hello and inventory gave) and devices for
-    every sender in the recording, as first contact would have left them (online, seen
-    now); returns how many devices. Without the MACs every host the schools' scans find,
-    the district's own PCs included, reads as an unknown device: tens of thousands of
-    alerts no district has."""
+    """Sites, assets and devices for every sender in the recording, as first contact and
+    earlier sweeps would have left them (online, seen now); returns how many devices.
+
+    Each asset carries the MACs its device's hello and inventory gave: without them every
+    host the schools' scans find, the district's own PCs included, reads as an unknown
+    device (tens of thousands of alerts no district has). It also carries the name, vendor
+    and model its hello and inventory gave, and a scan's hostname and vendor where those
+    left blanks: without them the first sweep of the replay fills ~60,000 blanks with a
+    history row each, work a district does once in its life, not every few minutes."""
     from sqlalchemy import insert
 
     from campuswatch.collector.db.engine import make_engine, session_factory, upgrade
     from campuswatch.collector.db.models import Asset, AssetMac, Device, Site
     from campuswatch.collector.register.assets import normalize_mac
-    from campuswatch.wire import HelloMessage, InventoryMessage, decode_message
+    from campuswatch.wire import (
+        DiscoveryMessage,
+        HelloMessage,
+        InventoryMessage,
+        Message,
+        decode_message,
+    )
 
     with recording_path.open("rb") as file:
         recording: Recording = pickle.load(file)
+
+    def decoded(template: Template) -> Message:
+        topic, head, tail, _retain = template
+        stamp = b'","ts":"2025-03-04T02:00:00Z'
+        payload = head + b"00000000-0000-7000-8000-000000000000" + stamp + tail
+        return decode_message(topic, payload).message
+
     devices: dict[str, HelloMessage] = {}
     interface_macs: dict[str, list[str]] = {}
-    for topic, head, tail, _retain in recording.births:
-        if topic.endswith(("/hello", "/inventory")):
-            payload = (
-                head
-                + b"00000000-0000-7000-8000-000000000000"
-                + b'","ts":"2025-03-04T02:00:00Z'
-                + tail
-            )
-            message = decode_message(topic, payload).message
+    facts: dict[str, dict[str, str | None]] = {}  # device id → name, vendor, model
+    for template in recording.births:
+        if template[0].endswith(("/hello", "/inventory")):
+            message = decoded(template)
             if isinstance(message, HelloMessage):
                 devices[message.device_id] = message
+                facts.setdefault(message.device_id, {}).update(
+                    vendor=message.vendor, model=message.model
+                )
             elif isinstance(message, InventoryMessage):
                 # A PC's hello has no MAC: its agent's inventory lists the interfaces.
                 interface_macs[message.device_id] = [
@@ -204,6 +219,21 @@ def seed_register(url: str, recording_path: Path) -> int:
                     for mac in (normalize_mac(i.mac) for i in message.interfaces if i.mac)
                     if mac is not None
                 ]
+                hardware = message.hardware
+                facts.setdefault(message.device_id, {}).update(
+                    name=message.hostname,
+                    vendor=hardware.vendor if hardware is not None else None,
+                    model=hardware.model if hardware is not None else None,
+                )
+    scanned: dict[str, tuple[str | None, str | None]] = {}  # MAC → hostname, vendor
+    for template in recording.cycle:
+        if template[0].endswith("/discovery"):
+            sweep = decoded(template)
+            assert isinstance(sweep, DiscoveryMessage)
+            for host in sweep.hosts:
+                mac = normalize_mac(host.mac) if host.mac else None
+                if mac is not None:
+                    scanned.setdefault(mac, (host.hostname, host.vendor))
     schools = sorted({hello.site for hello in devices.values()})
     now = datetime.now(UTC)
     engine = make_engine(url)
@@ -218,27 +248,36 @@ def seed_register(url: str, recording_path: Path) -> int:
             ],
         )
         rows = list(devices.values())
-        session.execute(
-            insert(Asset),
-            [
-                {
-                    "id": n + 1,
-                    "kind": hello.device_type,
-                    "device_id": hello.device_id,
-                    "site_id": hello.site,
-                    "source": "agent",
-                    "first_seen": now,
-                    "last_seen": now,
-                }
-                for n, hello in enumerate(rows)
-            ],
-        )
         macs: dict[str, int] = {}
         for n, hello in enumerate(rows):
             for mac in [hello.mac, *interface_macs.get(hello.device_id, ())]:
                 normalized = normalize_mac(mac) if mac is not None else None
                 if normalized is not None:
                     macs.setdefault(normalized, n + 1)
+        scanned_by_asset: dict[int, tuple[str | None, str | None]] = {}
+        for mac, asset_id in macs.items():
+            if mac in scanned:
+                scanned_by_asset.setdefault(asset_id, scanned[mac])
+        asset_rows = []
+        for n, hello in enumerate(rows):
+            said = facts.get(hello.device_id, {})
+            hostname, scanned_vendor = scanned_by_asset.get(n + 1, (None, None))
+            asset_rows.append(
+                {
+                    "id": n + 1,
+                    "kind": hello.device_type,
+                    "device_id": hello.device_id,
+                    "site_id": hello.site,
+                    "source": "agent",
+                    # What the device said first; a sweep only fills what it left blank.
+                    "name": said.get("name") or hostname,
+                    "vendor": said.get("vendor") or scanned_vendor,
+                    "model": said.get("model"),
+                    "first_seen": now,
+                    "last_seen": now,
+                }
+            )
+        session.execute(insert(Asset), asset_rows)
         if macs:
             session.execute(
                 insert(AssetMac), [{"mac": mac, "asset_id": asset} for mac, asset in macs.items()]
