@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -242,6 +244,42 @@ def test_state_is_bounded_and_evictions_are_counted() -> None:
     assert stats["devices_tracked"] == 100 and stats["devices_evicted"] == 900
     assert stats["alert_states"] <= 100 and stats["subjects_evicted"] >= 950
     assert stats["window_samples_dropped"] == 990
+
+
+def test_a_threshold_window_keeps_little_per_sample() -> None:
+    """A district's 60,000 classroom sensors fill two 10-minute windows each: a few hundred
+    bytes more per sample is hundreds of MB. Samples keep what the evidence needs, not an
+    evidence record each (the message objects are made before measuring)."""
+    engine = engine_for(rule(THRESHOLD))
+    reports = [
+        msg(index * 0.1, kind="net", site="s1", device_id=f"pc-{index % 100}", loss_pct=1)
+        for index in range(5000)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for report in reports:
+            engine.process(report)
+        per_sample = (tracemalloc.get_traced_memory()[0] - before) / len(reports)
+    finally:
+        tracemalloc.stop()
+    assert engine.stats()["window_samples_dropped"] == 0
+    assert per_sample < 200, f"{per_sample:.0f} bytes a sample"
+
+
+def test_threshold_evidence_cites_the_window_s_newest_reports_with_their_values() -> None:
+    engine = engine_for(rule(THRESHOLD))
+    reports = [
+        msg(at_s, kind="net", site="s1", device_id="pc-1", loss_pct=loss)
+        for at_s, loss in ((0, 2), (10, 4), (20, 30), (30, 40))
+    ]
+    fired = [signal for report in reports for signal in engine.process(report)]
+    assert [s.status for s in fired] == ["firing"]  # avg 12 after the third report
+    assert [(e.message_id, e.kind, e.ts, e.excerpt) for e in fired[0].evidence] == [
+        (report.message.id, "net", report.message.ts, {"value": float(loss)})
+        for report, loss in zip(reports[:3], (2, 4, 30), strict=True)
+    ]
 
 
 def test_hot_reload_keeps_state_of_unchanged_rules_and_resolves_removed_ones() -> None:
