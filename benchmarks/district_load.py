@@ -842,6 +842,7 @@ def collector_run(
     samples_each: list[list[tuple[float, float]]] = [[] for _ in collectors]
     backlogs: list[tuple[float, int]] = []
     published: dict[str, float] = {}
+    published_after: dict[str, float] = {}  # seconds into the load
     next_alert = load_started + args.alert_every / 2
     next_sample = load_started
     alert_index = 0
@@ -853,6 +854,7 @@ def collector_run(
             report = AvMessage(device_id=device, site=f"s-{device}", status="no_av")
             payload = encode_message(report)
             published[device] = time.perf_counter()
+            published_after[device] = elapsed
             while alerts.publish(f"cw/v1/s-{device}/{device}/av", payload, qos=1) is None:
                 time.sleep(0.01)
             next_alert += args.alert_every
@@ -931,6 +933,23 @@ def collector_run(
             f"{statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms, "
             f"max {latencies[-1]:.0f} ms (target p99 < 500 ms)"
         )
+        # A collector started cold meets every device's first report (new series, rule
+        # state, the first alerts of the PCs at risk) in the recording's first loop; the
+        # last third says what a running one does.
+        late_from = args.duration * 2 / 3
+        late = sorted(
+            (arrivals[device] - published[device]) * 1000
+            for device, after in published_after.items()
+            if after >= late_from and device in arrivals
+        )
+        late_rss = [size for at, size in samples if at >= late_from]
+        if late and late_rss:
+            print(
+                f"last third (from {late_from:.0f} s): alerts p50 {statistics.median(late):.0f} "
+                f"ms, p99 {percentile(late, 0.99):.0f} ms ({len(late)}); backlog max "
+                f"{max(b for at, b in backlogs if at >= late_from)}; RSS {late_rss[0]:.1f} → "
+                f"{late_rss[-1]:.1f} MB"
+            )
     else:
         print(f"alerts: none of {len(published)} reached the syslog receiver")
     label = "collector RSS" if count == 1 else f"collectors RSS (sum of {count})"
