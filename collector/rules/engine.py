@@ -725,14 +725,23 @@ class _AbsenceRuntime(_RuleRuntime):
     def on_tick(
         self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
     ) -> None:
+        if self.rule.subject == "device":
+            # A device is its own subject: no grouping to do, and a district's 100,000
+            # devices are looked at by every absence rule at every tick.
+            for key, record in devices.items():
+                last = self._watched_last(record)
+                if last is not None:
+                    self._judge(key, last, record, now_s, out)
+            for key in list(self.firing):
+                watched = devices.get(key)
+                if watched is None or self._watched_last(watched) is None:
+                    # switched off on purpose, filtered, or forgotten
+                    self.set_active(key, False, now_s, out)
+            return
         latest: dict[SubjectKey, tuple[float, DeviceRecord]] = {}
         for (site, device_id), record in devices.items():
-            if self.device_types and record.device_type not in self.device_types:
-                continue
-            last = self._last(record)
+            last = self._watched_last(record)
             if last is None:
-                continue
-            if self.ignore_when_offline and record.offline:
                 continue
             assert device_id is not None
             key = self.subject_of(site, device_id)
@@ -740,10 +749,31 @@ class _AbsenceRuntime(_RuleRuntime):
             if known is None or last > known[0]:
                 latest[key] = (last, record)
         for key, (last, record) in latest.items():
-            silent = now_s - last
-            if silent >= self.silence_s:
-                if key in self.firing:
-                    continue
+            self._judge(key, last, record, now_s, out)
+        for key in list(self.firing):
+            if key not in latest:  # switched off on purpose, filtered, or forgotten
+                self.set_active(key, False, now_s, out)
+
+    def _watched_last(self, record: DeviceRecord) -> float | None:
+        """When the device last sent what this rule watches; None if the rule ignores it."""
+        if self.device_types and record.device_type not in self.device_types:
+            return None
+        if self.ignore_when_offline and record.offline:
+            return None
+        return self._last(record)
+
+    def _judge(
+        self,
+        key: SubjectKey,
+        last: float,
+        record: DeviceRecord,
+        now_s: float,
+        out: list[AlertSignal],
+    ) -> None:
+        """One subject whose newest watched report came at ``last``."""
+        silent = now_s - last
+        if silent >= self.silence_s:
+            if key not in self.firing:
                 ref = record.last_ref.get(self.kind) if self.kind else None
                 if ref is None and record.last_ref:
                     ref = max(record.last_ref.values(), key=lambda item: item[1])
@@ -767,11 +797,8 @@ class _AbsenceRuntime(_RuleRuntime):
                 if record.device_type and key[1] is not None:
                     values["device_type"] = record.device_type
                 self.set_active(key, True, now_s, out, evidence, values)
-            elif key in self.alerts:
-                self.set_active(key, False, now_s, out)
-        for key in list(self.firing):
-            if key not in latest:  # switched off on purpose, filtered, or forgotten
-                self.set_active(key, False, now_s, out)
+        elif key in self.alerts:
+            self.set_active(key, False, now_s, out)
 
 
 class _LastValue:
