@@ -20,6 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import msgspec
@@ -675,10 +676,12 @@ class _ThresholdRuntime(_RuleRuntime):
             self.set_active(key, False, at_s, out)
             return
         if self.fires(value):
-            newest = [window.samples[-n] for n in range(min(3, len(window.samples)), 0, -1)]
+            # The newest three samples, oldest first; each sample's own value, not the
+            # aggregate (``value``) that fired.
+            newest = reversed(list(islice(reversed(window.samples), 3)))
             recent = tuple(
-                Evidence(message_id, self.kind, ts, {"value": value})
-                for _, value, message_id, ts in newest
+                Evidence(message_id, self.kind, ts, {"value": sample})
+                for _, sample, message_id, ts in newest
             )
             values: dict[str, object] = {
                 "value": round(value, 3),
