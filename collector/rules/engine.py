@@ -13,6 +13,7 @@ clock: lab PCs with a wrong clock must neither hide from absence rules nor stret
 from __future__ import annotations
 
 import hashlib
+import heapq
 import ipaddress
 import math
 from abc import ABC, abstractmethod
@@ -20,7 +21,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import count, islice
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import msgspec
@@ -592,6 +593,9 @@ class _ThresholdRuntime(_RuleRuntime):
         self.fires, self.clears = _bound_tests(condition)
         self.for_s = _duration(condition.for_) or 0.0
         self.windows: _Bounded[SubjectKey, _Window] = _Bounded(limits.max_subjects_per_rule)
+        # (when its oldest sample leaves, order, key, window): one entry per live window.
+        self.expiries: list[tuple[float, int, SubjectKey, _Window]] = []
+        self._expiry_order = count()
         self.dropped_samples = 0
 
     def _subject_tables(self) -> list[dict[SubjectKey, Any]]:
@@ -618,6 +622,7 @@ class _ThresholdRuntime(_RuleRuntime):
         if window is None:
             window = _Window()
             self.windows.put(key, window)
+            self._schedule(at_s + self.window_s, key, window)
         else:
             self.windows.move_to_end(key)
         for sample in samples:
@@ -694,14 +699,35 @@ class _ThresholdRuntime(_RuleRuntime):
         else:
             self.set_active(key, None, at_s, out)
 
+    def _schedule(self, due_s: float, key: SubjectKey, window: _Window) -> None:
+        heapq.heappush(self.expiries, (due_s, next(self._expiry_order), key, window))
+
     def on_tick(
         self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
     ) -> None:
-        for key in list(self.windows):
-            window = self.windows[key]
+        # A window's value changes only when a message adds to it (judged then) or a sample
+        # leaves it. Each window waits in ``expiries`` for its oldest sample to leave, so a
+        # tick looks only at those: a district's classroom sensors keep 120,000 windows, and
+        # reaching each of them every 10 s was most of this rule's share of the tick.
+        # (Pending ``for`` timers are the shared tick's.)
+        horizon = now_s - self.window_s
+        later: list[tuple[float, SubjectKey, _Window]] = []
+        expiries = self.expiries
+        while expiries and expiries[0][0] <= now_s:
+            _, _, key, window = heapq.heappop(expiries)
+            if self.windows.get(key) is not window:
+                continue  # emptied, evicted or forgotten since it was scheduled
+            if window.samples and window.samples[0][0] > horizon:
+                # Its oldest sample left earlier (a message's judgement, or the sample bound).
+                later.append((window.samples[0][0] + self.window_s, key, window))
+                continue
             self._evaluate(key, window, now_s, out)
-            if not window.samples:
+            if window.samples:
+                later.append((window.samples[0][0] + self.window_s, key, window))
+            else:
                 del self.windows[key]
+        for due_s, key, window in later:  # after the loop: a due rounded down cannot spin
+            self._schedule(due_s, key, window)
 
 
 class _AbsenceRuntime(_RuleRuntime):
@@ -711,6 +737,13 @@ class _AbsenceRuntime(_RuleRuntime):
         self.kinds = (condition.kind,) if condition.kind else None
         self.silence_s = parse_duration(condition.for_) or 0.0
         self.ignore_when_offline = condition.ignore_when_offline
+        # A device rule judges a device when its silence may be due, not at every tick:
+        # (when, order, device) entries, one per device in ``scheduled``. The first tick
+        # (after a start, a restore or a reload) looks at every device and fills them.
+        self.due: list[tuple[float, int, SubjectKey]] = []
+        self.scheduled: set[SubjectKey] = set()
+        self._due_order = count()
+        self._look_at_all = True
 
     def on_message(
         self, decoded: DecodedMessage, record: DeviceRecord, at_s: float, out: list[AlertSignal]
@@ -719,6 +752,25 @@ class _AbsenceRuntime(_RuleRuntime):
         key = self.subject_of(message.site, message.device_id)
         if key in self.alerts:
             self.set_active(key, False, at_s, out)
+        if key[1] is not None and key not in self.scheduled:
+            self._schedule(at_s + self.silence_s, key)
+
+    def _schedule(self, due_s: float, key: SubjectKey) -> None:
+        heapq.heappush(self.due, (due_s, next(self._due_order), key))
+        self.scheduled.add(key)
+
+    def _forget(self, key: SubjectKey) -> None:
+        super()._forget(key)
+        # Resolved (by a report, or by a person while the device stays silent): judged again
+        # at the next tick, as every device was before.
+        if key[1] is not None and key not in self.scheduled:
+            self._schedule(0.0, key)
+
+    def forget_sites(self, sites: Collection[str]) -> None:
+        super().forget_sites(sites)
+        self.due = [entry for entry in self.due if entry[2][0] not in sites]
+        heapq.heapify(self.due)
+        self.scheduled = {key for key in self.scheduled if key[0] not in sites}
 
     def _last(self, record: DeviceRecord) -> float | None:
         if self.kind is None:
@@ -730,11 +782,8 @@ class _AbsenceRuntime(_RuleRuntime):
     ) -> None:
         if self.rule.subject == "device":
             # A device is its own subject: no grouping to do, and a district's 100,000
-            # devices are looked at by every absence rule at every tick.
-            for key, record in devices.items():
-                last = self._watched_last(record)
-                if last is not None:
-                    self._judge(key, last, record, now_s, out)
+            # devices need not be looked at by every absence rule at every tick.
+            self._judge_due_devices(now_s, devices, out)
             for key in list(self.firing):
                 watched = devices.get(key)
                 if watched is None or self._watched_last(watched) is None:
@@ -756,6 +805,41 @@ class _AbsenceRuntime(_RuleRuntime):
         for key in list(self.firing):
             if key not in latest:  # switched off on purpose, filtered, or forgotten
                 self.set_active(key, False, now_s, out)
+
+    def _judge_due_devices(
+        self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
+    ) -> None:
+        if self._look_at_all:
+            self._look_at_all = False
+            self.due.clear()
+            self.scheduled.clear()
+            candidates: list[SubjectKey] = list(devices)
+        else:
+            candidates = []
+            while self.due and self.due[0][0] <= now_s:
+                key = heapq.heappop(self.due)[2]
+                self.scheduled.discard(key)
+                candidates.append(key)
+        later: list[tuple[float, SubjectKey]] = []
+        for key in candidates:
+            record = devices.get(key)
+            if record is None:
+                continue  # evicted or forgotten: the firing loop resolves its alert
+            if self.device_types and record.device_type not in self.device_types:
+                continue  # not watched; a report after its type changed schedules it
+            if self.ignore_when_offline and record.offline:
+                # Back online needs no report of this rule's kind: looked at every tick.
+                later.append((now_s, key))
+                continue
+            last = self._last(record)
+            if last is None:
+                continue  # never sent what this rule watches; its first report schedules it
+            self._judge(key, last, record, now_s, out)
+            if key not in self.firing:  # a firing device waits for its report (on_message)
+                later.append((last + self.silence_s, key))
+        for due_s, key in later:  # after the loop: a device due again now waits a tick
+            if key not in self.scheduled:
+                self._schedule(due_s, key)
 
     def _watched_last(self, record: DeviceRecord) -> float | None:
         """When the device last sent what this rule watches; None if the rule ignores it."""
