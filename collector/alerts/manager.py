@@ -161,6 +161,25 @@ _TIMING_COLUMNS: Final = (
 _Timing = TypeVar("_Timing", bound=_AlertTiming)
 
 
+def _open_timings_in_groups(
+    session: Session, group_keys: Sequence[str], chunk: int = 500
+) -> dict[str, list[_AlertTiming]]:
+    """The timings of each group's open alerts, oldest first: one query per ``chunk``
+    groups, and no alert loaded (the session's pending changes are flushed first)."""
+    members: dict[str, list[_AlertTiming]] = {key: [] for key in group_keys}
+    for start in range(0, len(group_keys), chunk):
+        rows = session.execute(
+            select(*_TIMING_COLUMNS)
+            .where(Alert.group_key.in_(group_keys[start : start + chunk]))
+            .where(Alert.state.in_(OPEN_STATES))
+            .order_by(Alert.id)
+        )
+        for row in rows:
+            timing = cast(_AlertTiming, row)
+            members[timing.group_key].append(timing)
+    return members
+
+
 @dataclass
 class _GroupRelease(Generic[_Timing]):
     head: _Timing
@@ -850,9 +869,15 @@ class AlertManager:
         """Release each group's waiting alerts that are due."""
         keys = sorted(set(group_keys))
         self._lock_keys(run.session, [f"group:{key}" for key in keys])
-        members = queries.open_alerts_in_groups(run.session, keys)
-        for key in keys:
-            self._release_group(run, key, members.get(key, []))
+        # Timings first, whole alerts only for groups with news: a batch that opens a few
+        # alerts in each of a hundred schools' groups rarely has any (a member joining a
+        # reported group waits for the group interval), and loading every open member of
+        # each was much of what a district's first antivirus reports cost.
+        timings = _open_timings_in_groups(run.session, keys)
+        with_news = [key for key in keys if self._group_release(run.now, timings[key])]
+        members = queries.open_alerts_in_groups(run.session, with_news)
+        for key in with_news:
+            self._release_group(run, key, members[key])
 
     def _group_release(
         self, now: datetime, members: Sequence[_Timing]

@@ -181,3 +181,25 @@ def test_a_tick_with_nothing_due_loads_no_alert(
     loaded = alerts_loaded_by(factory, lambda: manager.tick(T0 + timedelta(seconds=60)))
 
     assert loaded == 0
+
+
+def test_a_batch_loads_a_group_s_alerts_only_when_the_group_has_news(
+    manager: AlertManager, factory: sessionmaker[Session]
+) -> None:
+    # When a district's PCs first report stale signatures, each batch opens a few alerts in
+    # each school's group, and loaded every open alert of those groups to ask whether the
+    # group had anything to report: it rarely has (a member joining a reported group waits
+    # for the group interval). It reads their timings, and loads a group only with news.
+    manager.process([signal(f"pc-{number:03}") for number in range(50)], T0)
+    assert len(manager.tick(T0 + WAIT)) == 1  # the group's first report
+    joining = T0 + timedelta(seconds=40)
+
+    loaded = alerts_loaded_by(
+        factory, lambda: manager.process([signal("pc-new", at=joining)], joining)
+    )
+
+    assert loaded == 0, loaded
+    # News still goes out from a batch: a member joining after the group interval.
+    late = T0 + WAIT + AlertPolicy().group_interval
+    [update] = manager.process([signal("pc-late", at=late)], late)
+    assert update.event == "updated"
