@@ -21,13 +21,12 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 
 from campuswatch.collector.tsdb.base import TsdbRejected, TsdbUnavailable
 from campuswatch.collector.tsdb.influx import timestamp
 from campuswatch.collector.tsdb.points import Point
 
-_T = TypeVar("_T")
 _HOUR_MS: Final = 3_600_000
 _DAY_MS: Final = 24 * _HOUR_MS
 
@@ -78,16 +77,6 @@ def _canonical_tags(tags: Mapping[str, str]) -> str:
     return json.dumps(dict(sorted(tags.items())), separators=(",", ":"), ensure_ascii=False)
 
 
-_SERIES_CHUNK: Final = 500
-"""Series looked up or created per statement: 4 values each stays far below SQLite's
-32,766 bound parameters."""
-
-
-def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _to_ms(time: datetime | int) -> int:
     return time if isinstance(time, int) else timestamp(time, "ms")
 
@@ -132,56 +121,26 @@ class SqliteStore:
 
     # --- writing -------------------------------------------------------------------------
 
-    def _resolve_series(self, points: Sequence[Point]) -> list[tuple[int, ...]]:
-        """Each point's series ids, in its fields' order. Series the cache lacks are read
-        and created together: a district's first av and net reports bring hundreds of
-        thousands of new series within a minute, and a restarted collector meets all of
-        its known ones again; two statements each was a large part of that cold start."""
-        cache = self._series_ids
-        keys: list[list[tuple[object, ...]]] = []
-        missing: dict[tuple[object, ...], tuple[str, str, Mapping[str, str]]] = {}
-        for point in points:
-            # A tuple key is much cheaper than the canonical JSON, and asked for every sample.
-            tags_key = tuple(sorted(point.tags.items()))
-            point_keys: list[tuple[object, ...]] = []
-            for name in point.fields:
-                cache_key = (point.measurement, name, tags_key)
-                point_keys.append(cache_key)
-                if cache_key not in cache:
-                    missing[cache_key] = (point.measurement, name, point.tags)
-            keys.append(point_keys)
-        if missing:
-            self._load_series(missing)
-        return [tuple(cache[key] for key in point_keys) for point_keys in keys]
-
-    def _load_series(
-        self, missing: Mapping[tuple[object, ...], tuple[str, str, Mapping[str, str]]]
-    ) -> None:
-        rows: dict[tuple[object, ...], tuple[str, str, str, str]] = {}
-        for cache_key, (measurement, field, tags) in missing.items():
-            tags_json = _canonical_tags(tags)
-            rows[cache_key] = (
-                measurement,
-                field,
-                tags_json,
-                f"{measurement}\x1f{field}\x1f{tags_json}",
-            )
-        by_series_key = {row[3]: cache_key for cache_key, row in rows.items()}
-        for known in _chunks(list(by_series_key), _SERIES_CHUNK):
-            marks = ",".join("?" * len(known))
-            for series_id, series_key in self._writer.execute(
-                f"SELECT id, series_key FROM series WHERE series_key IN ({marks})", known
-            ):
-                self._series_ids[by_series_key.pop(series_key)] = int(series_id)
-        # One writer (self._lock), so what the file lacked a moment ago it still lacks.
-        for new in _chunks([rows[key] for key in by_series_key.values()], _SERIES_CHUNK):
-            marks = ",".join(["(?, ?, ?, ?)"] * len(new))
-            for series_id, series_key in self._writer.execute(
-                "INSERT INTO series (measurement, field, tags, series_key)"
-                f" VALUES {marks} RETURNING id, series_key",
-                [value for row in new for value in row],
-            ).fetchall():
-                self._series_ids[by_series_key[series_key]] = int(series_id)
+    def _series_id(
+        self, measurement: str, field: str, tags: Mapping[str, str], tags_key: tuple[object, ...]
+    ) -> int:
+        """``tags_key``: the sorted tag items, computed once per point by the caller."""
+        # Looked up for every sample: a tuple key is much cheaper than the canonical JSON.
+        cache_key = (measurement, field, tags_key)
+        cached = self._series_ids.get(cache_key)
+        if cached is not None:
+            return cached
+        tags_json = _canonical_tags(tags)
+        key = f"{measurement}\x1f{field}\x1f{tags_json}"
+        self._writer.execute(
+            "INSERT OR IGNORE INTO series (measurement, field, tags, series_key)"
+            " VALUES (?, ?, ?, ?)",
+            (measurement, field, tags_json, key),
+        )
+        row = self._writer.execute("SELECT id FROM series WHERE series_key = ?", (key,)).fetchone()
+        series_id = int(row[0])
+        self._series_ids[cache_key] = series_id
+        return series_id
 
     def write(self, points: Sequence[Point]) -> None:
         with self._lock:
@@ -190,13 +149,16 @@ class SqliteStore:
             try:
                 with self._writer:  # one transaction per batch
                     rows: list[tuple[int, int, float]] = []
-                    for point, series_ids in zip(points, self._resolve_series(points), strict=True):
+                    for point in points:
+                        tags_key = tuple(sorted(point.tags.items()))
                         at_ms = timestamp(point.time, "ms")
                         rows.extend(
-                            (series_id, at_ms, float(value))
-                            for series_id, value in zip(
-                                series_ids, point.fields.values(), strict=True
+                            (
+                                self._series_id(point.measurement, name, point.tags, tags_key),
+                                at_ms,
+                                float(value),
                             )
+                            for name, value in point.fields.items()
                         )
                     self._writer.executemany(
                         "INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?, ?, ?)",

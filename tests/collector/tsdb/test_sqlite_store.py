@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from campuswatch.collector.tsdb.base import TsdbRejected
 from campuswatch.collector.tsdb.points import Point
 from campuswatch.collector.tsdb.sqlite_store import SqliteStore
 
@@ -121,52 +120,3 @@ def test_reopening_keeps_data_and_series(tmp_path: Path) -> None:
     assert second.series("campus_health") == [("cpu_pct", {"device": "a", "site": "s1"})]
     assert len(second.query("campus_health", "cpu_pct")) == 2
     second.close()
-
-
-def _statements(store: SqliteStore) -> list[str]:
-    seen: list[str] = []
-    store._writer.set_trace_callback(seen.append)
-    return seen
-
-
-def test_a_batch_of_new_series_is_created_together_not_two_statements_each(
-    store: SqliteStore,
-) -> None:
-    """A district's PCs send their first av and net reports within a minute of each other:
-    hundreds of thousands of new series. Two statements per series was a large part of that
-    cold start; a batch now looks its new series up and creates them a few hundred at a
-    time."""
-    seen = _statements(store)
-    store.write([cpu(f"pc-{n}", float(n), T0) for n in range(400)])
-    series_statements = [text for text in seen if "series" in text and "samples" not in text]
-    assert len(series_statements) <= 4, series_statements
-    assert len(store.series("campus_health")) == 400
-    assert store.latest("campus_health", "cpu_pct", {"device": "pc-399"}) == (T0_MS, 399.0)
-
-
-def test_series_known_to_the_file_are_read_together_after_a_restart(tmp_path: Path) -> None:
-    """A restarted collector's cache is empty but its file knows every series: one query per
-    batch finds them, and no series is created twice."""
-    first = SqliteStore(tmp_path / "x.db")
-    first.write([cpu(f"pc-{n}", 1.0, T0) for n in range(300)])
-    first.close()
-    second = SqliteStore(tmp_path / "x.db")
-    seen = _statements(second)
-    later = T0 + timedelta(seconds=30)
-    second.write([cpu(f"pc-{n}", 2.0, later) for n in range(300)] + [cpu("new", 5.0, later)])
-    series_statements = [text for text in seen if "series" in text and "samples" not in text]
-    assert len(series_statements) <= 3, series_statements
-    assert len(second.series("campus_health")) == 301
-    assert len(second.query("campus_health", "cpu_pct")) == 601
-    second.close()
-
-
-def test_a_rejected_batch_forgets_the_series_it_created(store: SqliteStore) -> None:
-    """Series made in a rolled-back transaction are gone from the file; the cache must not
-    keep their ids, or the next batch would write samples of a series that does not exist."""
-    bad = Point("campus_health", {"site": "s1", "device": "x"}, {"cpu_pct": float("nan")}, T0)
-    with pytest.raises(TsdbRejected):
-        store.write([cpu("fresh", 1.0, T0), bad])
-    store.write([cpu("fresh", 2.0, T0)])
-    assert store.series("campus_health") == [("cpu_pct", {"device": "fresh", "site": "s1"})]
-    assert store.latest("campus_health", "cpu_pct", {"device": "fresh"}) == (T0_MS, 2.0)
