@@ -46,6 +46,20 @@ def engine_for(*rules: Rule, **kwargs: Any) -> RuleEngine:
     return RuleEngine(rule_pack_from_rules(list(rules)), **kwargs)
 
 
+def subjects_judged(engine: RuleEngine, method: str) -> list[object]:
+    """The subjects the engine's only rule passes to ``method`` from now on, in order."""
+    [runtime] = engine._runtimes
+    judged: list[object] = []
+    original = getattr(runtime, method)
+
+    def counting(key: object, *args: Any) -> None:
+        judged.append(key)
+        original(key, *args)
+
+    setattr(runtime, method, counting)
+    return judged
+
+
 AV_OFF = """  match:
     kind: av
     where:
@@ -167,15 +181,7 @@ def test_an_absence_tick_looks_only_at_devices_whose_silence_may_be_due() -> Non
     for index in range(1000):
         engine.process(msg(index * 0.1, kind="health", site="s1", device_id=f"pc-{index}"))
     assert tick(engine, 120) == []  # the first tick looks at every device
-    [runtime] = engine._runtimes
-    judged: list[object] = []
-    original = runtime._judge  # type: ignore[attr-defined]
-
-    def counting(key: object, *args: Any) -> None:
-        judged.append(key)
-        original(key, *args)
-
-    runtime._judge = counting  # type: ignore[attr-defined]
+    judged = subjects_judged(engine, "_judge")
     assert tick(engine, 300) == [] and judged == []
     fired = tick(engine, 15 * 60 + 49.95)
     assert len(judged) == 500
@@ -325,15 +331,7 @@ def test_a_tick_looks_again_only_at_windows_a_sample_has_left() -> None:
         engine.process(
             msg(index * 0.1, kind="net", site="s1", device_id=f"pc-{index}", loss_pct=50)
         )
-    [runtime] = engine._runtimes
-    judged: list[object] = []
-    original = runtime._evaluate  # type: ignore[attr-defined]
-
-    def counting(key: object, *args: Any) -> None:
-        judged.append(key)
-        original(key, *args)
-
-    runtime._evaluate = counting  # type: ignore[attr-defined]
+    judged = subjects_judged(engine, "_evaluate")
     assert tick(engine, 300) == [] and judged == []
     # 10 minutes after the first 200 reports: their windows empty, and those alerts resolve.
     resolved = tick(engine, 619.95)
