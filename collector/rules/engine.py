@@ -755,6 +755,10 @@ class _AbsenceRuntime(_RuleRuntime):
         if key[1] is not None and key not in self.scheduled:
             self._schedule(at_s + self.silence_s, key)
 
+    def look_at_all_devices(self) -> None:
+        """Judge every device at the next tick, and time their silences afresh from there."""
+        self._look_at_all = True
+
     def _schedule(self, due_s: float, key: SubjectKey) -> None:
         heapq.heappush(self.due, (due_s, next(self._due_order), key))
         self.scheduled.add(key)
@@ -1298,6 +1302,11 @@ class RuleEngine:
             owner.firing.add(key)
         for each in self._runtimes:
             each._prune_sets()  # restored alerts may have pushed older ones out of a bound
+            if isinstance(each, _AbsenceRuntime):
+                # The restored devices sent nothing through this engine that would have
+                # timed their silence (a partition taken over while running): the next
+                # tick looks at every device again.
+                each.look_at_all_devices()
 
     def take_repeats(
         self, subjects: Iterable[tuple[str, str, str | None]] | None = None

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from campuswatch.collector.rules.engine import RuleEngine
-from tests.collector.rules.test_engine import engine_for, msg, rule, tick
+from tests.collector.rules.test_engine import T0, engine_for, msg, rule, tick
 
 HOT_FOUR = """  threshold:
     kind: health
@@ -39,3 +41,16 @@ def test_forgotten_sites_keep_no_window_alert_or_device_and_others_are_untouched
     # pc-a starts from nothing if the partition comes back: three hot reports do not fire.
     assert [hot(engine, 500 + n, "school-a", "pc-a") for n in range(3)] == [[], [], []]
     assert hot(engine, 503, "school-a", "pc-a") == ["firing"]
+
+
+def test_a_silent_device_of_a_partition_taken_over_fires_at_the_next_tick() -> None:
+    """A takeover restores the partition's devices from the register while this collector
+    is running: a device silent since before is judged at the next tick, although the
+    engine already ticked and none of its reports came through this collector."""
+    engine = engine_for(rule(SILENT))
+    hot(engine, 0, "school-a", "pc-a")
+    assert tick(engine, 60) == []  # the first tick has looked at every device
+    last_report = msg(30, kind="health", site="school-b", device_id="pc-b", cpu_pct=5)
+    engine.restore([last_report], [], now=T0 + timedelta(seconds=90))
+    fired = tick(engine, 400)
+    assert [(s.device_id, s.status) for s in fired] == [("pc-a", "firing"), ("pc-b", "firing")]
