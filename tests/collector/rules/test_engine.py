@@ -46,13 +46,13 @@ def engine_for(*rules: Rule, **kwargs: Any) -> RuleEngine:
     return RuleEngine(rule_pack_from_rules(list(rules)), **kwargs)
 
 
-def subjects_judged(engine: RuleEngine, method: str) -> list[object]:
+def subjects_judged(engine: RuleEngine, method: str) -> list[tuple[str, str | None]]:
     """The subjects the engine's only rule passes to ``method`` from now on, in order."""
     [runtime] = engine._runtimes
-    judged: list[object] = []
+    judged: list[tuple[str, str | None]] = []
     original = getattr(runtime, method)
 
-    def counting(key: object, *args: Any) -> None:
+    def counting(key: tuple[str, str | None], *args: Any) -> None:
         judged.append(key)
         original(key, *args)
 
