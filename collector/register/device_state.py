@@ -54,7 +54,7 @@ report was about a quarter of a collector's CPU on SQLite (a page per device per
 in WAL and checkpoint) and as many dead row versions on PostgreSQL. A minute is a fifth of
 the shortest default heartbeat timeout (5 minutes); the collector's own liveness tracker
 times each device to the message, and a collector sharing the register reads the row
-again before it times a device out (``CollectorService._refresh_liveness``)."""
+again before it times a device out (``Collector._refresh_liveness``)."""
 
 _UPSERT_LATEST: Final = MultiRowInsert(
     DeviceLatest,
