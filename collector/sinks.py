@@ -12,11 +12,7 @@ from sqlalchemy.orm import Session
 from campuswatch.collector.ingest import BatchContext
 from campuswatch.collector.liveness import LivenessChange, LivenessTracker
 from campuswatch.collector.register.assets import apply_message, apply_routine_batch
-from campuswatch.collector.register.device_state import (
-    SEEN_RESOLUTION,
-    mark_online,
-    online_states,
-)
+from campuswatch.collector.register.device_state import mark_online, online_states
 from campuswatch.wire.codec import DecodedMessage
 from campuswatch.wire.messages import HelloMessage, InventoryMessage, StateMessage, TelemetryMessage
 
@@ -39,8 +35,7 @@ class RegisterSink:
     ) -> None:
         try:
             with session.begin_nested():
-                routine_left = apply_routine_batch(session, batch, SEEN_RESOLUTION)
-                needs_full_path = {id(d) for d in routine_left}
+                needs_full_path = set(id(d) for d in apply_routine_batch(session, batch))
         except Exception as exc:
             # Fall back to one savepoint per message, so one bad message cannot sink the batch.
             self.errors[type(exc).__name__] += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Final, Literal
 
 from sqlalchemy import Select, bindparam, func, or_, select
@@ -627,10 +627,7 @@ def _apply_sweep(
         # so a person editing a host the sweep saw is not refused as a conflict.
         _TOUCH_ASSET.execute(
             session.connection(),
-            [
-                {"asset_id": key, "seen": decoded.received_at, "stale": decoded.received_at}
-                for key in sorted(sightings)
-            ],
+            [{"asset_id": key, "seen": decoded.received_at} for key in sorted(sightings)],
         )
         for asset in sightings.values():
             set_committed_value(asset, "last_seen", decoded.received_at)
@@ -1164,17 +1161,12 @@ ROUTINE_KINDS: Final = frozenset({"state", "av", "net", "health", "telemetry", "
 """Kinds that never change an asset's facts: only the device's latest state and last-seen."""
 
 
-def apply_routine_batch(
-    session: Session,
-    batch: Sequence[DecodedMessage],
-    seen_resolution: timedelta = timedelta(0),
-) -> list[DecodedMessage]:
+def apply_routine_batch(session: Session, batch: Sequence[DecodedMessage]) -> list[DecodedMessage]:
     """Apply routine messages from already-known devices with a few statements per batch.
 
     The per-message path (``apply_message``) costs several round trips; a district sends
     thousands of health/net/av messages a second, so those go here. Returns the messages
     that still need ``apply_message``: other kinds, first contact, a device that moved site.
-    ``seen_resolution``: see ``touch_devices`` (the assets' last seen follows it too).
     """
     device_ids = {decoded.message.device_id for decoded in batch}
     # Only devices whose asset exists: the others need the full path to (re)create it.
@@ -1205,17 +1197,14 @@ def apply_routine_batch(
             last_seen[asset_id] = decoded.received_at
     if not routine:
         return remaining
-    touch_devices(session, routine, record_latest(session, routine), seen_resolution)
+    touch_devices(session, routine, record_latest(session, routine))
     # One UPDATE … FROM for the batch, not the ORM's row-by-row UPDATE (the version counter
     # forces that on assets): a sighting is not an edit, so it leaves ``version`` alone and
     # cannot make a person's concurrent edit fail; the WHERE keeps last_seen monotonic when
     # two collectors share the load, and key order keeps their row locks from deadlocking.
     _TOUCH_ASSET.execute(
         session.connection(),
-        [
-            {"asset_id": key, "seen": value, "stale": value - seen_resolution}
-            for key, value in sorted(last_seen.items())
-        ],
+        [{"asset_id": key, "seen": value} for key, value in sorted(last_seen.items())],
     )
     return remaining
 
@@ -1228,9 +1217,8 @@ _KNOWN_DEVICES: Final = (
 
 _TOUCH_ASSET: Final = ValuesUpdate(
     Asset,
-    {"asset_id": "id", "seen": "last_seen", "stale": "last_seen"},
-    # Only last_seen: not version, not updated_at (a sighting is not an edit). Written when
-    # older than ``stale``: the sighting, less the resolution (``touch_devices``).
+    {"asset_id": "id", "seen": "last_seen"},
+    # Only last_seen: not version, not updated_at (a sighting is not an edit).
     "last_seen = v.seen",
-    "assets.id = v.asset_id AND (assets.last_seen IS NULL OR assets.last_seen < v.stale)",
+    "assets.id = v.asset_id AND (assets.last_seen IS NULL OR assets.last_seen < v.seen)",
 )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from operator import itemgetter
 from typing import Any, Final
 
@@ -47,15 +47,6 @@ from campuswatch.wire.topics import Topic
 
 log = logging.getLogger(__name__)
 
-SEEN_RESOLUTION: Final = timedelta(seconds=60)
-"""How far a collector lets a device's and its asset's stored last seen fall behind the
-device's reports. A district's devices report every 30 s; rewriting both rows for each
-report was about a quarter of a collector's CPU on SQLite (a page per device per message,
-in WAL and checkpoint) and as many dead row versions on PostgreSQL. A minute is a fifth of
-the shortest default heartbeat timeout (5 minutes); the collector's own liveness tracker
-times each device to the message, and a collector sharing the register reads the row
-again before it times a device out (``Collector._refresh_liveness``)."""
-
 _UPSERT_LATEST: Final = MultiRowInsert(
     DeviceLatest,
     ("device_id", "kind", "ts", "received_at", "body"),
@@ -71,27 +62,14 @@ _UPSERT_LATEST: Final = MultiRowInsert(
 
 _TOUCH_DEVICE: Final = ValuesUpdate(
     Device,
-    {
-        "id": "device_id",
-        "seen": "last_seen",
-        "stale": "last_seen",
-        "skew": "clock_skew_s",
-        "device_type": "device_type",
-    },
+    {"id": "device_id", "seen": "last_seen", "skew": "clock_skew_s", "device_type": "device_type"},
     # Last seen only moves forward; skew and type from the device's newest message in the
     # batch (NULL keeps what is there).
     "last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.seen"
     " THEN v.seen ELSE devices.last_seen END,"
     " clock_skew_s = COALESCE(v.skew, devices.clock_skew_s),"
     " device_type = COALESCE(v.device_type, devices.device_type)",
-    # A row is written only with news: last seen older than ``stale`` (the sighting less
-    # the resolution), a clock skew that moved by a second or more, or a new type. Both
-    # databases write a row an UPDATE matches, changed or not.
-    "devices.device_id = v.id AND (devices.last_seen IS NULL OR devices.last_seen < v.stale"
-    " OR (v.skew IS NOT NULL AND (devices.clock_skew_s IS NULL"
-    " OR ABS(devices.clock_skew_s - v.skew) >= 1.0))"
-    " OR (v.device_type IS NOT NULL AND (devices.device_type IS NULL"
-    " OR devices.device_type <> v.device_type)))",
+    "devices.device_id = v.id",
 )
 _SET_ONLINE: Final = ValuesUpdate(
     Device,
@@ -158,16 +136,10 @@ def record_latest(session: Session, batch: Sequence[DecodedMessage]) -> set[str]
 
 
 def touch_devices(
-    session: Session,
-    batch: Sequence[DecodedMessage],
-    newest: Iterable[str] = (),
-    seen_resolution: timedelta = timedelta(0),
+    session: Session, batch: Sequence[DecodedMessage], newest: Iterable[str] = ()
 ) -> None:
     """Advance the senders' ``devices`` rows: last seen, clock skew, device type, and online
-    from ``state`` messages among ``newest`` (ids from ``record_latest``).
-
-    ``seen_resolution``: last seen alone is written only once it moves on by this much
-    (``SEEN_RESOLUTION`` for a collector); a new skew or type is written at once."""
+    from ``state`` messages among ``newest`` (ids from ``record_latest``)."""
     newest_ids = set(newest)
     by_device: dict[str, dict[str, Any]] = {}
     online_changes: dict[str, dict[str, Any]] = {}
@@ -200,10 +172,7 @@ def touch_devices(
     if not by_device:
         return
     connection = session.connection()
-    rows = [by_device[key] for key in sorted(by_device)]
-    for row in rows:
-        row["stale"] = row["seen"] - seen_resolution
-    _TOUCH_DEVICE.execute(connection, rows)
+    _TOUCH_DEVICE.execute(connection, [by_device[key] for key in sorted(by_device)])
     _SET_ONLINE.execute(connection, [online_changes[key] for key in sorted(online_changes)])
 
 
