@@ -106,6 +106,46 @@ class _Bounded(OrderedDict[K, V], Generic[K, V]):
 # --- shared device table ---------------------------------------------------------------------
 
 
+class _DueQueue(Generic[V]):
+    """Items that wait for a time, soonest first: what a tick has to look at again. An
+    item may be stale by the time it is due (its subject evicted or forgotten); the caller
+    skips those, and ``keep`` drops them early so a flood of short-lived subjects cannot
+    grow the queue past the tables it serves."""
+
+    __slots__ = ("_heap", "_order")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, V]] = []
+        self._order = count()  # ties in time never compare the items
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, due_s: float, item: V) -> None:
+        heapq.heappush(self._heap, (due_s, next(self._order), item))
+
+    def pop_due(self, now_s: float) -> list[V]:
+        heap, due = self._heap, []
+        while heap and heap[0][0] <= now_s:
+            due.append(heapq.heappop(heap)[2])
+        return due
+
+    def keep(self, wanted: Callable[[V], bool], live: int) -> bool:
+        """Drop the items ``wanted`` refuses once the queue holds over twice the ``live``
+        subjects it serves (cheap to ask at every tick); True if it did."""
+        if len(self._heap) <= 2 * live + _QUEUE_SLACK:
+            return False
+        self._heap = [entry for entry in self._heap if wanted(entry[2])]
+        heapq.heapify(self._heap)
+        return True
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+
+_QUEUE_SLACK: Final = 64
+
+
 class DeviceRecord:
     __slots__ = ("device_type", "hostname", "ip", "last_any", "last_ref", "last_seen", "offline")
 
@@ -593,9 +633,8 @@ class _ThresholdRuntime(_RuleRuntime):
         self.fires, self.clears = _bound_tests(condition)
         self.for_s = _duration(condition.for_) or 0.0
         self.windows: _Bounded[SubjectKey, _Window] = _Bounded(limits.max_subjects_per_rule)
-        # (when its oldest sample leaves, order, key, window): one entry per live window.
-        self.expiries: list[tuple[float, int, SubjectKey, _Window]] = []
-        self._expiry_order = count()
+        # Each live window, due when its oldest sample leaves it.
+        self.expiries: _DueQueue[tuple[SubjectKey, _Window]] = _DueQueue()
         self.dropped_samples = 0
 
     def _subject_tables(self) -> list[dict[SubjectKey, Any]]:
@@ -622,7 +661,7 @@ class _ThresholdRuntime(_RuleRuntime):
         if window is None:
             window = _Window()
             self.windows.put(key, window)
-            self._schedule(at_s + self.window_s, key, window)
+            self.expiries.push(at_s + self.window_s, (key, window))
         else:
             self.windows.move_to_end(key)
         for sample in samples:
@@ -699,8 +738,8 @@ class _ThresholdRuntime(_RuleRuntime):
         else:
             self.set_active(key, None, at_s, out)
 
-    def _schedule(self, due_s: float, key: SubjectKey, window: _Window) -> None:
-        heapq.heappush(self.expiries, (due_s, next(self._expiry_order), key, window))
+    def _live(self, item: tuple[SubjectKey, _Window]) -> bool:
+        return self.windows.get(item[0]) is item[1]
 
     def on_tick(
         self, now_s: float, devices: _Bounded[SubjectKey, DeviceRecord], out: list[AlertSignal]
@@ -710,24 +749,21 @@ class _ThresholdRuntime(_RuleRuntime):
         # tick looks only at those: a district's classroom sensors keep 120,000 windows, and
         # reaching each of them every 10 s was most of this rule's share of the tick.
         # (Pending ``for`` timers are the shared tick's.)
+        self.expiries.keep(self._live, len(self.windows))
         horizon = now_s - self.window_s
-        later: list[tuple[float, SubjectKey, _Window]] = []
-        expiries = self.expiries
-        while expiries and expiries[0][0] <= now_s:
-            _, _, key, window = heapq.heappop(expiries)
-            if self.windows.get(key) is not window:
+        later: list[tuple[SubjectKey, _Window]] = []
+        for key, window in self.expiries.pop_due(now_s):
+            if not self._live((key, window)):
                 continue  # emptied, evicted or forgotten since it was scheduled
-            if window.samples and window.samples[0][0] > horizon:
-                # Its oldest sample left earlier (a message's judgement, or the sample bound).
-                later.append((window.samples[0][0] + self.window_s, key, window))
-                continue
-            self._evaluate(key, window, now_s, out)
+            if not window.samples or window.samples[0][0] <= horizon:
+                self._evaluate(key, window, now_s, out)
+            # else its oldest sample left earlier (a message's judgement, or the bound)
             if window.samples:
-                later.append((window.samples[0][0] + self.window_s, key, window))
+                later.append((key, window))
             else:
                 del self.windows[key]
-        for due_s, key, window in later:  # after the loop: a due rounded down cannot spin
-            self._schedule(due_s, key, window)
+        for key, window in later:  # after the loop: a due rounded down cannot spin
+            self.expiries.push(window.samples[0][0] + self.window_s, (key, window))
 
 
 class _AbsenceRuntime(_RuleRuntime):
@@ -738,11 +774,10 @@ class _AbsenceRuntime(_RuleRuntime):
         self.silence_s = parse_duration(condition.for_) or 0.0
         self.ignore_when_offline = condition.ignore_when_offline
         # A device rule judges a device when its silence may be due, not at every tick:
-        # (when, order, device) entries, one per device in ``scheduled``. The first tick
-        # (after a start, a restore or a reload) looks at every device and fills them.
-        self.due: list[tuple[float, int, SubjectKey]] = []
+        # one entry per device in ``scheduled``. The first tick (after a start, a restore or
+        # a reload) looks at every device and fills them.
+        self.due: _DueQueue[SubjectKey] = _DueQueue()
         self.scheduled: set[SubjectKey] = set()
-        self._due_order = count()
         self._look_at_all = True
 
     def on_message(
@@ -760,7 +795,7 @@ class _AbsenceRuntime(_RuleRuntime):
         self._look_at_all = True
 
     def _schedule(self, due_s: float, key: SubjectKey) -> None:
-        heapq.heappush(self.due, (due_s, next(self._due_order), key))
+        self.due.push(due_s, key)
         self.scheduled.add(key)
 
     def _forget(self, key: SubjectKey) -> None:
@@ -772,8 +807,7 @@ class _AbsenceRuntime(_RuleRuntime):
 
     def forget_sites(self, sites: Collection[str]) -> None:
         super().forget_sites(sites)
-        self.due = [entry for entry in self.due if entry[2][0] not in sites]
-        heapq.heapify(self.due)
+        # Their queue entries find no device when due (the engine forgets the devices too).
         self.scheduled = {key for key in self.scheduled if key[0] not in sites}
 
     def _last(self, record: DeviceRecord) -> float | None:
@@ -819,11 +853,12 @@ class _AbsenceRuntime(_RuleRuntime):
             self.scheduled.clear()
             candidates: list[SubjectKey] = list(devices)
         else:
-            candidates = []
-            while self.due and self.due[0][0] <= now_s:
-                key = heapq.heappop(self.due)[2]
-                self.scheduled.discard(key)
-                candidates.append(key)
+            # Devices evicted from ``devices`` (a flood of made-up ids) leave the queue
+            # here, not a whole silence later.
+            if self.due.keep(devices.__contains__, len(devices)):
+                self.scheduled &= devices.keys()
+            candidates = self.due.pop_due(now_s)
+            self.scheduled.difference_update(candidates)
         later: list[tuple[float, SubjectKey]] = []
         for key in candidates:
             record = devices.get(key)

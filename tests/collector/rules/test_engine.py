@@ -300,6 +300,28 @@ def test_state_is_bounded_and_evictions_are_counted() -> None:
     assert stats["window_samples_dropped"] == 990
 
 
+def test_a_flood_of_new_device_ids_leaves_the_tick_queues_within_the_engine_s_bounds() -> None:
+    """A gateway's login can report for device ids it makes up. The engine keeps at most
+    ``max_devices`` devices and ``max_subjects_per_rule`` windows; what waits for a tick
+    (silences, expiring windows) must not keep the evicted ones for a whole window or
+    silence (30 days for "asset not seen")."""
+    limits = EngineLimits(max_devices=100, max_subjects_per_rule=50)
+    silent = rule("  absence:\n    for: 30d\n")
+    engine = engine_for(silent, rule(THRESHOLD), limits=limits)
+    for index in range(5000):
+        engine.process(msg(index * 0.01, kind="net", site="s1", device_id=f"x-{index}", loss_pct=1))
+    tick(engine, 60)
+    for index in range(5000, 10000):
+        engine.process(
+            msg(60 + index * 0.01, kind="net", site="s1", device_id=f"x-{index}", loss_pct=1)
+        )
+    tick(engine, 200)
+    absence, threshold = engine._runtimes
+    assert len(absence.due) <= 3 * limits.max_devices  # type: ignore[attr-defined]
+    assert len(absence.scheduled) <= 3 * limits.max_devices  # type: ignore[attr-defined]
+    assert len(threshold.expiries) <= 3 * limits.max_subjects_per_rule  # type: ignore[attr-defined]
+
+
 def test_a_threshold_window_keeps_little_per_sample() -> None:
     """A district's 60,000 classroom sensors fill two 10-minute windows each: a few hundred
     bytes more per sample is hundreds of MB. Samples keep what the evidence needs, not an
